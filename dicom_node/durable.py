@@ -1,0 +1,90 @@
+"""Durable file writes: temp file in the target folder, fsync, rename, fsync of the folder.
+
+A crash at any point leaves either the old state or the complete new file, never a partial one.
+Temp files carry the `TEMP_SUFFIX` so that the store can sweep strays left by a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+
+TEMP_SUFFIX = ".partial"
+_HAS_FDATASYNC = hasattr(os, "fdatasync")
+
+
+def _sync_file(fd: int) -> None:
+    # fdatasync skips metadata such as mtime that recovery does not need; the size is still synced.
+    if _HAS_FDATASYNC:
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS/Windows
+        os.fsync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or creation inside `path` durable (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(path: Path, stop_at: Path) -> None:
+    """Create `path` (and missing parents up to `stop_at`) and fsync each parent that changed."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists() and current != stop_at and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
+def temp_path_for(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def write_atomically(final: Path, chunks: Iterable[bytes | bytearray | memoryview], mode: int = 0o640) -> int:
+    """Write `chunks` to `final` durably and atomically; return the number of bytes written.
+
+    The folder of `final` must exist. On any error the temp file is removed and the error re-raised;
+    an existing `final` is replaced only when the new content is complete and synced.
+    """
+    temp = temp_path_for(final)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    written = 0
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    written += n
+            _sync_file(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(final.parent)
+    return written
+
+
+def write_text_atomically(final: Path, text: str) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(final, [text.encode("utf-8")])

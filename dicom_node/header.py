@@ -1,0 +1,121 @@
+"""Read the attributes the index needs from an encoded instance, without touching pixel data."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from dicom_node.errors import InvalidInstanceError
+
+# Lenient on leading zeros (common in the field), strict on everything that breaks paths or queries.
+_UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+_HEADER_TAGS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "StudyDescription", "ReferringPhysicianName",
+    "Modality", "BodyPartExamined", "SeriesNumber", "SeriesDescription", "InstanceNumber", "ViewPosition",
+    "SpecificCharacterSet",
+)
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    referring_physician: str = ""
+    modality: str = ""
+    body_part: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    instance_number: int | None = None
+    view_position: str = ""
+
+
+def is_valid_uid(value: str) -> bool:
+    return 0 < len(value) <= 64 and bool(_UID_PATTERN.match(value))
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a malformed value in an optional attribute must not reject the instance
+        return ""
+    if value is None:
+        return ""
+    try:
+        return str(value).strip().replace("\x00", "")
+    except Exception:
+        return ""
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except Exception:
+        return None
+
+
+def _required_uid(ds: Dataset, keyword: str) -> str:
+    value = _text(ds, keyword)
+    if not value:
+        raise InvalidInstanceError(f"{keyword} is missing")
+    if not is_valid_uid(value):
+        raise InvalidInstanceError(f"{keyword} is malformed: {value[:80]!r}")
+    return value
+
+
+def read_header(part10: bytes | bytearray | memoryview) -> InstanceHeader:
+    """Parse a DICOM Part 10 byte string up to its pixel data.
+
+    Raises InvalidInstanceError (undecodable=True when pydicom cannot parse it at all).
+    """
+    try:
+        ds = pydicom.dcmread(io.BytesIO(part10), stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
+        raise InvalidInstanceError(f"dataset does not decode: {exc}", undecodable=True) from exc
+    except Exception as exc:  # pydicom raises a wide range of errors on garbage
+        raise InvalidInstanceError(f"dataset does not decode: {type(exc).__name__}: {exc}", undecodable=True) from exc
+    return header_from_dataset(ds)
+
+
+def header_from_dataset(ds: Dataset) -> InstanceHeader:
+    return InstanceHeader(
+        sop_class_uid=_required_uid(ds, "SOPClassUID"),
+        sop_instance_uid=_required_uid(ds, "SOPInstanceUID"),
+        study_uid=_required_uid(ds, "StudyInstanceUID"),
+        series_uid=_required_uid(ds, "SeriesInstanceUID"),
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        patient_birth_date=_text(ds, "PatientBirthDate"),
+        patient_sex=_text(ds, "PatientSex"),
+        accession_number=_text(ds, "AccessionNumber"),
+        study_id=_text(ds, "StudyID"),
+        study_date=_text(ds, "StudyDate"),
+        study_time=_text(ds, "StudyTime"),
+        study_description=_text(ds, "StudyDescription"),
+        referring_physician=_text(ds, "ReferringPhysicianName"),
+        modality=_text(ds, "Modality"),
+        body_part=_text(ds, "BodyPartExamined"),
+        series_number=_int(ds, "SeriesNumber"),
+        series_description=_text(ds, "SeriesDescription"),
+        instance_number=_int(ds, "InstanceNumber"),
+        view_position=_text(ds, "ViewPosition"),
+    )

@@ -1,0 +1,92 @@
+"""Typed settings of the DICOM node, built by the front door from the configuration file."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicom_node.errors import SettingsError
+
+_AE_TITLE_ALLOWED = set(string.printable) - set("\\\r\n\t\x0b\x0c")
+
+
+def validate_ae_title(key: str, value: str) -> None:
+    """AE titles are 1-16 characters of the default repertoire, no backslash, not only spaces."""
+    if not value.strip():
+        raise SettingsError(key, "an AE title must not be empty")
+    if len(value) > 16:
+        raise SettingsError(key, f"an AE title has at most 16 characters, got {len(value)} in {value!r}")
+    if not set(value) <= _AE_TITLE_ALLOWED:
+        raise SettingsError(key, f"{value!r} contains characters not allowed in an AE title")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    enabled: bool = False
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # When set, peers must present a certificate signed by this CA (mutual TLS).
+    ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        for name in ("cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is None:
+                raise SettingsError(name, "is required when TLS is enabled")
+            if not Path(path).is_file():
+                raise SettingsError(name, f"no such file: {path}")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise SettingsError("ca_file", f"no such file: {self.ca_file}")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    ae_title: str = "RADDRAFT"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    # Calling AE titles allowed to associate; empty means any.
+    allowed_calling_aes: tuple[str, ...] = ()
+    max_associations: int = 10
+    # A study is "stable" when no instance arrived for this long (DCMTK storescp's end-of-study idea).
+    stable_after_s: float = 10.0
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 120.0
+    # Largest PDU we accept; 0 means no limit. Larger PDUs cost fewer round trips per image.
+    max_pdu_bytes: int = 262144
+    # Re-arm TCP_QUICKACK after every read so senders that leave Nagle on do not stall on our
+    # delayed ACKs (Linux only; ignored elsewhere).
+    tcp_quickack: bool = True
+    # Seconds to let in-flight associations finish at shutdown before they are aborted.
+    shutdown_grace_s: float = 30.0
+    tls: TlsSettings = field(default_factory=TlsSettings)
+
+    def __post_init__(self) -> None:
+        validate_ae_title("ae_title", self.ae_title)
+        for title in self.allowed_calling_aes:
+            validate_ae_title("allowed_calling_aes", title)
+        if not 0 <= self.port <= 65535:
+            raise SettingsError("port", f"must be between 0 and 65535, got {self.port}")
+        if not self.host:
+            raise SettingsError("host", "must not be empty")
+        if self.max_associations < 1:
+            raise SettingsError("max_associations", f"must be at least 1, got {self.max_associations}")
+        if self.stable_after_s <= 0:
+            raise SettingsError("stable_after_s", f"must be positive, got {self.stable_after_s}")
+        for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
+        if self.max_pdu_bytes != 0 and self.max_pdu_bytes < 4096:
+            raise SettingsError("max_pdu_bytes", f"must be 0 (unlimited) or at least 4096, got {self.max_pdu_bytes}")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    root: Path
+
+    def __post_init__(self) -> None:
+        if not str(self.root):
+            raise SettingsError("root", "must not be empty")

@@ -1,0 +1,250 @@
+"""The durable study store: DICOM Part 10 files under a root folder plus the SQLite index.
+
+Write path of one instance (see DESIGN.md, "The store"): temp file in the target folder -> fsync ->
+rename -> fsync folder -> one index transaction -> only then is the instance reported stored. If the
+index transaction fails the new file is removed again, so a failure leaves no trace. File names are
+hashes of UIDs, never raw tag values.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import pydicom
+
+from dicom_node.durable import TEMP_SUFFIX, fsync_dir, make_dirs_durable, temp_path_for, write_atomically
+from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
+from dicom_node.header import InstanceHeader, read_header
+from dicom_node.index import Index, InstanceRow
+from dicom_node.settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+QUARANTINE_DIR = "quarantine"
+INDEX_FILE = "index.sqlite3"
+_LOCK_STRIPES = 64
+
+
+class PutOutcome(StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # same SOP Instance UID, same bytes: kept once
+    REPLACED = "replaced"  # same SOP Instance UID, different bytes: the newer one is kept
+
+
+@dataclass(frozen=True)
+class PutResult:
+    outcome: PutOutcome
+    header: InstanceHeader
+    path: Path
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    temp_files_removed: int = 0
+    rows_without_file: int = 0
+    files_indexed: int = 0
+    files_quarantined: int = 0
+    seconds: float = 0.0
+
+
+def _uid_hash(uid: str) -> str:
+    return hashlib.sha256(uid.encode("ascii")).hexdigest()[:40]
+
+
+def relative_path_for(study_uid: str, sop_instance_uid: str) -> str:
+    study = _uid_hash(study_uid)
+    return f"{DATA_DIR}/{study[:2]}/{study}/{_uid_hash(sop_instance_uid)}.dcm"
+
+
+class Store:
+    """Files + index. Thread-safe: associations store concurrently."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.root = Path(settings.root).expanduser().resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / DATA_DIR).mkdir(exist_ok=True)
+            self.index = Index(self.root / INDEX_FILE)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreWriteError(f"cannot open the store at {self.root}: {exc}") from exc
+        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    def close(self) -> None:
+        self.index.close()
+
+    def path_of(self, row: InstanceRow) -> Path:
+        return self.root / row.path
+
+    # -- writing ---------------------------------------------------------------------------------
+    def put(self, part10: bytes, transfer_syntax: str, calling_ae: str = "",
+            header: InstanceHeader | None = None) -> PutResult:
+        """Store one instance (a complete Part 10 byte string) durably and index it.
+
+        Raises InvalidInstanceError for a dataset that cannot be stored, StoreWriteError for any
+        failure of the disk or the index (nothing partial is left in either case).
+        """
+        header = header or read_header(part10)
+        rel = relative_path_for(header.study_uid, header.sop_instance_uid)
+        final = self.root / rel
+        lock = self._locks[hash(header.sop_instance_uid) % _LOCK_STRIPES]
+        with lock:
+            existing = self.index.instance(header.sop_instance_uid)
+            row = InstanceRow(
+                sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
+                series_uid=header.series_uid, study_uid=header.study_uid,
+                instance_number=header.instance_number, view_position=header.view_position,
+                transfer_syntax=transfer_syntax, path=rel, size=len(part10), received_at=time.time(),
+                calling_ae=calling_ae,
+            )
+            if existing is not None and existing.path == rel:
+                if self._same_content(final, part10):
+                    return PutResult(PutOutcome.DUPLICATE, header, final)
+                self._replace_same_path(final, part10, existing, row)
+                return PutResult(PutOutcome.REPLACED, header, final)
+            self._write_new(final, part10, header, row, existing)
+            return PutResult(PutOutcome.REPLACED if existing else PutOutcome.STORED, header, final)
+
+    @staticmethod
+    def _same_content(path: Path, part10: bytes) -> bool:
+        try:
+            if path.stat().st_size != len(part10):
+                return False
+            return path.read_bytes() == part10
+        except OSError:
+            return False
+
+    def _write_new(self, final: Path, part10: bytes, header: InstanceHeader, row: InstanceRow,
+                   previous: InstanceRow | None) -> None:
+        try:
+            make_dirs_durable(final.parent, self.root)
+            write_atomically(final, [part10])
+        except OSError as exc:
+            raise StoreWriteError(_describe_os_error("write", exc)) from exc
+        try:
+            with self.index.transaction() as conn:
+                if previous is not None:
+                    self.index.remove_instance(conn, previous)
+                    self.index.record_store_event(
+                        conn, "replaced", row.sop_instance_uid,
+                        f"moved from {previous.path} ({previous.size} bytes) to {row.path} ({row.size} bytes)",
+                        row.received_at,
+                    )
+                self.index.add_instance(conn, header, row, row.received_at)
+        except sqlite3.Error as exc:
+            self._unlink_quietly(final)
+            raise StoreIndexError(f"index insert failed, instance not kept: {exc}") from exc
+        if previous is not None:
+            self._unlink_quietly(self.root / previous.path)
+
+    def _replace_same_path(self, final: Path, part10: bytes, previous: InstanceRow, row: InstanceRow) -> None:
+        # The new content waits in a synced temp file until the index has committed, so a failure
+        # of either step leaves the previous, complete instance in place.
+        temp = temp_path_for(final)
+        try:
+            write_atomically(temp, [part10])
+        except OSError as exc:
+            raise StoreWriteError(_describe_os_error("write", exc)) from exc
+        try:
+            with self.index.transaction() as conn:
+                self.index.replace_instance(conn, row, row.received_at)
+                self.index.record_store_event(
+                    conn, "replaced", row.sop_instance_uid,
+                    f"different bytes for the same instance ({previous.size} -> {row.size} bytes); newer kept",
+                    row.received_at,
+                )
+            os.replace(temp, final)
+            fsync_dir(final.parent)
+        except (sqlite3.Error, OSError) as exc:
+            self._unlink_quietly(temp)
+            raise StoreIndexError(f"replacing instance failed, previous version kept: {exc}") from exc
+
+    def _unlink_quietly(self, path: Path) -> None:
+        try:
+            path.unlink()
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            log.exception("could not remove %s", path)
+
+    # -- recovery --------------------------------------------------------------------------------
+    def reconcile(self) -> ReconcileReport:
+        """Bring files and index into agreement after a crash.
+
+        Removes temp files, drops index rows whose file is gone, and indexes complete files the
+        index lacks (a crash between rename and commit, or index commits lost to a power cut).
+        """
+        started = time.monotonic()
+        temps = indexed = quarantined = 0
+        rows = self.index.all_instance_paths()
+        on_disk: set[str] = set()
+        data = self.root / DATA_DIR
+        for folder, _dirs, files in os.walk(data):
+            for name in files:
+                path = Path(folder) / name
+                if name.endswith(TEMP_SUFFIX):
+                    path.unlink(missing_ok=True)
+                    temps += 1
+                    continue
+                on_disk.add(path.relative_to(self.root).as_posix())
+        for rel in sorted(on_disk - rows.keys()):
+            if self._index_orphan(self.root / rel):
+                indexed += 1
+            else:
+                quarantined += 1
+        missing = [row for rel, row in rows.items() if rel not in on_disk]
+        if missing:
+            with self.index.transaction() as conn:
+                for row in missing:
+                    self.index.remove_instance(conn, row)
+                    self.index.record_store_event(conn, "file_missing", row.sop_instance_uid, row.path, time.time())
+        report = ReconcileReport(temps, len(missing), indexed, quarantined, time.monotonic() - started)
+        if temps or missing or indexed or quarantined:
+            log.warning("store reconciled: %s", report)
+        return report
+
+    def _index_orphan(self, path: Path) -> bool:
+        try:
+            part10 = path.read_bytes()
+            header = read_header(part10)
+            rel = relative_path_for(header.study_uid, header.sop_instance_uid)
+            if (self.root / rel) != path:
+                raise InvalidInstanceError(f"file name does not match its UIDs (expected {rel})")
+            ds_meta = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).file_meta
+            row = InstanceRow(
+                sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
+                series_uid=header.series_uid, study_uid=header.study_uid,
+                instance_number=header.instance_number, view_position=header.view_position,
+                transfer_syntax=str(ds_meta.get("TransferSyntaxUID", "")), path=rel, size=len(part10),
+                received_at=path.stat().st_mtime, calling_ae="",
+            )
+            with self.index.transaction() as conn:
+                previous = self.index.existing_instance(conn, header.sop_instance_uid)
+                if previous is not None:
+                    self.index.remove_instance(conn, previous)
+                self.index.add_instance(conn, header, row, row.received_at)
+                self.index.record_store_event(conn, "reindexed", header.sop_instance_uid, rel, time.time())
+            return True
+        except (InvalidInstanceError, OSError, sqlite3.Error) as exc:
+            target = self.root / QUARANTINE_DIR / path.name
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(path, target)
+            log.error("unindexable file %s moved to %s: %s", path, target, exc)
+            return False
+
+
+def _describe_os_error(action: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return f"disk full during {action}: {exc}"
+    return f"{action} failed: {exc}"

@@ -1,0 +1,5 @@
+import sys
+
+from raddraft.cli import main
+
+sys.exit(main())
