@@ -54,35 +54,44 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 
-def write_atomically(final: Path, chunks: Iterable[bytes | bytearray | memoryview], mode: int = 0o640) -> int:
-    """Write `chunks` to `final` durably and atomically; return the number of bytes written.
+def write_synced_temp(final: Path, chunks: Iterable[bytes | bytearray | memoryview], mode: int = 0o640) -> Path:
+    """Write `chunks` to a new temp file beside `final` and sync it; return the temp path.
 
-    The folder of `final` must exist. On any error the temp file is removed and the error re-raised;
-    an existing `final` is replaced only when the new content is complete and synced.
+    On any error the temp file is removed and the error re-raised.
     """
     temp = temp_path_for(final)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
-    written = 0
     try:
         try:
             for chunk in chunks:
                 view = memoryview(chunk)
                 while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                    written += n
+                    view = view[os.write(fd, view):]
             _sync_file(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def commit_temp(temp: Path, final: Path) -> None:
+    """Atomically put a synced temp file in place of `final` and make the rename durable."""
+    try:
         os.replace(temp, final)
     except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
+        temp.unlink(missing_ok=True)
         raise
     fsync_dir(final.parent)
-    return written
+
+
+def write_atomically(final: Path, chunks: Iterable[bytes | bytearray | memoryview], mode: int = 0o640) -> None:
+    """Write `chunks` to `final` durably and atomically: either the old state or the whole new file.
+
+    The folder of `final` must exist.
+    """
+    commit_temp(write_synced_temp(final, chunks, mode), final)
 
 
 def write_text_atomically(final: Path, text: str) -> None:

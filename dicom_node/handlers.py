@@ -11,10 +11,11 @@ import logging
 from pydicom.dataset import Dataset
 
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
-from dicom_node.header import read_header
+from dicom_node.header import read_header_from_dataset
+from dicom_node.part10 import file_meta_prefix
 from dicom_node.events import InstanceStored, NodeEvents
 from dicom_node.stability import StabilityTracker
-from dicom_node.store import Store
+from dicom_node.store import ReceivedInstance, Store
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,15 @@ def _store_instance(event, store: Store, tracker: StabilityTracker, events: Node
     request = event.request
     announced_uid = str(request.AffectedSOPInstanceUID or "")
     calling_ae = str(event.assoc.requestor.ae_title).strip()
-    part10 = event.encoded_dataset(include_meta=True)
+    transfer_syntax = str(event.context.transfer_syntax)
+    # The dataset exactly as received; decoding and re-encoding it would cost time and fidelity.
+    dataset = request.DataSet.getvalue()
     try:
-        header = read_header(part10)
+        header = read_header_from_dataset(dataset, transfer_syntax)
         if header.sop_instance_uid != announced_uid:
             return failure(UID_MISMATCH, "SOP Instance UID differs from the request")
-        result = store.put(part10, str(event.context.transfer_syntax), calling_ae, header=header)
+        prefix = file_meta_prefix(str(request.AffectedSOPClassUID), announced_uid, transfer_syntax, calling_ae)
+        result = store.put(ReceivedInstance(prefix, dataset, transfer_syntax, header, calling_ae))
     except InvalidInstanceError as exc:
         log.warning("rejected instance %s from %s: %s", announced_uid, calling_ae, exc)
         return failure(CANNOT_UNDERSTAND if exc.undecodable else MISSING_OR_BAD_UID, str(exc))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from dataclasses import dataclass
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
 
 from dicom_node.errors import InvalidInstanceError
 
@@ -80,6 +83,38 @@ def _required_uid(ds: Dataset, keyword: str) -> str:
     if not is_valid_uid(value):
         raise InvalidInstanceError(f"{keyword} is malformed: {value[:80]!r}")
     return value
+
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+# Every attribute the header needs sorts before this tag, so parsing stops there.
+_LAST_HEADER_TAG = Tag(0x0020, 0x0013)
+
+
+def _past_header(tag, vr, length) -> bool:
+    return tag > _LAST_HEADER_TAG
+
+
+def read_header_from_dataset(dataset: bytes | bytearray | memoryview, transfer_syntax: str) -> InstanceHeader:
+    """Parse an encoded dataset (no file meta) in `transfer_syntax` up to the last attribute we index.
+
+    Raises InvalidInstanceError (undecodable=True when it cannot be parsed at all).
+    """
+    try:
+        if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+            dataset = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(dataset))
+        ds = read_dataset(
+            io.BytesIO(dataset),
+            is_implicit_VR=transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN,
+            is_little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN,
+            stop_when=_past_header,
+        )
+    except Exception as exc:  # pydicom raises a wide range of errors on garbage
+        raise InvalidInstanceError(f"dataset does not decode: {type(exc).__name__}: {exc}", undecodable=True) from exc
+    if len(ds) == 0:
+        raise InvalidInstanceError("dataset does not decode: no elements", undecodable=True)
+    return header_from_dataset(ds)
 
 
 def read_header(part10: bytes | bytearray | memoryview) -> InstanceHeader:

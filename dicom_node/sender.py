@@ -88,22 +88,17 @@ def _inspect(path: Path) -> _Candidate | SendOutcome:
 
 
 def _contexts_for(candidates: list[_Candidate]) -> list[PresentationContext]:
-    by_class: dict[str, list[str]] = {}
+    """One context per (SOP class, transfer syntax) so every file goes as it is stored; a class
+    sent uncompressed also offers the other uncompressed syntax in case the peer refuses one."""
+    pairs: dict[tuple[str, str], None] = {}
     for c in candidates:
-        syntaxes = by_class.setdefault(c.sop_class_uid, [])
-        for ts in (c.transfer_syntax, *_UNCOMPRESSED) if c.transfer_syntax in _UNCOMPRESSED else (c.transfer_syntax,):
-            if ts not in syntaxes:
-                syntaxes.append(ts)
-    contexts: list[PresentationContext] = []
-    for sop_class, syntaxes in by_class.items():
-        uncompressed = [ts for ts in syntaxes if ts in _UNCOMPRESSED]
-        if uncompressed:
-            contexts.append(build_context(sop_class, uncompressed))
-        # One context per compressed syntax, so the peer can accept or refuse each on its own.
-        contexts.extend(build_context(sop_class, ts) for ts in syntaxes if ts not in _UNCOMPRESSED)
-    if len(contexts) > _MAX_CONTEXTS:
-        raise SendError(f"these files need {len(contexts)} presentation contexts; one association allows 128")
-    return contexts
+        pairs[(c.sop_class_uid, c.transfer_syntax)] = None
+        if c.transfer_syntax in _UNCOMPRESSED:
+            for ts in _UNCOMPRESSED:
+                pairs[(c.sop_class_uid, ts)] = None
+    if len(pairs) > _MAX_CONTEXTS:
+        raise SendError(f"these files need {len(pairs)} presentation contexts; one association allows 128")
+    return [build_context(sop_class, ts) for sop_class, ts in pairs]
 
 
 def send_files(host: str, port: int, paths: Iterable[Path], *, calling_ae: str = "RADDRAFT",

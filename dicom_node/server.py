@@ -19,6 +19,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from dicom_node.events import NodeEvents
 from dicom_node.handlers import handle_echo, handle_store
+from dicom_node.reactor import make_event_driven
 from dicom_node.settings import NodeSettings
 from dicom_node.stability import StabilityTracker
 from dicom_node.store import Store
@@ -83,6 +84,7 @@ class _NodeAssociationSocket(AssociationSocket):
         while received < nr_bytes:
             n = sock.recv_into(view[received:], nr_bytes - received)
             if n == 0:  # connection closed: return what arrived, as pynetdicom does
+                view.release()
                 del buffer[received:]
                 break
             received += n
@@ -95,6 +97,7 @@ class _NodeRequestHandler(RequestHandler):
         # A second AssociationSocket would queue a second "connection open" event; the subclass
         # adds no state, so switching the class of the one pynetdicom made is enough.
         assoc.dul.socket.__class__ = _NodeAssociationSocket
+        make_event_driven(assoc)
         return assoc
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import os
 import shutil
 import sqlite3
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -22,9 +24,9 @@ from pathlib import Path
 
 import pydicom
 
-from dicom_node.durable import TEMP_SUFFIX, fsync_dir, make_dirs_durable, temp_path_for, write_atomically
+from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_atomically, write_synced_temp
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
-from dicom_node.header import InstanceHeader, read_header
+from dicom_node.header import InstanceHeader, read_header, read_header_from_dataset
 from dicom_node.index import Index, InstanceRow
 from dicom_node.settings import StoreSettings
 
@@ -67,6 +69,50 @@ def relative_path_for(study_uid: str, sop_instance_uid: str) -> str:
     return f"{DATA_DIR}/{study[:2]}/{study}/{_uid_hash(sop_instance_uid)}.dcm"
 
 
+@dataclass(frozen=True)
+class ReceivedInstance:
+    """An instance as it arrived: the encoded dataset, untouched, and the Part 10 prefix we add."""
+
+    prefix: bytes
+    dataset: bytes | bytearray | memoryview
+    transfer_syntax: str
+    header: InstanceHeader
+    calling_ae: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.prefix) + len(self.dataset)
+
+    def chunks(self) -> tuple[bytes | bytearray | memoryview, ...]:
+        return (self.prefix, self.dataset)
+
+    @classmethod
+    def from_part10(cls, part10: bytes, calling_ae: str = "") -> ReceivedInstance:
+        """Split a Part 10 byte string into its prefix (preamble + meta) and dataset."""
+        offset = dataset_offset(part10)
+        meta = pydicom.dcmread(io.BytesIO(part10[:offset]), stop_before_pixels=True).file_meta
+        transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
+        dataset = part10[offset:]
+        return cls(part10[:offset], dataset, transfer_syntax,
+                   read_header_from_dataset(dataset, transfer_syntax), calling_ae)
+
+
+def dataset_offset(part10: bytes | memoryview) -> int:
+    """Where the dataset starts in a Part 10 file written with a group length (as ours are)."""
+    if len(part10) < 144 or part10[128:132] != b"DICM" or part10[132:136] != b"\x02\x00\x00\x00":
+        raise InvalidInstanceError("not a DICOM Part 10 file with a File Meta group length", undecodable=True)
+    (group_length,) = struct.unpack_from("<I", part10, 140)
+    return 144 + group_length
+
+
+def _same_dataset(path: Path, dataset: bytes | bytearray | memoryview) -> bool:
+    try:
+        stored = path.read_bytes()
+        return stored[dataset_offset(stored):] == dataset
+    except (OSError, InvalidInstanceError):
+        return False
+
+
 class Store:
     """Files + index. Thread-safe: associations store concurrently."""
 
@@ -87,14 +133,13 @@ class Store:
         return self.root / row.path
 
     # -- writing ---------------------------------------------------------------------------------
-    def put(self, part10: bytes, transfer_syntax: str, calling_ae: str = "",
-            header: InstanceHeader | None = None) -> PutResult:
-        """Store one instance (a complete Part 10 byte string) durably and index it.
+    def put(self, instance: ReceivedInstance) -> PutResult:
+        """Store one instance durably and index it; return what happened.
 
-        Raises InvalidInstanceError for a dataset that cannot be stored, StoreWriteError for any
-        failure of the disk or the index (nothing partial is left in either case).
+        Raises StoreWriteError (StoreIndexError for the index) for any failure of the disk or the
+        index; nothing partial is left in either case.
         """
-        header = header or read_header(part10)
+        header = instance.header
         rel = relative_path_for(header.study_uid, header.sop_instance_uid)
         final = self.root / rel
         lock = self._locks[hash(header.sop_instance_uid) % _LOCK_STRIPES]
@@ -104,31 +149,22 @@ class Store:
                 sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
                 series_uid=header.series_uid, study_uid=header.study_uid,
                 instance_number=header.instance_number, view_position=header.view_position,
-                transfer_syntax=transfer_syntax, path=rel, size=len(part10), received_at=time.time(),
-                calling_ae=calling_ae,
+                transfer_syntax=instance.transfer_syntax, path=rel, size=instance.size, received_at=time.time(),
+                calling_ae=instance.calling_ae,
             )
             if existing is not None and existing.path == rel:
-                if self._same_content(final, part10):
+                if _same_dataset(final, instance.dataset):
                     return PutResult(PutOutcome.DUPLICATE, header, final)
-                self._replace_same_path(final, part10, existing, row)
+                self._replace_same_path(final, instance, existing, row)
                 return PutResult(PutOutcome.REPLACED, header, final)
-            self._write_new(final, part10, header, row, existing)
+            self._write_new(final, instance, row, existing)
             return PutResult(PutOutcome.REPLACED if existing else PutOutcome.STORED, header, final)
 
-    @staticmethod
-    def _same_content(path: Path, part10: bytes) -> bool:
-        try:
-            if path.stat().st_size != len(part10):
-                return False
-            return path.read_bytes() == part10
-        except OSError:
-            return False
-
-    def _write_new(self, final: Path, part10: bytes, header: InstanceHeader, row: InstanceRow,
+    def _write_new(self, final: Path, instance: ReceivedInstance, row: InstanceRow,
                    previous: InstanceRow | None) -> None:
         try:
             make_dirs_durable(final.parent, self.root)
-            write_atomically(final, [part10])
+            write_atomically(final, instance.chunks())
         except OSError as exc:
             raise StoreWriteError(_describe_os_error("write", exc)) from exc
         try:
@@ -140,19 +176,20 @@ class Store:
                         f"moved from {previous.path} ({previous.size} bytes) to {row.path} ({row.size} bytes)",
                         row.received_at,
                     )
-                self.index.add_instance(conn, header, row, row.received_at)
+                self.index.add_instance(conn, instance.header, row, row.received_at)
         except sqlite3.Error as exc:
             self._unlink_quietly(final)
             raise StoreIndexError(f"index insert failed, instance not kept: {exc}") from exc
         if previous is not None:
             self._unlink_quietly(self.root / previous.path)
 
-    def _replace_same_path(self, final: Path, part10: bytes, previous: InstanceRow, row: InstanceRow) -> None:
+    def _replace_same_path(self, final: Path, instance: ReceivedInstance, previous: InstanceRow,
+                           row: InstanceRow) -> None:
         # The new content waits in a synced temp file until the index has committed, so a failure
         # of either step leaves the previous, complete instance in place.
-        temp = temp_path_for(final)
         try:
-            write_atomically(temp, [part10])
+            make_dirs_durable(final.parent, self.root)
+            temp = write_synced_temp(final, instance.chunks())
         except OSError as exc:
             raise StoreWriteError(_describe_os_error("write", exc)) from exc
         try:
@@ -163,11 +200,13 @@ class Store:
                     f"different bytes for the same instance ({previous.size} -> {row.size} bytes); newer kept",
                     row.received_at,
                 )
-            os.replace(temp, final)
-            fsync_dir(final.parent)
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
             self._unlink_quietly(temp)
             raise StoreIndexError(f"replacing instance failed, previous version kept: {exc}") from exc
+        try:
+            commit_temp(temp, final)
+        except OSError as exc:
+            raise StoreWriteError(_describe_os_error("rename", exc)) from exc
 
     def _unlink_quietly(self, path: Path) -> None:
         try:

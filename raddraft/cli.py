@@ -19,15 +19,19 @@ COMMAND_MODULES = ("service", "send")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
-    parser = argparse.ArgumentParser(prog="raddraft", description="RadDraft: AI-drafted radiology reports.")
+    # The global options are accepted before and after the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="configuration file (TOML)")
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="raddraft", description="RadDraft: AI-drafted radiology reports.",
+                                     parents=[common])
     parser.add_argument("--version", action="version", version=f"raddraft {__version__}")
-    parser.add_argument("--config", type=Path, default=None, help="configuration file (TOML)")
-    parser.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules: dict[str, object] = {}
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"raddraft.commands.{name}")
-        command = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP)
+        command = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP,
+                                 parents=[common])
         module.add_arguments(command)
         modules[name.replace("_", "-")] = module
     return parser, modules
@@ -47,9 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raddraft.config import ConfigError, load_config
 
     overrides = dict(getattr(module, "config_overrides", lambda a: {})(args))
-    overrides["logging.level"] = args.log_level
+    overrides["logging.level"] = getattr(args, "log_level", None)
     try:
-        config = load_config(args.config, overrides)
+        config = load_config(getattr(args, "config", None), overrides)
     except ConfigError as exc:
         print(f"raddraft: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""Evaluation of drafted reports: the findings labeler (`labeler`) and report metrics (`metrics`)."""
