@@ -123,7 +123,8 @@ def send_files(host: str, port: int, paths: Iterable[Path], *, calling_ae: str =
     ae.requested_contexts = _contexts_for(candidates)
     assoc = ae.associate(host, port, ae_title=called_ae)
     if not assoc.is_established:
-        reason = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not connect"
+        reason = ("was rejected by the peer (check the AE titles)" if assoc.is_rejected
+                  else "could not be established (peer unreachable, or it aborted)")
         raise SendError(f"association with {called_ae}@{host}:{port} {reason}")
     try:
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,1 @@
+"""The drafting engine: model bundles, ONNX Runtime sessions, generation, the drafting queue."""

@@ -1,0 +1,101 @@
+"""Hand-written, real-style report sentences with the labels a radiologist would give them.
+
+Each case: (text, expected) where expected maps finding keys to "present" / "absent" / "uncertain";
+every finding key not listed must come out "not_mentioned". `no_finding` is checked separately.
+"""
+
+P, A, U = "present", "absent", "uncertain"
+
+CASES: list[tuple[str, dict[str, str]]] = [
+    # cardiomegaly
+    ("The heart is mildly enlarged.", {"cardiomegaly": P}),
+    ("Moderate cardiomegaly.", {"cardiomegaly": P}),
+    ("Heart size is normal.", {"cardiomegaly": A}),
+    ("The heart is not enlarged.", {"cardiomegaly": A}),
+    ("The cardiomediastinal silhouette is within normal limits.", {"cardiomegaly": A}),
+    ("Normal cardiac silhouette.", {"cardiomegaly": A}),
+    ("Heart size is at the upper limits of normal.", {"cardiomegaly": U}),
+    ("Borderline cardiomegaly.", {"cardiomegaly": U}),
+    ("Stable enlargement of the cardiac silhouette.", {"cardiomegaly": P}),
+    ("Cardiomegaly is unchanged from the prior exam.", {"cardiomegaly": P}),
+    ("The cardiac silhouette remains markedly enlarged.", {"cardiomegaly": P}),
+    ("No change in mild cardiomegaly.", {"cardiomegaly": P}),
+    # pleural effusion
+    ("Small left pleural effusion.", {"pleural_effusion": P}),
+    ("No pleural effusion.", {"pleural_effusion": A}),
+    ("Blunting of the left costophrenic angle may represent a small effusion.", {"pleural_effusion": U}),
+    ("Blunting of the right costophrenic angle.", {"pleural_effusion": U}),
+    ("The costophrenic angles are sharp.", {"pleural_effusion": A}),
+    ("Trace bilateral pleural effusions.", {"pleural_effusion": P}),
+    ("Interval resolution of the right pleural effusion.", {"pleural_effusion": A}),
+    ("The previously seen left effusion has resolved.", {"pleural_effusion": A}),
+    ("Small pericardial effusion is suspected on the prior CT.", {}),
+    ("Moderate right pleural effusion with adjacent compressive atelectasis.",
+     {"pleural_effusion": P, "atelectasis": P}),
+    ("Layering pleural fluid on the left.", {"pleural_effusion": P}),
+    # pneumothorax
+    ("No evidence of pneumothorax.", {"pneumothorax": A}),
+    ("Small right apical pneumothorax.", {"pneumothorax": P}),
+    ("A tiny left apical pneumothorax cannot be excluded.", {"pneumothorax": U}),
+    ("Possible small left apical pneumothorax.", {"pneumothorax": U}),
+    ("No pneumothorax is identified.", {"pneumothorax": A}),
+    ("Large right pneumothorax with mediastinal shift to the left.", {"pneumothorax": P}),
+    ("The right pneumothorax is no longer visualized.", {"pneumothorax": A}),
+    ("No pleural effusion or pneumothorax.", {"pleural_effusion": A, "pneumothorax": A}),
+    ("There is no pneumothorax, but there is a small left effusion.", {"pneumothorax": A, "pleural_effusion": P}),
+    ("Small left hydropneumothorax.", {"pneumothorax": P, "pleural_effusion": P}),
+    # consolidation
+    ("Lungs are clear.", {"consolidation": A, "edema": A}),
+    ("The lungs are well expanded and clear.", {"consolidation": A, "edema": A}),
+    ("Right lower lobe consolidation concerning for pneumonia.", {"consolidation": P}),
+    ("Patchy opacity at the left base may represent atelectasis or pneumonia.",
+     {"consolidation": P, "atelectasis": U}),
+    ("No focal consolidation.", {"consolidation": A}),
+    ("There is no focal airspace disease to suggest pneumonia.", {"consolidation": A}),
+    ("Findings could represent early pneumonia.", {"consolidation": U}),
+    ("Left retrocardiac opacity, atelectasis versus consolidation.", {"consolidation": P, "atelectasis": U}),
+    ("Multifocal airspace opacities in both lungs.", {"consolidation": P}),
+    ("Free of any focal infiltrate.", {"consolidation": A}),
+    ("Improving right middle lobe pneumonia.", {"consolidation": P}),
+    # nodule / mass
+    ("A 12 mm nodule in the right upper lobe.", {"nodule": P}),
+    ("No suspicious pulmonary nodules or masses.", {"nodule": A}),
+    ("There is a 4 cm mass in the left hilum.", {"nodule": P}),
+    ("Nodular opacity in the right mid lung, possibly a nipple shadow.", {"nodule": U}),
+    ("A spiculated left upper lobe lesion is concerning for malignancy.", {"nodule": P}),
+    ("Questionable nodule projecting over the left fifth rib.", {"nodule": U}),
+    # edema
+    ("Mild pulmonary edema.", {"edema": P}),
+    ("No pulmonary edema.", {"edema": A}),
+    ("Pulmonary vascular congestion without frank edema.", {"edema": P}),
+    ("Bilateral perihilar haziness, possibly early interstitial edema.", {"edema": U}),
+    ("The heart is enlarged without pulmonary edema.", {"cardiomegaly": P, "edema": A}),
+    ("Findings are consistent with moderate congestive heart failure.", {"edema": P}),
+    ("Kerley B lines are present at the lung bases.", {"edema": P}),
+    # atelectasis
+    ("Bibasilar atelectasis.", {"atelectasis": P}),
+    ("Plate-like atelectasis at the left base.", {"atelectasis": P}),
+    ("Linear opacities at the lung bases, likely atelectasis.", {"atelectasis": U}),
+    ("No atelectasis.", {"atelectasis": A}),
+    ("Right upper lobe collapse.", {"atelectasis": P}),
+    ("Streaky left basilar opacity, likely subsegmental atelectasis.", {"atelectasis": U}),
+    # support devices
+    ("Endotracheal tube terminates 4 cm above the carina.", {"support_device": P}),
+    ("Right internal jugular central venous catheter with tip in the SVC.", {"support_device": P}),
+    ("Interval removal of the endotracheal tube.", {"support_device": A}),
+    ("The nasogastric tube has been removed.", {"support_device": A}),
+    ("Left chest wall pacemaker with leads in the right atrium and right ventricle.", {"support_device": P}),
+    ("Right PICC line tip in the lower SVC.", {"support_device": P}),
+    ("The E.T. tube tip is at the thoracic inlet.", {"support_device": P}),
+    # combinations, normal statements, aggregation across sentences
+    ("No acute cardiopulmonary process.", {}),
+    ("Normal chest radiograph.", {}),
+    ("No focal consolidation, pleural effusion, or pneumothorax. Heart size is normal.",
+     {"consolidation": A, "pleural_effusion": A, "pneumothorax": A, "cardiomegaly": A}),
+    ("No pneumothorax. Moderate right pleural effusion.", {"pneumothorax": A, "pleural_effusion": P}),
+    ("Heart size is normal. Cardiomegaly cannot be excluded given the AP technique.", {"cardiomegaly": U}),
+    ("Resolved left lower lobe pneumonia. New right lower lobe consolidation.", {"consolidation": P}),
+    ("Possible small right effusion without pneumothorax.", {"pleural_effusion": U, "pneumothorax": A}),
+    ("The lungs are hyperinflated but clear.", {"consolidation": A, "edema": A}),
+    ("No acute osseous abnormality, and the heart is enlarged.", {"cardiomegaly": P}),
+]
