@@ -97,6 +97,10 @@ class RunningService:
     store: Path
     ae_title: str
 
+    @property
+    def log(self) -> str:
+        return (self.store.parent / f"{self.store.name}-service.log").read_text()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
@@ -110,7 +114,9 @@ def start_service(store: Path, *extra: str, ae_title: str = "RADDRAFT", timeout:
     """`raddraft service` as a user starts it, on an OS-assigned port read from its first line."""
     cmd = [sys.executable, "-m", "raddraft", "service", "--store", str(store), "--port", "0",
            "--ae-title", ae_title, *extra]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = store.parent / f"{store.name}-service.log"
+    # stderr goes to a file: an unread pipe would fill up and stall the service.
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("a"), text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -120,12 +126,12 @@ def start_service(store: Path, *extra: str, ae_title: str = "RADDRAFT", timeout:
         if match:
             return RunningService(process, int(match.group(1)), store, ae_title)
     process.kill()
-    raise RuntimeError(f"service did not start: {process.stderr.read()}")
+    raise RuntimeError(f"service did not start: {log.read_text()}")
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[RunningService]:
-    running = start_service(tmp_path / "store", "--stable-after", "1")
+    running = start_service(tmp_path / "store", "--stable-after", "1", "--log-level", "INFO")
     yield running
     if running.process.poll() is None:
         running.process.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pydicom
@@ -70,8 +71,19 @@ def test_storescu_every_transfer_syntax_then_clean_shutdown(service, sample_stud
         result = subprocess.run([storescu, *option, "-aec", service.ae_title, "127.0.0.1", str(service.port),
                                  str(path)], env=peer_env(), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"{path.name}: {result.stderr}"
+    deadline = time.monotonic() + 15
+    while "stable with" not in service.log and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert service.stop() == 0
     _check_store_has(service.store, paths, byte_identical=False)
+    # The study was logged at INFO (it became stable) without who the patient is.
+    log = service.log
+    assert f"stable with {len(paths)} instances" in log
+    for path in paths:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        for identifier in (str(ds.get("PatientName", "")), str(ds.get("PatientID", ""))):
+            if identifier:
+                assert identifier not in log, f"patient identifier {identifier!r} in the INFO log"
 
 
 def test_img2dcm_output_is_stored(service, tmp_path):
