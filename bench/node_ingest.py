@@ -54,36 +54,30 @@ def receiver_env(nodelay: bool) -> dict[str, str]:
 
 
 @contextmanager
-def raddraft(workdir: Path) -> Iterator[tuple[int, str]]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "raddraft", "--log-level", "WARNING", "service",
-                             "--store", str(workdir / "store"), "--port", str(port), "--ae-title", "RADDRAFT"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _running(cmd: list[str], port: int, aet: str, env: dict[str, str] | None = None,
+             timeout: float = 30) -> Iterator[tuple[int, str]]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
-        yield port, "RADDRAFT"
+        wait_for_port(port, timeout)
+        yield port, aet
     finally:
         proc.terminate()
         proc.wait(30)
 
 
-@contextmanager
-def storescp(workdir: Path) -> Iterator[tuple[int, str]]:
+def raddraft(workdir: Path):
     port = free_port()
-    out = workdir / "scp"
-    out.mkdir()
-    proc = subprocess.Popen(["storescp", "-od", str(out), str(port)], env=receiver_env(True),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield port, "STORESCP"
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    return _running([sys.executable, "-m", "raddraft", "--log-level", "WARNING", "service", "--store",
+                     str(workdir / "store"), "--port", str(port), "--ae-title", "RADDRAFT"], port, "RADDRAFT")
 
 
-@contextmanager
-def orthanc(workdir: Path) -> Iterator[tuple[int, str]]:
+def storescp(workdir: Path):
+    port = free_port()
+    (workdir / "scp").mkdir()
+    return _running(["storescp", "-od", str(workdir / "scp"), str(port)], port, "STORESCP", receiver_env(True))
+
+
+def orthanc(workdir: Path):
     port, http = free_port(), free_port()
     config = {
         "Name": "BenchOrthanc", "StorageDirectory": str(workdir / "o-store"), "IndexDirectory": str(workdir / "o-db"),
@@ -91,14 +85,8 @@ def orthanc(workdir: Path) -> Iterator[tuple[int, str]]:
         "AuthenticationEnabled": False, "DicomCheckCalledAet": False, "SyncStorageArea": True, "Plugins": [],
     }
     (workdir / "orthanc.json").write_text(json.dumps(config))
-    proc = subprocess.Popen([shutil.which("Orthanc") or "/usr/sbin/Orthanc", str(workdir / "orthanc.json")],
-                            env=receiver_env(True), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=60)
-        yield port, "ORTHANC"
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    return _running([binary, str(workdir / "orthanc.json")], port, "ORTHANC", receiver_env(True), timeout=60)
 
 
 RECEIVERS: dict[str, Callable] = {"RadDraft node (fsync)": raddraft, "dcmtk storescp": storescp,
