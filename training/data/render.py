@@ -101,8 +101,8 @@ class _Frontal:
         self.x, self.y = grid(size)
         self.edge = max(0.0035, 0.8 / size)
         heart_width = anatomy.ctr * 2.0 * anatomy.hemithorax
-        self.heart = (anatomy.cx + 0.17 * heart_width, anatomy.dome_left_y - 0.045,
-                      0.5 * heart_width, 0.72 * 0.5 * heart_width)
+        self.heart = (anatomy.cx + 0.17 * heart_width, anatomy.dome_left_y - 0.03,
+                      0.5 * heart_width, 0.66 * 0.5 * heart_width)
         self.hila = {side: (anatomy.cx + SIDE_SIGN[side] * 0.085, 0.40) for side in ("right", "left")}
 
     # -- geometry
@@ -128,8 +128,8 @@ class _Frontal:
         # the upper mediastinum widens a little towards the heart
         half = a.mediastinum * (0.85 + 0.35 * np.clip((self.y - 0.2) / (hy - 0.2), 0, 1))
         upper = step(half - np.abs(self.x - a.cx - 0.008), e) * step(hy - self.y + 0.02, 0.02)
-        knob = ellipse_mask(self.x, self.y, a.cx + a.mediastinum + 0.01, 0.31, 0.026, 0.028, e)
-        pulmonary = ellipse_mask(self.x, self.y, a.cx + a.mediastinum + 0.012, 0.38, 0.02, 0.04, e)
+        knob = ellipse_mask(self.x, self.y, a.cx + a.mediastinum - 0.002, 0.31, 0.03, 0.036, e)
+        pulmonary = ellipse_mask(self.x, self.y, a.cx + a.mediastinum, 0.39, 0.024, 0.055, e)
         right_atrium = ellipse_mask(self.x, self.y, hx - 0.55 * ha, hy - 0.01, 0.42 * ha, 0.75 * hb, e)
         below = step(self.y - max(a.dome_left_y, a.dome_right_y) - 0.03, 0.03)
         return np.maximum.reduce([heart, upper, knob, pulmonary, right_atrium, below])
@@ -185,10 +185,10 @@ class _Frontal:
         return column * bodies
 
     # -- lung vessels
-    def vessels(self, blurred: float = 0.0) -> np.ndarray:
+    def vessels(self, rng: np.random.Generator, blurred: float = 0.0) -> np.ndarray:
         """Branching-looking markings radiating from each hilum, fading to the periphery."""
         out = np.zeros_like(self.x)
-        wiggle = smooth_noise(self.rng, self.size, self.size / 14)
+        wiggle = smooth_noise(rng, self.size, self.size / 14)
         for side, (hx, hy) in self.hila.items():
             dx, dy = self.x - hx, self.y - hy
             r = np.sqrt(dx * dx + dy * dy) + 1e-4
@@ -196,7 +196,7 @@ class _Frontal:
             bins = 540
             profile = np.zeros(bins, dtype=np.float32)
             for _ in range(3):
-                spikes = self.rng.random(bins) ** 6
+                spikes = rng.random(bins) ** 6
                 kernel = np.exp(-0.5 * (np.arange(-6, 7) / 1.2) ** 2)
                 profile += np.convolve(np.concatenate([spikes[-6:], spikes, spikes[:6]]), kernel, "valid")
             idx = ((theta + np.pi) / (2 * np.pi) * bins).astype(np.int32) % bins
@@ -209,8 +209,12 @@ class _Frontal:
 
 def render_frontal(anatomy: Anatomy, findings: tuple[Finding, ...], size: int,
                    rng: np.random.Generator) -> np.ndarray:
-    """A frontal chest radiograph (float32, size x size, 0..1, white = dense)."""
-    f = _Frontal(adapt_anatomy(anatomy, findings), size, rng)
+    """A frontal chest radiograph (float32, size x size, 0..1, white = dense).
+
+    `rng` is split into independent streams for the normal anatomy, the findings and the noise, so the
+    same rng with and without a finding gives the same picture apart from the finding."""
+    base_rng, finding_rng, noise_rng = rng.spawn(3)
+    f = _Frontal(adapt_anatomy(anatomy, findings), size, finding_rng)
     a = f.a
     lungs = {side: f.lung_shape(side) for side in ("right", "left")}
     medi = f.mediastinum_mask()
@@ -225,14 +229,14 @@ def render_frontal(anatomy: Anatomy, findings: tuple[Finding, ...], size: int,
         if finding.kind == "edema":
             vessel_gain, edema_haze = {"mild": (1.4, 0.5), "moderate": (1.7, 0.8), "severe": (1.9, 1.0)}[
                 finding.severity]
-    vessels = f.vessels(blurred=0.0025 * edema_haze)
+    vessels = f.vessels(base_rng, blurred=0.0025 * edema_haze)
     for finding in findings:
         _apply_frontal_finding(f, finding, lungs, air, vessel_mask, extra)
 
     body = f.body_thickness()
     tissue = 0.62 * body + 0.16 * medi * body
     lung_air = sum(air.values())
-    texture = 0.04 * smooth_noise(rng, size, size * 0.006)
+    texture = 0.04 * smooth_noise(base_rng, size, size * 0.006)
     mu = tissue - a.lung_air * lung_air * (1.0 + texture)
     mu += a.vessel_contrast * vessel_gain * vessels * sum(vessel_mask[s] * lungs[s] for s in lungs)
     hilum = sum(ellipse_mask(f.x, f.y, hx + SIDE_SIGN[s] * 0.02, hy, 0.03, 0.05, 0.02) for s, (hx, hy)
@@ -244,7 +248,7 @@ def render_frontal(anatomy: Anatomy, findings: tuple[Finding, ...], size: int,
     mu -= 0.15 * bubble * step(f.y - a.dome_left_y - 0.03, f.edge)
     bones = a.rib_contrast * f.ribs() * body * (1.0 - 0.6 * medi) + 0.2 * f.clavicles() + 0.05 * f.spine()
     mu += bones + extra
-    return _finish(mu, a, size, rng)
+    return _finish(mu, a, size, noise_rng)
 
 
 def _zone_centre(f: _Frontal, side: str, zone: str) -> tuple[float, float]:
@@ -291,10 +295,13 @@ def _pneumothorax(f: _Frontal, finding: Finding, lungs, air, vessel_mask, extra)
         ys = cy_c + (f.y - cy_c) * sy
         collapsed = f.lung_shape(side, xs, ys)
         shape = f.lung_shape(side)
-        gap = shape * (1.0 - collapsed)
+        lateral = (f.x - a.cx) * sign / a.hemithorax
+        away_from_mediastinum = step((lateral - 0.32) * a.hemithorax, 0.015)
+        gap = shape * (1.0 - collapsed) * away_from_mediastinum
         air[side] = air[side] * (1.0 - gap) * (1.0 - 0.5 * frac * collapsed) + 1.12 * gap * lungs[side]
-        vessel_mask[side] *= collapsed
-        pleural_line = 4.0 * collapsed * (1.0 - collapsed) * shape
+        vessel_mask[side] *= 1.0 - gap
+        near_gap = np.clip(blur(gap, 1.5) * 3.0, 0.0, 1.0)
+        pleural_line = 4.0 * collapsed * (1.0 - collapsed) * shape * near_gap
         extra += 0.16 * pleural_line
 
 
@@ -308,7 +315,7 @@ def _consolidation(f: _Frontal, finding: Finding, lungs, air, vessel_mask, extra
         cy += float(f.rng.normal(0, 0.015))
         r = ellipse(f.x, f.y, cx, cy, radius * 1.15, radius, angle=float(f.rng.uniform(-0.5, 0.5)))
         blob = step(1.0 - r + 0.28 * noise, 0.12) * lungs[side]
-        bronchi = np.clip(f.vessels() * 3, 0, 1) * blob * (0.35 if finding.severity != "mild" else 0.0)
+        bronchi = np.clip(f.vessels(f.rng) * 3, 0, 1) * blob * (0.35 if finding.severity != "mild" else 0.0)
         air[side] = air[side] * (1.0 - density * blob) + bronchi * 0.4 * lungs[side]
         vessel_mask[side] *= 1.0 - blob
 
@@ -424,20 +431,22 @@ def render_lateral(anatomy: Anatomy, findings: tuple[Finding, ...], size: int,
     """A lateral chest radiograph (patient facing the image left): both lungs superimposed, heart in
     front, spine behind; effusions fill the posterior sulci."""
     a = adapt_anatomy(anatomy, findings)
+    rng, noise_rng = rng.spawn(2)
     x, y = grid(size)
     e = max(0.0035, 0.8 / size)
     ant, post = 0.2, 0.78                       # anterior and posterior lung margins at mid height
     top, dome = a.apex_y + 0.02, 0.5 * (a.dome_right_y + a.dome_left_y) - 0.03
     depth = np.clip((x - ant) / (post - ant), 0.0, 1.2)
     lung_bottom = dome + 0.14 * depth ** 2.2    # diaphragm falls to the posterior costophrenic sulcus
-    lung_top = top + 0.3 * (depth - 0.55) ** 2
-    lung = (step(x - ant - 0.05 * step(0.3 - y, 0.1), e) * step(post - x, e)
-            * step(y - lung_top, e) * step(lung_bottom - y, e))
-    heart_ax = 0.145 * a.ctr / 0.45
-    heart = ellipse_mask(x, y, ant + 0.02 + heart_ax, dome - 0.05, heart_ax, 0.13, e, angle=0.35)
+    outline = ellipse(x, y, 0.5 * (ant + post) + 0.01, dome - 0.02, 0.5 * (post - ant) + 0.02, dome - top)
+    lung = step((1.0 - outline) * 0.3, e) * step(lung_bottom - y, e)
+    heart_ax = 0.11 * a.ctr / 0.45
+    heart = ellipse_mask(x, y, ant + 0.06 + heart_ax, dome - 0.04, heart_ax, 0.16, e, angle=-0.6)
     air = lung * (1.0 - 0.85 * heart)
     extra = np.zeros_like(x)
-    body = 0.7 * step(0.06 - np.abs(x - 0.5) + 0.38, 0.03)
+    torso = np.sqrt(np.clip(1.0 - ((x - 0.5) / 0.42) ** 2, 0.0, 1.0))
+    arms = 0.6 * np.sqrt(np.clip(1.0 - ((x - 0.4) / 0.16) ** 2, 0.0, 1.0)) * step(0.3 - y, 0.08)
+    body = 0.7 * np.maximum(0.6 + 0.4 * torso, 0.0) * step(0.43 - np.abs(x - 0.5), 0.01) + arms
     spine_x = post - 0.03 + 0.03 * (y - 0.5) ** 2
     vertebrae = step(0.045 - np.abs(x - spine_x - 0.045), e) * (0.7 + 0.3 * np.cos(2 * np.pi * y / 0.034))
     sternum = step(0.012 - np.abs(x - (ant - 0.01 + 0.05 * y)), e) * step(0.62 - y, 0.02) * step(y - 0.2, 0.02)
@@ -470,7 +479,7 @@ def render_lateral(anatomy: Anatomy, findings: tuple[Finding, ...], size: int,
             draw_line(extra, bezier([(0.3, 0.1), (0.42, 0.2), (0.45, 0.38)], 20), 0.003, 0.35, e)
     mu = body * 0.85 + 0.12 * heart - a.lung_air * 0.85 * air - 0.12 * trachea
     mu += 0.18 * vertebrae + 0.15 * sternum + extra
-    return _finish(mu, a, size, rng)
+    return _finish(mu, a, size, noise_rng)
 
 
 # ------------------------------------------------------------------------------------------------ finish
