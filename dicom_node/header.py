@@ -7,9 +7,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
@@ -17,15 +15,6 @@ from dicom_node.errors import InvalidInstanceError
 
 # Lenient on leading zeros (common in the field), strict on everything that breaks paths or queries.
 _UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
-_HEADER_TAGS = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "StudyDescription", "ReferringPhysicianName",
-    "Modality", "BodyPartExamined", "SeriesNumber", "SeriesDescription", "InstanceNumber", "ViewPosition",
-    "SpecificCharacterSet",
-)
-
 
 @dataclass(frozen=True)
 class InstanceHeader:
@@ -114,20 +103,6 @@ def read_header_from_dataset(dataset: bytes | bytearray | memoryview, transfer_s
         raise InvalidInstanceError(f"dataset does not decode: {type(exc).__name__}: {exc}", undecodable=True) from exc
     if len(ds) == 0:
         raise InvalidInstanceError("dataset does not decode: no elements", undecodable=True)
-    return header_from_dataset(ds)
-
-
-def read_header(part10: bytes | bytearray | memoryview) -> InstanceHeader:
-    """Parse a DICOM Part 10 byte string up to its pixel data.
-
-    Raises InvalidInstanceError (undecodable=True when pydicom cannot parse it at all).
-    """
-    try:
-        ds = pydicom.dcmread(io.BytesIO(part10), stop_before_pixels=True, specific_tags=list(_HEADER_TAGS))
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, NotImplementedError) as exc:
-        raise InvalidInstanceError(f"dataset does not decode: {exc}", undecodable=True) from exc
-    except Exception as exc:  # pydicom raises a wide range of errors on garbage
-        raise InvalidInstanceError(f"dataset does not decode: {type(exc).__name__}: {exc}", undecodable=True) from exc
     return header_from_dataset(ds)
 
 

@@ -26,7 +26,7 @@ import pydicom
 
 from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_atomically, write_synced_temp
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
-from dicom_node.header import InstanceHeader, read_header, read_header_from_dataset
+from dicom_node.header import InstanceHeader, read_header_from_dataset
 from dicom_node.index import Index, InstanceRow
 from dicom_node.settings import StoreSettings
 
@@ -255,17 +255,16 @@ class Store:
 
     def _index_orphan(self, path: Path) -> bool:
         try:
-            part10 = path.read_bytes()
-            header = read_header(part10)
+            instance = ReceivedInstance.from_part10(path.read_bytes())
+            header = instance.header
             rel = relative_path_for(header.study_uid, header.sop_instance_uid)
             if (self.root / rel) != path:
                 raise InvalidInstanceError(f"file name does not match its UIDs (expected {rel})")
-            ds_meta = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).file_meta
             row = InstanceRow(
                 sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
                 series_uid=header.series_uid, study_uid=header.study_uid,
                 instance_number=header.instance_number, view_position=header.view_position,
-                transfer_syntax=str(ds_meta.get("TransferSyntaxUID", "")), path=rel, size=len(part10),
+                transfer_syntax=instance.transfer_syntax, path=rel, size=instance.size,
                 received_at=path.stat().st_mtime, calling_ae="",
             )
             with self.index.transaction() as conn:
