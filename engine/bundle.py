@@ -1,0 +1,245 @@
+"""The model bundle format: a folder with `model.json`, ONNX graphs, `tokenizer.json` and `MODEL_CARD.md`.
+
+The training export writes it (`write_manifest`) and the engine reads it (`read_manifest`,
+`validate_bundle`). `model.json` is the single description both sides rely on; anything the engine does
+differently per model (image size, prompts, which images, generation defaults) is read from here.
+
+Graphs (names of inputs and outputs are part of the format):
+- vision: `pixel_values` float32 [images, 3, H, W] -> `image_features` float32 [images, image_tokens, hidden]
+- embed: `input_ids` int64 [batch, seq] -> `inputs_embeds` float32 [batch, seq, hidden]
+- decoder: `inputs_embeds`, `attention_mask` int64 [batch, past + seq], `position_ids` int64 [batch, seq],
+  `past_key_values.{i}.key` / `.value` float32 [batch, kv_heads, past, head_dim]
+  -> `logits` [batch, seq, vocab], `present.{i}.key` / `.value` [batch, kv_heads, past + seq, head_dim]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicom_node.durable import write_text_atomically
+from engine.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "model.json"
+IMAGE_PLACEHOLDER = "<image>"
+FINDINGS_PLACEHOLDER = "{findings}"
+SECTIONS = ("findings", "impression")
+WINDOW_POLICIES = ("dicom", "minmax", "percentile")
+COMBINE_MODES = ("tokens", "stitch")
+VIEW_KINDS = ("frontal", "lateral")
+
+
+@dataclass(frozen=True)
+class GraphFiles:
+    """File names (relative to the bundle) of one precision variant."""
+
+    vision: str
+    embed: str
+    decoder: str
+
+    def all(self) -> tuple[str, ...]:
+        return (self.vision, self.embed, self.decoder)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    family: str
+    hidden_size: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_positions: int
+    image_token_id: int
+    image_tokens: int  # features per image
+    bos_token_id: int
+    eos_token_id: int
+    pad_token_id: int
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How DICOM images become `pixel_values`.
+
+    window: "dicom" applies the header's VOI LUT / window (min-max when it has none); "minmax" and
+        "percentile" (0.5-99.5) ignore the header window.
+    views: which images of a study are used, in order ("frontal", then "lateral" when present).
+    combine: "tokens" gives each image its own block of image tokens; "stitch" places the images side
+        by side in one square image before resizing.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    window: str = "dicom"
+    views: tuple[str, ...] = ("frontal",)
+    combine: str = "tokens"
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Prompt texts; `<image>` marks where image tokens go, `{findings}` where given findings go.
+
+    The model continues a prompt with the section text and `</s>`; training tokenises the prompt and
+    the target separately in the same way, so the boundary is identical at run time.
+    """
+
+    findings: str = "<s><image>\nFindings:"
+    impression: str = "<s><image>\nImpression:"
+    impression_from_findings: str = "<s><image>\nFindings: {findings}\nImpression:"
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    max_new_tokens: int = 160
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    name: str
+    version: str
+    architecture: Architecture
+    preprocessing: Preprocessing
+    variants: dict[str, GraphFiles]
+    default_variant: str = "fp32"
+    prompts: Prompts = field(default_factory=Prompts)
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    tokenizer: str = "tokenizer.json"
+    card: str = "MODEL_CARD.md"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+def write_manifest(manifest: BundleManifest, bundle_dir: Path) -> Path:
+    """Validate `manifest` and write it atomically as `bundle_dir/model.json`."""
+    _check_manifest(manifest, Path(bundle_dir))
+    path = Path(bundle_dir) / MANIFEST_NAME
+    write_text_atomically(path, manifest.to_json())
+    return path
+
+
+def read_manifest(bundle_dir: Path) -> BundleManifest:
+    """Parse and check `model.json`; `BundleError` names what is wrong."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.is_dir():
+        raise BundleError(f"model bundle {bundle_dir}: not a folder")
+    if not path.is_file():
+        raise BundleError(f"model bundle {bundle_dir}: {MANIFEST_NAME} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BundleError(f"model bundle {bundle_dir}: {MANIFEST_NAME} is not valid JSON ({error})") from None
+    manifest = manifest_from_dict(data, where=f"model bundle {bundle_dir}")
+    _check_manifest(manifest, bundle_dir)
+    return manifest
+
+
+def validate_bundle(bundle_dir: Path, variant: str | None = None) -> BundleManifest:
+    """`read_manifest` plus: the variant's ONNX files and the tokenizer exist and are non-empty."""
+    manifest = read_manifest(bundle_dir)
+    chosen = variant or manifest.default_variant
+    if chosen not in manifest.variants:
+        raise BundleError(f"model bundle {bundle_dir}: no {chosen!r} variant "
+                          f"(it has {', '.join(sorted(manifest.variants))})")
+    for name in (*manifest.variants[chosen].all(), manifest.tokenizer):
+        file = Path(bundle_dir) / name
+        if not file.is_file():
+            raise BundleError(f"model bundle {bundle_dir}: {name} is missing")
+        if file.stat().st_size == 0:
+            raise BundleError(f"model bundle {bundle_dir}: {name} is empty")
+    return manifest
+
+
+def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: {MANIFEST_NAME} must hold a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{where}: format_version {version!r} is not supported (this RadDraft reads "
+                          f"version {FORMAT_VERSION}); export the model again with this version")
+    try:
+        variants = {key: _build(GraphFiles, value, f"variants.{key}") for key, value in
+                    _require(data, "variants", dict).items()}
+        return BundleManifest(
+            name=_require(data, "name", str),
+            version=_require(data, "version", str),
+            architecture=_build(Architecture, _require(data, "architecture", dict), "architecture"),
+            preprocessing=_build(Preprocessing, _require(data, "preprocessing", dict), "preprocessing"),
+            variants=variants,
+            default_variant=data.get("default_variant", "fp32"),
+            prompts=_build(Prompts, data.get("prompts", {}), "prompts"),
+            generation=_build(GenerationDefaults, data.get("generation", {}), "generation"),
+            tokenizer=data.get("tokenizer", "tokenizer.json"),
+            card=data.get("card", "MODEL_CARD.md"),
+            provenance=data.get("provenance", {}),
+            metrics=data.get("metrics", {}),
+            format_version=version,
+        )
+    except _FieldError as error:
+        raise BundleError(f"{where}: {MANIFEST_NAME} {error}") from None
+
+
+class _FieldError(Exception):
+    pass
+
+
+def _require(data: dict, key: str, kind: type) -> Any:
+    if key not in data:
+        raise _FieldError(f"lacks {key!r}")
+    if not isinstance(data[key], kind):
+        raise _FieldError(f"{key!r} must be a {kind.__name__}")
+    return data[key]
+
+
+def _build(cls: type, data: Any, section: str) -> Any:
+    if not isinstance(data, dict):
+        raise _FieldError(f"{section!r} must be an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise _FieldError(f"{section!r} has unknown keys: {', '.join(sorted(unknown))}")
+    values = {}
+    for key, value in data.items():
+        values[key] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise _FieldError(f"{section!r}: {error}") from None
+
+
+def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
+    where = f"model bundle {bundle_dir}: {MANIFEST_NAME}"
+    if not manifest.variants:
+        raise BundleError(f"{where} lists no graph variants")
+    if manifest.default_variant not in manifest.variants:
+        raise BundleError(f"{where}: default_variant {manifest.default_variant!r} is not among the variants")
+    prep = manifest.preprocessing
+    if prep.window not in WINDOW_POLICIES:
+        raise BundleError(f"{where}: preprocessing.window must be one of {WINDOW_POLICIES}, got {prep.window!r}")
+    if prep.combine not in COMBINE_MODES:
+        raise BundleError(f"{where}: preprocessing.combine must be one of {COMBINE_MODES}, got {prep.combine!r}")
+    if not prep.views or any(view not in VIEW_KINDS for view in prep.views):
+        raise BundleError(f"{where}: preprocessing.views must list some of {VIEW_KINDS}, got {prep.views!r}")
+    if prep.image_size <= 0 or len(prep.mean) != 3 or len(prep.std) != 3 or 0 in prep.std:
+        raise BundleError(f"{where}: preprocessing needs a positive image_size and 3 means and non-zero stds")
+    for name in ("findings", "impression", "impression_from_findings"):
+        if IMAGE_PLACEHOLDER not in getattr(manifest.prompts, name):
+            raise BundleError(f"{where}: prompts.{name} must contain {IMAGE_PLACEHOLDER}")
+    if FINDINGS_PLACEHOLDER not in manifest.prompts.impression_from_findings:
+        raise BundleError(f"{where}: prompts.impression_from_findings must contain {FINDINGS_PLACEHOLDER}")

@@ -1,0 +1,1 @@
+"""Building LLaVA-family models and their tokenizers from configs (no hub downloads)."""
