@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 RADDRAFT_PORT ?= 11112
 RADDRAFT_AE ?= RADDRAFT
 
-.PHONY: run test test-fast lint setup bench clean
+.PHONY: run test test-fast lint setup bench model clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP) install --quiet -e '.[cpu,dev]'
+	$(PIP) install --quiet -e '.[cpu,dev,train]'
 	touch $@
 
 setup: $(DEV_STAMP)
@@ -38,6 +38,10 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(PY) bench/node_ingest.py
+
+# Reproduces the embedded default model in resources/models/raddraft-phantom-cxr/ (about an hour on 2 cores).
+model: $(DEV_STAMP)
+	$(VENV)/bin/raddraft train --config training/configs/phantom-cxr.toml
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -102,6 +102,20 @@ CREATE TABLE IF NOT EXISTS store_events (
     sop_instance_uid TEXT NOT NULL DEFAULT '',
     detail TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS drafts (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    created_at REAL NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    impression TEXT NOT NULL,
+    -- images used, prompts, timings, generation options (JSON)
+    detail TEXT NOT NULL DEFAULT '{}',
+    -- a draft made while new images arrived covers only some of them
+    stale INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS drafts_by_study ON drafts(study_uid);
 """
 
 
@@ -213,7 +227,7 @@ class Index:
                 raise
             conn.execute("COMMIT")
 
-    def _reader(self) -> sqlite3.Connection:
+    def reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = _connect(self.path)
@@ -292,7 +306,7 @@ class Index:
     def reopen_if_needed(conn: sqlite3.Connection, study_uid: str, now: float) -> None:
         state = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()[0]
         if StudyState(state) in REOPENED_BY_NEW_INSTANCE:
-            Index._set_state(conn, study_uid, StudyState(state), StudyState.RECEIVING, "new instance received", now)
+            Index.set_state(conn, study_uid, StudyState(state), StudyState.RECEIVING, "new instance received", now)
 
     @staticmethod
     def record_store_event(conn: sqlite3.Connection, kind: str, sop_instance_uid: str, detail: str, now: float) -> None:
@@ -310,7 +324,7 @@ class Index:
         )
 
     @staticmethod
-    def _set_state(conn: sqlite3.Connection, study_uid: str, from_state: StudyState, to_state: StudyState,
+    def set_state(conn: sqlite3.Connection, study_uid: str, from_state: StudyState, to_state: StudyState,
                    reason: str, now: float) -> None:
         conn.execute(
             "UPDATE studies SET state = ?, state_reason = ?, state_changed = ? WHERE study_uid = ?",
@@ -334,12 +348,12 @@ class Index:
                 raise StateTransitionError(
                     f"study {study_uid} is {current.value}, not {'/'.join(sorted(s.value for s in expected))}"
                 )
-            self._set_state(conn, study_uid, current, to_state, reason, now)
+            self.set_state(conn, study_uid, current, to_state, reason, now)
         return current
 
     # -- reads -----------------------------------------------------------------------------------
     def study(self, study_uid: str) -> StudyRow | None:
-        row = self._reader().execute(_STUDY_SELECT + " WHERE s.study_uid = ?", (study_uid,)).fetchone()
+        row = self.reader().execute(_STUDY_SELECT + " WHERE s.study_uid = ?", (study_uid,)).fetchone()
         return _study_from_row(row) if row else None
 
     def studies(self, states: frozenset[StudyState] | None = None) -> list[StudyRow]:
@@ -348,17 +362,17 @@ class Index:
         if states:
             sql += f" WHERE s.state IN ({','.join('?' * len(states))})"
             params = tuple(s.value for s in states)
-        rows = self._reader().execute(sql + " ORDER BY s.last_received DESC", params).fetchall()
+        rows = self.reader().execute(sql + " ORDER BY s.last_received DESC", params).fetchall()
         return [_study_from_row(r) for r in rows]
 
     def series_of(self, study_uid: str) -> list[SeriesRow]:
-        rows = self._reader().execute(
+        rows = self.reader().execute(
             "SELECT * FROM series WHERE study_uid = ? ORDER BY series_number, series_uid", (study_uid,)
         ).fetchall()
         return [SeriesRow(**dict(r)) for r in rows]
 
     def instances_of(self, study_uid: str) -> list[InstanceRow]:
-        rows = self._reader().execute(
+        rows = self.reader().execute(
             "SELECT i.* FROM instances i JOIN series s ON s.series_uid = i.series_uid WHERE i.study_uid = ? "
             "ORDER BY s.series_number, i.series_uid, i.instance_number, i.sop_instance_uid",
             (study_uid,),
@@ -366,17 +380,17 @@ class Index:
         return [InstanceRow(**dict(r)) for r in rows]
 
     def instance(self, sop_instance_uid: str) -> InstanceRow | None:
-        row = self._reader().execute(
+        row = self.reader().execute(
             "SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
         ).fetchone()
         return InstanceRow(**dict(row)) if row else None
 
     def all_instance_paths(self) -> dict[str, InstanceRow]:
-        rows = self._reader().execute("SELECT * FROM instances").fetchall()
+        rows = self.reader().execute("SELECT * FROM instances").fetchall()
         return {r["path"]: InstanceRow(**dict(r)) for r in rows}
 
     def study_events(self, study_uid: str) -> list[StudyEvent]:
-        rows = self._reader().execute(
+        rows = self.reader().execute(
             "SELECT study_uid, at, from_state, to_state, reason FROM study_events WHERE study_uid = ? ORDER BY id",
             (study_uid,),
         ).fetchall()
@@ -386,4 +400,4 @@ class Index:
         sql, params = "SELECT * FROM store_events", ()
         if kind:
             sql, params = sql + " WHERE kind = ?", (kind,)
-        return [dict(r) for r in self._reader().execute(sql + " ORDER BY id", params).fetchall()]
+        return [dict(r) for r in self.reader().execute(sql + " ORDER BY id", params).fetchall()]

@@ -19,6 +19,7 @@ import platformdirs
 
 from dicom_node.errors import SettingsError
 from dicom_node.settings import NodeSettings, StoreSettings
+from engine.settings import EngineSettings
 
 APP_NAME = "RadDraft"
 CONFIG_FILE_NAME = "raddraft.toml"
@@ -52,9 +53,11 @@ class AppConfig:
     node: NodeSettings
     store: StoreSettings
     logging: LoggingSettings
+    engine: EngineSettings
 
 
-_SECTIONS: dict[str, type] = {"node": NodeSettings, "store": StoreSettings, "logging": LoggingSettings}
+_SECTIONS: dict[str, type] = {"node": NodeSettings, "store": StoreSettings, "logging": LoggingSettings,
+                              "engine": EngineSettings}
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
@@ -76,6 +79,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         node=build_settings(NodeSettings, raw.get("node", {}), "node", source),
         store=build_settings(StoreSettings, store_raw, "store", source),
         logging=build_settings(LoggingSettings, raw.get("logging", {}), "logging", source),
+        engine=build_settings(EngineSettings, raw.get("engine", {}), "engine", source),
     )
 
 

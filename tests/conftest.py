@@ -131,7 +131,7 @@ def start_service(store: Path, *extra: str, ae_title: str = "RADDRAFT", timeout:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[RunningService]:
-    running = start_service(tmp_path / "store", "--stable-after", "1", "--log-level", "INFO")
+    running = start_service(tmp_path / "store", "--stable-after", "1", "--log-level", "INFO", "--no-draft")
     yield running
     if running.process.poll() is None:
         running.process.kill()

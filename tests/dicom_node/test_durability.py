@@ -50,7 +50,7 @@ def _temp_files(root: Path) -> list[Path]:
 def test_sigkill_mid_stream_loses_no_acknowledged_instance(tmp_path):
     files = _ct_files(tmp_path / "corpus", 300)
     store = tmp_path / "store"
-    service = start_service(store)
+    service = start_service(store, "--no-draft")
     acknowledged: list[Path] = []
     killed = threading.Event()
 
@@ -66,7 +66,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(tmp_path):
     assert killed.is_set() and 120 <= len(acknowledged) < len(files)
     assert summary.succeeded == len(acknowledged)
 
-    restarted = start_service(store)  # reconciles the store at start
+    restarted = start_service(store, "--no-draft")  # reconciles the store at start
     assert restarted.stop() == 0
     _assert_all_present(store, acknowledged)
     assert _temp_files(store) == []

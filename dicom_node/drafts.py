@@ -1,0 +1,71 @@
+"""Drafts kept in the store's index: the text a model wrote for a study, with where it came from.
+
+Saving a draft and moving its study from "drafting" to "drafted" is one transaction, so a crash never
+leaves a drafted study without its draft, nor a draft whose study still waits in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicom_node.index import Index, StudyState
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    study_uid: str
+    model: str
+    provider: str
+    findings: str
+    impression: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    id: int = 0
+    stale: bool = False
+
+
+def save_draft(index: Index, draft: DraftRecord, *, now: float | None = None) -> DraftRecord:
+    """Store `draft`; if its study is still "drafting", move it to "drafted" in the same transaction.
+
+    A study that received new images meanwhile is back in "receiving": the draft is kept but marked
+    stale, and the study will be drafted again once it is stable.
+    """
+    now = time.time() if now is None else now
+    with index.transaction() as conn:
+        row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (draft.study_uid,)).fetchone()
+        if row is None:
+            raise KeyError(f"unknown study {draft.study_uid}")
+        current = StudyState(row[0])
+        stale = current != StudyState.DRAFTING
+        cursor = conn.execute(
+            "INSERT INTO drafts(study_uid, created_at, model, provider, findings, impression, detail, stale) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (draft.study_uid, now, draft.model, draft.provider, draft.findings, draft.impression,
+             json.dumps(draft.detail, sort_keys=True), int(stale)),
+        )
+        if not stale:
+            Index.set_state(conn, draft.study_uid, current, StudyState.DRAFTED, f"drafted by {draft.model}", now)
+    return DraftRecord(draft.study_uid, draft.model, draft.provider, draft.findings, draft.impression,
+                       draft.detail, now, int(cursor.lastrowid or 0), stale)
+
+
+def latest_draft(index: Index, study_uid: str, *, include_stale: bool = False) -> DraftRecord | None:
+    sql = "SELECT * FROM drafts WHERE study_uid = ?" + ("" if include_stale else " AND stale = 0")
+    row = index.reader().execute(sql + " ORDER BY id DESC LIMIT 1", (study_uid,)).fetchone()
+    return _record(row) if row else None
+
+
+def drafts_of(index: Index, study_uid: str) -> list[DraftRecord]:
+    rows = index.reader().execute("SELECT * FROM drafts WHERE study_uid = ? ORDER BY id", (study_uid,)).fetchall()
+    return [_record(row) for row in rows]
+
+
+def _record(row: Any) -> DraftRecord:
+    values = dict(row)
+    return DraftRecord(study_uid=values["study_uid"], model=values["model"], provider=values["provider"],
+                       findings=values["findings"], impression=values["impression"],
+                       detail=json.loads(values["detail"]), created_at=values["created_at"], id=values["id"],
+                       stale=bool(values["stale"]))

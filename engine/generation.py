@@ -1,0 +1,143 @@
+"""Autoregressive generation over the bundle's graphs: prefill image + prompt, then decode with KV cache.
+
+Text streams out through `on_text` as it becomes printable (a byte-level BPE token can end inside a
+UTF-8 character, so a piece is released only once it decodes cleanly).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from engine.errors import GenerationError
+from engine.graphs import ModelGraphs
+from engine.sampling import apply_repetition_penalty, next_token
+
+TextCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 160
+    min_new_tokens: int = 0  # `</s>` is suppressed until this many tokens exist (benchmarks)
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    use_cache: bool = True  # False recomputes the whole sequence each step (for checking the cache)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise GenerationError("max_new_tokens must be at least 1")
+        if self.temperature < 0:
+            raise GenerationError("temperature must be 0 (greedy) or more")
+        if not 0.0 < self.top_p <= 1.0:
+            raise GenerationError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise GenerationError("repetition_penalty must be positive")
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    token_ids: tuple[int, ...]
+    stop_reason: str  # "eos" or "length"
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float
+
+    @property
+    def ms_per_token(self) -> float:
+        steps = max(len(self.token_ids) - 1, 1)  # the first token comes out of the prefill
+        return 1000.0 * self.decode_s / steps
+
+    def timings(self) -> dict[str, float | int]:
+        return {"prompt_tokens": self.prompt_tokens, "new_tokens": len(self.token_ids),
+                "prefill_s": round(self.prefill_s, 4), "decode_s": round(self.decode_s, 4),
+                "ms_per_token": round(self.ms_per_token, 2)}
+
+
+class TextStream:
+    """Turns a growing list of token ids into printable pieces."""
+
+    def __init__(self, tokenizer: Tokenizer, callback: TextCallback | None) -> None:
+        self._tokenizer = tokenizer
+        self._callback = callback
+        self._ids: list[int] = []
+        self._sent = ""
+
+    def push(self, token_id: int) -> None:
+        self._ids.append(token_id)
+        if self._callback is None:
+            return
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        if text.endswith("\ufffd") or len(text) <= len(self._sent):
+            return
+        piece, self._sent = text[len(self._sent):], text
+        self._callback(piece)
+
+    def finish(self) -> str:
+        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        if self._callback is not None and len(text) > len(self._sent) and text.startswith(self._sent):
+            self._callback(text[len(self._sent):])
+        self._sent = text
+        return text
+
+
+def prompt_embeddings(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray) -> np.ndarray:
+    """Token embeddings of the prompt with the image token positions replaced by the image features."""
+    ids = np.asarray(prompt_ids, dtype=np.int64)[None, :]
+    embeds = graphs.embed(ids)
+    positions = np.flatnonzero(ids[0] == graphs.arch.image_token_id)
+    features = image_features.reshape(-1, image_features.shape[-1])
+    if positions.size != features.shape[0]:
+        raise GenerationError(f"the prompt has {positions.size} image tokens but the images gave "
+                              f"{features.shape[0]} features")
+    embeds[0, positions] = features
+    return embeds
+
+
+def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], image_features: np.ndarray,
+             options: GenerationOptions, on_text: TextCallback | None = None) -> GenerationResult:
+    """Generate after `prompt_ids` until `</s>` or `max_new_tokens`."""
+    arch = graphs.arch
+    if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
+        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + {options.max_new_tokens} new tokens exceeds "
+                              f"the model's {arch.max_positions} positions")
+    rng = np.random.default_rng(options.seed)
+    stream = TextStream(tokenizer, on_text)
+    started = time.perf_counter()
+    embeds = prompt_embeddings(graphs, prompt_ids, image_features)
+    logits, past = graphs.decode(embeds, graphs.empty_past(), 0)
+    prefill_s = time.perf_counter() - started
+    seen = {int(i) for i in prompt_ids}
+    generated: list[int] = []
+    stop_reason = "length"
+    decode_started = time.perf_counter()
+    while True:
+        adjusted = apply_repetition_penalty(logits, np.fromiter(seen, dtype=np.int64), options.repetition_penalty)
+        if len(generated) < options.min_new_tokens:
+            adjusted = adjusted.copy()
+            adjusted[arch.eos_token_id] = -np.inf
+        token = next_token(adjusted, options.temperature, options.top_p, rng)
+        if token == arch.eos_token_id:
+            stop_reason = "eos"
+            break
+        generated.append(token)
+        seen.add(token)
+        stream.push(token)
+        if len(generated) >= options.max_new_tokens:
+            break
+        token_embeds = graphs.embed(np.array([[token]], dtype=np.int64))
+        if options.use_cache:
+            logits, past = graphs.decode(token_embeds, past, len(prompt_ids) + len(generated) - 1)
+        else:
+            embeds = np.concatenate([embeds, token_embeds], axis=1)
+            logits, _ = graphs.decode(embeds, graphs.empty_past(), 0)
+    decode_s = time.perf_counter() - decode_started
+    text = stream.finish().strip()
+    return GenerationResult(text, tuple(generated), stop_reason, len(prompt_ids), prefill_s, decode_s)

@@ -1,0 +1,96 @@
+"""The three ONNX Runtime sessions of a bundle (vision + projector, token embedding, decoder with KV cache)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.bundle import Architecture, GraphFiles
+from engine.errors import BundleError
+from engine.providers import ProviderChoice, used_provider
+
+log = logging.getLogger(__name__)
+
+VISION_INPUT, VISION_OUTPUT = "pixel_values", "image_features"
+EMBED_INPUT, EMBED_OUTPUT = "input_ids", "inputs_embeds"
+DECODER_INPUTS = ("inputs_embeds", "attention_mask", "position_ids")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+
+class ModelGraphs:
+    """Runs the bundle's graphs; every method takes and returns numpy arrays (batch 1 for text)."""
+
+    def __init__(self, bundle_dir: Path, files: GraphFiles, arch: Architecture, choice: ProviderChoice,
+                 options: SessionOptions) -> None:
+        self.arch = arch
+        self.vision = _open(bundle_dir / files.vision, choice, options)
+        self.embedder = _open(bundle_dir / files.embed, choice, options)
+        self.decoder = _open(bundle_dir / files.decoder, choice, options)
+        self.provider = used_provider(self.decoder)
+        self._past_names = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(arch.num_layers)]
+        self._present_names = [name for i in range(arch.num_layers)
+                               for name in (f"present.{i}.key", f"present.{i}.value")]
+        _check_io(bundle_dir / files.vision, self.vision, [VISION_INPUT], [VISION_OUTPUT])
+        _check_io(bundle_dir / files.embed, self.embedder, [EMBED_INPUT], [EMBED_OUTPUT])
+        past_inputs = [name for pair in self._past_names for name in pair]
+        _check_io(bundle_dir / files.decoder, self.decoder, [*DECODER_INPUTS, *past_inputs],
+                  ["logits", *self._present_names])
+
+    def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.vision.run([VISION_OUTPUT], {VISION_INPUT: pixel_values.astype(np.float32, copy=False)})[0]
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        return self.embedder.run([EMBED_OUTPUT], {EMBED_INPUT: ids.astype(np.int64, copy=False)})[0]
+
+    def empty_past(self) -> list[np.ndarray]:
+        shape = (1, self.arch.num_kv_heads, 0, self.arch.head_dim)
+        return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.arch.num_layers)]
+
+    def decode(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run the decoder on `embeds` [1, seq, hidden] after `start` cached positions.
+
+        Returns the logits of the last position [vocab] and the new cache.
+        """
+        seq = embeds.shape[1]
+        feed = {
+            "inputs_embeds": embeds,
+            "attention_mask": np.ones((1, start + seq), dtype=np.int64),
+            "position_ids": np.arange(start, start + seq, dtype=np.int64)[None, :],
+        }
+        for (key_name, value_name), index in zip(self._past_names, range(0, len(past), 2), strict=True):
+            feed[key_name] = past[index]
+            feed[value_name] = past[index + 1]
+        outputs = self.decoder.run(["logits", *self._present_names], feed)
+        return outputs[0][0, -1], outputs[1:]
+
+
+def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.InferenceSession:
+    session_options = ort.SessionOptions()
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.inter_op_num_threads = options.inter_op_threads
+    session_options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options, providers=list(choice.ort_providers))
+    except Exception as error:  # onnxruntime raises its own (unexported) exception types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BundleError(f"model bundle {path.parent}: {path.name} cannot be loaded by ONNX Runtime "
+                          f"(corrupt or not an ONNX model?): {first_line}") from None
+
+
+def _check_io(path: Path, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> None:
+    have_in = {i.name for i in session.get_inputs()}
+    have_out = {o.name for o in session.get_outputs()}
+    missing = [name for name in inputs if name not in have_in] + [name for name in outputs if name not in have_out]
+    if missing:
+        raise BundleError(f"model bundle {path.parent}: {path.name} lacks the inputs/outputs "
+                          f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} that model.json implies")

@@ -1,0 +1,164 @@
+"""A loaded model bundle that drafts studies: `load_model(bundle_dir, settings).draft(paths)`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset
+from tokenizers import Tokenizer
+
+from engine import preprocess
+from engine.bundle import BundleManifest, validate_bundle
+from engine.errors import BundleError
+from engine.generation import GenerationOptions, GenerationResult, TextCallback, generate
+from engine.graphs import ModelGraphs, SessionOptions
+from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, prompt_text
+from engine.providers import ProviderChoice, choose_providers
+from engine.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+SectionCallback = Callable[[str, str], None]  # (section, text piece)
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """What the model sees of a study: pixel values and the instances they came from."""
+
+    pixel_values: np.ndarray
+    sop_instance_uids: tuple[str, ...]
+    views: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Draft:
+    findings: str
+    impression: str
+    model: str
+    provider: str
+    variant: str
+    images: tuple[str, ...]
+    prompts: dict[str, str]
+    timings: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class DraftModel:
+    def __init__(self, bundle_dir: Path, manifest: BundleManifest, variant: str, graphs: ModelGraphs,
+                 tokenizer: Tokenizer, choice: ProviderChoice, max_new_tokens: int) -> None:
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.variant = variant
+        self.graphs = graphs
+        self.tokenizer = tokenizer
+        self.provider_choice = choice
+        self._max_new_tokens = max_new_tokens or manifest.generation.max_new_tokens
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+    @property
+    def provider(self) -> str:
+        return self.graphs.provider
+
+    def default_options(self, **changes: object) -> GenerationOptions:
+        defaults = self.manifest.generation
+        values: dict[str, object] = {
+            "max_new_tokens": self._max_new_tokens, "temperature": defaults.temperature,
+            "top_p": defaults.top_p, "repetition_penalty": defaults.repetition_penalty}
+        values.update(changes)
+        return GenerationOptions(**values)  # type: ignore[arg-type]
+
+    def prepare(self, study: Sequence[Path] | Sequence[Dataset]) -> StudyInput:
+        datasets = list(study) if study and isinstance(study[0], Dataset) else preprocess.load_study(study)
+        prep = self.manifest.preprocessing
+        chosen = preprocess.select_images(datasets, prep.views)
+        pixel_values = preprocess.study_pixel_values(chosen, prep)
+        return StudyInput(pixel_values,
+                          tuple(str(ds.SOPInstanceUID) for ds in chosen),
+                          tuple(preprocess.classify_view(ds) or "unknown" for ds in chosen))
+
+    def image_features(self, study: StudyInput) -> np.ndarray:
+        return self.graphs.image_features(study.pixel_values)
+
+    def prompt_ids(self, kind: str, num_images: int, findings: str | None = None) -> list[int]:
+        arch = self.manifest.architecture
+        text = prompt_text(self.manifest.prompts, kind, findings)
+        return prompt_ids(self.tokenizer, text, arch.image_token_id, arch.image_tokens, num_images)
+
+    def generate(self, kind: str, features: np.ndarray, options: GenerationOptions | None = None,
+                 findings: str | None = None, on_text: TextCallback | None = None) -> GenerationResult:
+        ids = self.prompt_ids(kind, features.shape[0], findings)
+        return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text)
+
+    def draft(self, study: Sequence[Path] | Sequence[Dataset], *, options: GenerationOptions | None = None,
+              impression_from_findings: bool = False, on_piece: SectionCallback | None = None) -> Draft:
+        """Findings and Impression of one study (the DICOM files or folder of one study, or datasets)."""
+        started = time.perf_counter()
+        study_input = self.prepare(study)
+        prepared = time.perf_counter()
+        features = self.image_features(study_input)
+        encoded = time.perf_counter()
+        findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"))
+        kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text else "impression"
+        impression = self.generate(kind, features, options, findings=findings.text,
+                                   on_text=_section(on_piece, "impression"))
+        done = time.perf_counter()
+        return Draft(
+            findings=findings.text, impression=impression.text, model=self.model_id, provider=self.provider,
+            variant=self.variant, images=study_input.sop_instance_uids,
+            prompts={"findings": "findings", "impression": kind},
+            timings={"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),
+                     "findings": findings.timings(), "impression": impression.timings(),
+                     "total_s": round(done - started, 4)},
+        )
+
+
+def _section(callback: SectionCallback | None, section: str) -> TextCallback | None:
+    if callback is None:
+        return None
+    return lambda piece: callback(section, piece)
+
+
+def resolve_variant(manifest: BundleManifest, requested: str, preferred_provider: str) -> str:
+    if requested != "auto":
+        return requested
+    on_gpu = preferred_provider != "cpu"
+    for candidate in (("fp16",) if on_gpu else ("int8",)):
+        if candidate in manifest.variants:
+            return candidate
+    return manifest.default_variant
+
+
+def load_model(bundle_dir: Path, settings: EngineSettings) -> DraftModel:
+    """Validate and open a bundle; `BundleError` names what is wrong. Logs loudly on a CPU fallback."""
+    bundle_dir = Path(bundle_dir)
+    choice = choose_providers(settings.providers)
+    manifest = validate_bundle(bundle_dir)
+    variant = resolve_variant(manifest, settings.variant, choice.preferred)
+    manifest = validate_bundle(bundle_dir, variant)
+    tokenizer = _load_tokenizer(bundle_dir / manifest.tokenizer)
+    graphs = ModelGraphs(bundle_dir, manifest.variants[variant], manifest.architecture, choice,
+                         SessionOptions(settings.intra_op_threads, settings.inter_op_threads))
+    if choice.fallback_reason:
+        log.warning("GPU not used: %s", choice.fallback_reason)
+    elif choice.preferred != graphs.provider:
+        log.warning("GPU not used: requested %s, but ONNX Runtime could not start it and runs on %s "
+                    "(check the CUDA/cuDNN libraries)", choice.preferred, graphs.provider)
+    log.info("model %s (%s) loaded on %s", manifest.model_id, variant, graphs.provider)
+    return DraftModel(bundle_dir, manifest, variant, graphs, tokenizer, choice, settings.max_new_tokens)
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a plain Exception on bad JSON
+        raise BundleError(f"model bundle {path.parent}: {path.name} is not a valid tokenizer ({error})") from None

@@ -1,0 +1,44 @@
+"""Typed settings of the engine, built by the front door from the `[engine]` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_node.errors import SettingsError
+
+PROVIDER_NAMES = ("tensorrt", "cuda", "directml", "coreml", "cpu")
+VARIANTS = ("auto", "fp32", "fp16", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """model: bundle folder; None means the embedded default bundle (resolved by the front door).
+    providers: execution providers in order of preference; the first one ONNX Runtime offers is used,
+        CPU always last. Asking for a GPU that is not there is reported loudly, never silent.
+    variant: graph precision; "auto" takes int8 on CPU when the bundle has it, fp16 on a GPU when it has
+        it, else the bundle's default.
+    intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
+    draft_on_stable: the drafting queue drafts each study as soon as it is complete.
+    max_new_tokens: per section; 0 keeps the bundle's default.
+    """
+
+    model: Path | None = None
+    providers: tuple[str, ...] = ("cuda", "cpu")
+    variant: str = "auto"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    draft_on_stable: bool = True
+    max_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.providers if p not in PROVIDER_NAMES]
+        if unknown:
+            raise SettingsError("providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDER_NAMES)}")
+        if not self.providers:
+            raise SettingsError("providers", "name at least one provider (e.g. [\"cpu\"])")
+        if self.variant not in VARIANTS:
+            raise SettingsError("variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        for name in ("intra_op_threads", "inter_op_threads", "max_new_tokens"):
+            if getattr(self, name) < 0:
+                raise SettingsError(name, "must be 0 or more")

@@ -1,0 +1,66 @@
+"""`raddraft draft`: draft the Findings and Impression of one study, printed as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "draft Findings and Impression for the DICOM files or folder of one study (JSON on stdout)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or a study folder")
+    parser.add_argument("--model", type=Path, help="model bundle folder (default: the embedded model)")
+    parser.add_argument("--provider", action="append", choices=["tensorrt", "cuda", "directml", "coreml", "cpu"],
+                        help="execution provider to prefer (repeatable, in order; CPU is always the fallback)")
+    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8", "int4"])
+    parser.add_argument("--max-new-tokens", type=int)
+    parser.add_argument("--temperature", type=float, default=None, help="0 for greedy (the bundle's default)")
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--repetition-penalty", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument("--impression-from-findings", action="store_true",
+                        help="condition the impression on the drafted findings")
+    parser.add_argument("--stream", action="store_true", help="stream the text to stderr as it is generated")
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "engine.model": str(args.model) if args.model else None,
+        "engine.providers": args.provider,
+        "engine.variant": args.variant,
+        "engine.max_new_tokens": args.max_new_tokens,
+    }
+
+
+def run(args: argparse.Namespace, config) -> int:
+    from engine.errors import EngineError
+    from raddraft.resources import model_dir
+
+    for path in args.paths:
+        if not path.exists():
+            print(f"raddraft draft: no such file or folder: {path}", file=sys.stderr)
+            return 2
+    try:
+        from engine.runtime import load_model
+
+        model = load_model(model_dir(config.engine.model), config.engine)
+        changes = {key: value for key, value in (
+            ("temperature", args.temperature), ("top_p", args.top_p),
+            ("repetition_penalty", args.repetition_penalty), ("seed", args.seed)) if value is not None}
+        draft = model.draft(args.paths, options=model.default_options(**changes),
+                            impression_from_findings=args.impression_from_findings,
+                            on_piece=_stream_to_stderr if args.stream else None)
+    except EngineError as error:
+        print(f"raddraft draft: {error}", file=sys.stderr)
+        return 1
+    json.dump(draft.to_dict(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _stream_to_stderr(section: str, piece: str) -> None:
+    sys.stderr.write(piece)
+    sys.stderr.flush()

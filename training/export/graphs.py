@@ -1,0 +1,136 @@
+"""Vision (tower + feature selection + projector) and token-embedding graphs via `torch.onnx.export`.
+
+Both use the dynamo exporter (torch's default). Tracing uses 2 images / a batch of 2 so the leading
+dimension stays symbolic (a batch-1 trace can fix it at 1, see ML-NOTES).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import LlavaForConditionalGeneration
+
+from training.export.errors import ExportError
+
+GRAPH_OPSET = 18
+# protobuf cannot serialise a single message over 2 GiB: larger graphs keep their weights beside them.
+SINGLE_FILE_LIMIT = 2_000_000_000
+
+
+class VisionGraph(nn.Module):
+    """pixel_values [images, 3, H, W] -> image_features [images, image_tokens, hidden]."""
+
+    def __init__(self, model: LlavaForConditionalGeneration) -> None:
+        super().__init__()
+        self.inner = model.model
+        self.layer = model.config.vision_feature_layer
+        self.strategy = model.config.vision_feature_select_strategy
+        if self.strategy not in ("default", "full"):
+            raise ExportError(f"vision_feature_select_strategy {self.strategy!r} is not supported "
+                              "(expected 'default' or 'full')")
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # Same steps as `LlavaModel.get_image_features`, which ends by splitting the batch into a list
+        # (that would fix the number of images in the graph).
+        outputs = self.inner.vision_tower(pixel_values, output_hidden_states=True)
+        layers = [self.layer] if isinstance(self.layer, int) else list(self.layer)
+        selected = [outputs.hidden_states[index] for index in layers]
+        if self.strategy == "default":
+            selected = [hidden[:, 1:] for hidden in selected]
+        features = selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)
+        return self.inner.multi_modal_projector(features)
+
+
+class EmbedGraph(nn.Module):
+    """input_ids [batch, seq] -> inputs_embeds [batch, seq, hidden]."""
+
+    def __init__(self, model: LlavaForConditionalGeneration) -> None:
+        super().__init__()
+        self.embed = model.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(input_ids)
+
+
+def export_vision(model: LlavaForConditionalGeneration, target: Path) -> Path:
+    size = model.config.vision_config.image_size
+    channels = getattr(model.config.vision_config, "num_channels", 3)
+    example = torch.zeros(2, channels, size, size, dtype=torch.float32)
+    images = torch.export.Dim("images", min=1, max=64)
+    return _export(VisionGraph(model), (example,), target, input_names=["pixel_values"],
+                   output_names=["image_features"], dynamic_shapes={"pixel_values": {0: images}})
+
+
+def export_embed(model: LlavaForConditionalGeneration, target: Path) -> Path:
+    example = torch.zeros(2, 5, dtype=torch.int64)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    seq = torch.export.Dim("sequence", min=1, max=1 << 20)
+    return _export(EmbedGraph(model), (example,), target, input_names=["input_ids"],
+                   output_names=["inputs_embeds"], dynamic_shapes={"input_ids": {0: batch, 1: seq}})
+
+
+def _export(module: nn.Module, args: tuple, target: Path, *, input_names: list[str], output_names: list[str],
+            dynamic_shapes: dict) -> Path:
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, args, f=None, dynamo=True, opset_version=GRAPH_OPSET,
+                                        input_names=input_names, output_names=output_names,
+                                        dynamic_shapes=dynamic_shapes, verbose=False)
+    except Exception as error:  # the exporter raises many kinds; name the graph and keep the cause
+        raise ExportError(f"torch.onnx.export failed for {Path(target).name}: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from error
+    program.save(str(target), external_data=_needs_external_data(module))
+    return Path(target)
+
+
+def _needs_external_data(module: nn.Module) -> bool:
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    return size > SINGLE_FILE_LIMIT
+
+
+def save_onnx(graph, target: Path) -> Path:
+    """Save an `onnx.ModelProto`; weights go to `<name>.data` beside it only when it is too large for one file."""
+    import onnx
+
+    target = Path(target)
+    data_name = f"{target.name}.data"
+    if (target.parent / data_name).exists():
+        os.unlink(target.parent / data_name)
+    large = graph.ByteSize() > SINGLE_FILE_LIMIT if _fits_bytesize(graph) else True
+    if large:
+        onnx.save_model(graph, str(target), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+    else:
+        onnx.save_model(graph, str(target))
+    return target
+
+
+def _fits_bytesize(graph) -> bool:
+    try:
+        graph.ByteSize()
+        return True
+    except Exception:  # protobuf refuses to size messages over 2 GiB
+        return False
+
+
+def graph_files(bundle_dir: Path, name: str) -> list[Path]:
+    """The files one graph occupies: the .onnx and its external data, if any."""
+    path = Path(bundle_dir) / name
+    data = path.with_name(path.name + ".data")
+    return [p for p in (path, data) if p.exists()]
+
+
+def check_graph(path: Path) -> None:
+    """`onnx.checker` on a graph file (by path, so external data is fine)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as error:
+        raise ExportError(f"{Path(path).name} is not a valid ONNX graph: {error}") from error
