@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from raddraft.config import ConfigError, load_config
 
     overrides = dict(getattr(module, "config_overrides", lambda a: {})(args))
-    overrides["logging.level"] = getattr(args, "log_level", None)
+    if getattr(args, "log_level", None):
+        overrides["logging.level"] = args.log_level
     try:
         config = load_config(getattr(args, "config", None), overrides)
     except ConfigError as exc:

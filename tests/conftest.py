@@ -18,6 +18,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+pytest_plugins = ["tests.model_fixtures"]
+
 REQUIRE_PEERS = os.environ.get("RADDRAFT_REQUIRE_PEERS") == "1"
 
 # Files pydicom ships (the others would try to download): one per transfer syntax we accept.

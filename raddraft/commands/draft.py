@@ -32,6 +32,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "engine.providers": args.provider,
         "engine.variant": args.variant,
         "engine.max_new_tokens": args.max_new_tokens,
+        # stdout is the JSON and stderr one line on failure: only warnings unless asked (--log-level).
+        "logging.level": "WARNING",
     }
 
 

@@ -1,0 +1,64 @@
+"""`raddraft export`: a trained LLaVA checkpoint folder -> a RadDraft model bundle (ONNX + model.json + card)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = ("export a Hugging Face LLaVA checkpoint as a RadDraft model bundle (ONNX graphs, model.json, tokenizer, "
+        "MODEL_CARD.md), checked against torch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="folder written by save_pretrained (config.json, weights, tokenizer.json)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (new, empty, or a bundle)")
+    parser.add_argument("--quantize", action="append", choices=["int8", "fp16"], default=[],
+                        help="also write this variant (repeatable)")
+    parser.add_argument("--name", help="model name in model.json (default: the checkpoint folder's name)")
+    parser.add_argument("--version", dest="model_version", default="0.1.0", help="model version (default 0.1.0)")
+    parser.add_argument("--no-parity", dest="parity", action="store_false",
+                        help="skip the torch vs ONNX Runtime comparison")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a bundle")
+    parser.add_argument("--card-notes", type=Path, metavar="FILE.md",
+                        help="markdown to put at the top of MODEL_CARD.md (e.g. a not-for-clinical-use notice)")
+
+
+def run(args: argparse.Namespace, config) -> int:
+    from tqdm import tqdm
+
+    from training.export import ExportError, export_bundle
+
+    notes = None
+    if args.card_notes is not None:
+        try:
+            notes = args.card_notes.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"raddraft export: cannot read {args.card_notes}: {getattr(exc, 'strerror', None) or exc}",
+                  file=sys.stderr)
+            return 2
+    name = args.name or args.checkpoint.resolve().name
+    bar = tqdm(total=1, desc="export", unit="step", file=sys.stderr, disable=None, leave=False)
+
+    def progress(done: int, total: int, step: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_description(step)
+        bar.refresh()
+
+    try:
+        report = export_bundle(args.checkpoint, args.out, name=name, version=args.model_version,
+                               quantize=args.quantize, parity=args.parity, overwrite=args.overwrite,
+                               card_notes=notes, progress=progress)
+    except ExportError as exc:
+        bar.close()
+        print(f"raddraft export: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        bar.close()
+        print(f"raddraft export: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    bar.close()
+    print("\n".join(report.summary_lines()))
+    return 0
