@@ -21,23 +21,33 @@ ORT_NAMES = {
     "cpu": "CPUExecutionProvider",
 }
 SHORT_NAMES = {value: key for key, value in ORT_NAMES.items()}
+# Without an explicit request: every accelerator the build offers, fastest first.
+AUTO_ORDER = ("tensorrt", "cuda", "directml", "coreml")
 
 
 @dataclass(frozen=True)
 class ProviderChoice:
     requested: tuple[str, ...]
     ort_providers: tuple[str, ...]  # passed to InferenceSession, CPU last
-    fallback_reason: str = ""
+    fallback_reason: str = ""  # set when a GPU was named explicitly and cannot be used
 
     @property
     def preferred(self) -> str:
         return SHORT_NAMES[self.ort_providers[0]]
 
+    @property
+    def explicit(self) -> bool:
+        return bool(self.requested)
+
 
 def choose_providers(requested: tuple[str, ...], available: list[str] | None = None) -> ProviderChoice:
-    """Keep the requested providers that this onnxruntime build offers, in order, CPU always last."""
+    """Keep the requested providers that this onnxruntime build offers, in order, CPU always last.
+
+    No request means every accelerator the build offers (TensorRT before CUDA, ...), then CPU.
+    """
     available = list(ort.get_available_providers() if available is None else available)
-    chosen = [ORT_NAMES[name] for name in requested if name != "cpu" and ORT_NAMES[name] in available]
+    wanted = requested or AUTO_ORDER
+    chosen = [ORT_NAMES[name] for name in wanted if name != "cpu" and ORT_NAMES[name] in available]
     chosen.append(ORT_NAMES["cpu"])
     missing = [name for name in requested if name != "cpu" and ORT_NAMES[name] not in available]
     reason = ""

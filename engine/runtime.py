@@ -79,12 +79,9 @@ class DraftModel:
 
     def prepare(self, study: Sequence[Path] | Sequence[Dataset]) -> StudyInput:
         datasets = list(study) if study and isinstance(study[0], Dataset) else preprocess.load_study(study)
-        prep = self.manifest.preprocessing
-        chosen = preprocess.select_images(datasets, prep.views)
-        pixel_values = preprocess.study_pixel_values(chosen, prep)
-        return StudyInput(pixel_values,
-                          tuple(str(ds.SOPInstanceUID) for ds in chosen),
-                          tuple(preprocess.classify_view(ds) or "unknown" for ds in chosen))
+        prepared = preprocess.prepare_study(datasets, self.manifest.preprocessing)
+        return StudyInput(prepared.pixel_values, tuple(prepared.sop_instance_uids),
+                          tuple(view or "unknown" for view in prepared.views))
 
     def image_features(self, study: StudyInput) -> np.ndarray:
         return self.graphs.image_features(study.pixel_values)

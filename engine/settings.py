@@ -14,8 +14,8 @@ VARIANTS = ("auto", "fp32", "fp16", "int8", "int4")
 @dataclass(frozen=True)
 class EngineSettings:
     """model: bundle folder; None means the embedded default bundle (resolved by the front door).
-    providers: execution providers in order of preference; the first one ONNX Runtime offers is used,
-        CPU always last. Asking for a GPU that is not there is reported loudly, never silent.
+    providers: execution providers in order of preference, CPU always last. Empty (the default) means the
+        best this onnxruntime build offers. A GPU that was named but is not there is reported loudly.
     variant: graph precision; "auto" takes int8 on CPU when the bundle has it, fp16 on a GPU when it has
         it, else the bundle's default.
     intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
@@ -24,7 +24,7 @@ class EngineSettings:
     """
 
     model: Path | None = None
-    providers: tuple[str, ...] = ("cuda", "cpu")
+    providers: tuple[str, ...] = ()
     variant: str = "auto"
     intra_op_threads: int = 0
     inter_op_threads: int = 0
@@ -35,8 +35,6 @@ class EngineSettings:
         unknown = [p for p in self.providers if p not in PROVIDER_NAMES]
         if unknown:
             raise SettingsError("providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDER_NAMES)}")
-        if not self.providers:
-            raise SettingsError("providers", "name at least one provider (e.g. [\"cpu\"])")
         if self.variant not in VARIANTS:
             raise SettingsError("variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         for name in ("intra_op_threads", "inter_op_threads", "max_new_tokens"):

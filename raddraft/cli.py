@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raddraft import __version__
 
-COMMAND_MODULES = ("service", "send", "draft", "synth", "label", "evaluate")
+COMMAND_MODULES = ("service", "send", "draft", "synth", "label", "evaluate", "export")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

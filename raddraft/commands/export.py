@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", action="append", choices=["int8", "fp16"], default=[],
                         help="also write this variant (repeatable)")
     parser.add_argument("--name", help="model name in model.json (default: the checkpoint folder's name)")
-    parser.add_argument("--version", dest="model_version", default="0.1.0", help="model version (default 0.1.0)")
+    parser.add_argument("--version", dest="model_version", metavar="V", default="0.1.0",
+                        help="model version (default 0.1.0)")
     parser.add_argument("--no-parity", dest="parity", action="store_false",
                         help="skip the torch vs ONNX Runtime comparison")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a bundle")

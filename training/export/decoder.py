@@ -91,9 +91,13 @@ def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
     target = Path(target)
     work = Path(tempfile.mkdtemp(prefix=".decoder-", dir=target.parent))
     try:
-        onnx_export_from_model(causal, work, opset=DECODER_OPSET, task="text-generation-with-past",
-                               custom_onnx_configs={"model": onnx_config}, do_validation=False,
-                               no_post_process=True)
+        try:
+            onnx_export_from_model(causal, work, opset=DECODER_OPSET, task="text-generation-with-past",
+                                   custom_onnx_configs={"model": onnx_config}, do_validation=False,
+                                   no_post_process=True)
+        except Exception as error:  # optimum and torch raise many kinds; keep the cause chained
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ExportError(f"the decoder export failed: {type(error).__name__}: {first}") from error
         produced = sorted(work.glob("*.onnx"))
         if len(produced) != 1:
             raise ExportError(f"optimum wrote {len(produced)} decoder graphs ({', '.join(p.name for p in produced)}); "

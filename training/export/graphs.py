@@ -115,7 +115,7 @@ def _fits_bytesize(graph) -> bool:
     try:
         graph.ByteSize()
         return True
-    except Exception:  # protobuf refuses to size messages over 2 GiB
+    except Exception:  # noqa: BLE001 - protobuf refuses to size messages over 2 GiB
         return False
 
 
@@ -134,3 +134,19 @@ def check_graph(path: Path) -> None:
         onnx.checker.check_model(str(path))
     except Exception as error:
         raise ExportError(f"{Path(path).name} is not a valid ONNX graph: {error}") from error
+
+
+def require_dynamic(path: Path, axes: dict[str, tuple[int, ...]]) -> None:
+    """Fail if an exporter fixed an axis that must stay free (e.g. the number of images at the traced 2)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inputs = {value.name: value for value in graph.input}
+    for name, wanted in axes.items():
+        if name not in inputs:
+            raise ExportError(f"{Path(path).name} has no input {name!r} (it has {', '.join(inputs)})")
+        dims = inputs[name].type.tensor_type.shape.dim
+        for axis in wanted:
+            if axis >= len(dims) or dims[axis].HasField("dim_value"):
+                raise ExportError(f"{Path(path).name}: axis {axis} of {name!r} was fixed at export; "
+                                  "the engine needs it dynamic")

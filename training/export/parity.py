@@ -180,7 +180,7 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
         full_ids = inputs.prompt_ids + reference.tokens[:-1]
         logits = runner.logits(full_ids, inputs.pixel_values).astype(np.float32)
         tokens = runner.greedy(inputs.prompt_ids, inputs.pixel_values, inputs.new_tokens, suppress=arch.eos_token_id)
-    except Exception as error:  # a variant ORT cannot load or run is a failed variant with a reason
+    except Exception as error:  # noqa: BLE001 - a variant ORT cannot load or run is a failed variant with a reason
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         return ParityResult(variant, float("inf"), float("inf"), tolerance, 0.0, 0.0, False,
                             torch_tokens=list(reference.tokens), error=message)

@@ -1,0 +1,541 @@
+"""`export_bundle`: a Hugging Face LLaVA checkpoint folder -> a RadDraft model bundle.
+
+Everything is written into a hidden sibling folder and renamed into place at the end, so a failed or
+interrupted export leaves the target as it was (absent, empty, or the previous bundle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dicom_node.durable import fsync_dir, write_text_atomically
+from engine.bundle import (
+    MANIFEST_NAME,
+    Architecture,
+    BundleManifest,
+    GenerationDefaults,
+    GraphFiles,
+    Preprocessing,
+    Prompts,
+    validate_bundle,
+    write_manifest,
+)
+from engine.errors import EngineError
+from training.export.errors import ExportError
+from training.export.parity import ParityResult
+
+FP32 = GraphFiles(vision="vision.onnx", embed="embed.onnx", decoder="decoder.onnx")
+TOKENIZER = "tokenizer.json"
+CARD = "MODEL_CARD.md"
+RECORD = "export.json"
+PARTIAL_SUFFIX = ".partial"
+
+# progress(done, total, what is being done now)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class ExportReport:
+    bundle_dir: Path
+    manifest: BundleManifest
+    files: dict[str, int]  # file name in the bundle -> bytes
+    parity: dict[str, ParityResult] = field(default_factory=dict)  # variant -> result; empty without parity
+    failed_variants: dict[str, str] = field(default_factory=dict)  # variant -> why it was left out
+    parameters: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    seconds: float = 0.0
+
+    def variant_size(self, variant: str) -> int:
+        return sum(self.files.get(name, 0) + self.files.get(f"{name}.data", 0)
+                   for name in self.manifest.variants[variant].all())
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"{self.manifest.model_id} -> {self.bundle_dir} in {self.seconds:.1f} s"]
+        for name, size in self.files.items():
+            lines.append(f"  {name:<24} {_human(size):>10}")
+        for variant in self.manifest.variants:
+            result = self.parity.get(variant)
+            check = result.summary() if result else f"{variant}: parity not checked"
+            lines.append(f"  {check} [{_human(self.variant_size(variant))}]")
+        for variant, why in self.failed_variants.items():
+            lines.append(f"  {variant}: left out ({why})")
+        return lines
+
+
+def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: str,
+                  quantize: Iterable[str] | str = (), preprocessing: Preprocessing | None = None,
+                  prompts: Prompts | None = None, generation: GenerationDefaults | None = None,
+                  provenance: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                  parity: bool = True, progress: Progress | None = None, overwrite: bool = False,
+                  card_notes: str | None = None, intended_use: str | None = None,
+                  quantize_options=None, threads: int | None = None) -> ExportReport:
+    """Export the LLaVA checkpoint in `checkpoint_dir` as a bundle in `out_dir`.
+
+    quantize: extra variants ("int8", "fp16") besides fp32. parity: check fp32 (fatal) and the variants
+    (reported) against torch. card_notes: markdown placed at the top of MODEL_CARD.md (e.g. "not for
+    clinical use"). An existing bundle in `out_dir` is replaced; another non-empty folder only with
+    `overwrite`. Raises `ExportError` (and leaves `out_dir` untouched) on any failure.
+    """
+    started = time.monotonic()
+    checkpoint_dir = Path(checkpoint_dir)
+    out_dir = Path(os.path.abspath(out_dir))
+    variants = _check_variants(quantize)
+    _check_identity(name, version)
+    config = check_checkpoint(checkpoint_dir)
+    _check_target(out_dir, overwrite)
+    prompts = prompts or Prompts()
+    generation = generation or GenerationDefaults()
+    vision_size = int(config["vision_config"].get("image_size", 224))
+    preprocessing = preprocessing or Preprocessing(image_size=vision_size)
+    if preprocessing.image_size != vision_size:
+        raise ExportError(f"preprocessing.image_size {preprocessing.image_size} differs from the vision encoder's "
+                          f"image size {vision_size}; the vision graph takes {vision_size}x{vision_size} images")
+
+    steps = ["load checkpoint", "export vision graph", "export embedding graph", "export decoder graph"]
+    if parity:
+        steps += ["run torch reference", "check fp32 parity"]
+    for variant in variants:
+        steps += [f"write {variant} variant"] + ([f"check {variant} parity"] if parity else [])
+    steps += ["write manifest and card"]
+    timer = _Steps(steps, progress)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+    staging.mkdir()
+    try:
+        with _quiet_exporters():
+            report = _export_into(staging, checkpoint_dir, timer, name=name, version=version, variants=variants,
+                                  preprocessing=preprocessing, prompts=prompts, generation=generation,
+                                  provenance=dict(provenance or {}), metrics=dict(metrics or {}),
+                                  parity=parity, card_notes=card_notes, intended_use=intended_use,
+                                  quantize_options=quantize_options, threads=threads)
+        timer.finish()
+        report.seconds = time.monotonic() - started
+        _write_record(staging, report, checkpoint_dir)
+        report.files = _file_sizes(staging)
+        _replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    report.bundle_dir = out_dir
+    return report
+
+
+# ------------------------------------------------------------------------------------------- checks
+def check_checkpoint(checkpoint_dir: Path) -> dict:
+    """The checkpoint's config.json, after checking it is a LLaVA with a LLaMA decoder and a tokenizer.json."""
+    where = f"checkpoint {checkpoint_dir}"
+    if not checkpoint_dir.exists():
+        raise ExportError(f"{where}: no such folder")
+    if not checkpoint_dir.is_dir():
+        raise ExportError(f"{where}: not a folder (give the folder written by save_pretrained)")
+    config_file = checkpoint_dir / "config.json"
+    if not config_file.is_file():
+        raise ExportError(f"{where}: config.json is missing (give the folder written by save_pretrained)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ExportError(f"{where}: config.json is not readable JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{where}: config.json does not hold a JSON object")
+    model_type = config.get("model_type")
+    if model_type != "llava":
+        raise ExportError(f"{where}: model_type is {model_type!r}, not 'llava'; raddraft export takes LLaVA "
+                          "checkpoints (LlavaForConditionalGeneration)")
+    text_type = (config.get("text_config") or {}).get("model_type", "llama")
+    if text_type != "llama":
+        raise ExportError(f"{where}: the language model is {text_type!r}; the export handles LLaMA decoders")
+    if not isinstance(config.get("vision_config"), dict):
+        raise ExportError(f"{where}: config.json has no vision_config")
+    strategy = config.get("vision_feature_select_strategy", "default")
+    if strategy not in ("default", "full"):
+        raise ExportError(f"{where}: vision_feature_select_strategy {strategy!r} is not supported")
+    if not (checkpoint_dir / TOKENIZER).is_file():
+        raise ExportError(f"{where}: {TOKENIZER} is missing (save the tokenizer with the model)")
+    if not any(checkpoint_dir.glob("*.safetensors")) and not any(checkpoint_dir.glob("*.bin")):
+        raise ExportError(f"{where}: no weights (*.safetensors or *.bin)")
+    return config
+
+
+def _check_variants(quantize: Iterable[str] | str) -> list[str]:
+    from training.export.quantize import VARIANTS
+
+    if isinstance(quantize, str):
+        quantize = [quantize]
+    chosen: list[str] = []
+    for variant in quantize:
+        if variant not in VARIANTS:
+            raise ExportError(f"unknown quantization {variant!r}; choose from {', '.join(VARIANTS)}")
+        if variant not in chosen:
+            chosen.append(variant)
+    return chosen
+
+
+def _check_identity(name: str, version: str) -> None:
+    for label, value in (("name", name), ("version", version)):
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value) or "@" in value:
+            raise ExportError(f"bundle {label} {value!r} must be a non-empty word without spaces or '@'")
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a folder")
+    is_bundle = (out_dir / MANIFEST_NAME).is_file()
+    if not is_bundle and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir} is not empty and holds no model bundle; choose a new folder or "
+                          "overwrite it (--overwrite)")
+
+
+# ------------------------------------------------------------------------------------------- export
+def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str, version: str,
+                 variants: list[str], preprocessing: Preprocessing, prompts: Prompts,
+                 generation: GenerationDefaults, provenance: dict, metrics: dict, parity: bool,
+                 card_notes: str | None, intended_use: str | None, quantize_options, threads: int | None,
+                 ) -> ExportReport:
+    from training.export.card import render_card
+    from training.export.decoder import export_decoder
+    from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
+    from training.export.parity import check_variant, make_inputs, torch_reference
+    from training.export.quantize import QuantizeOptions, make_variant
+
+    timer.start("load checkpoint")
+    model = load_checkpoint(checkpoint_dir)
+    arch = architecture(model, checkpoint_dir / TOKENIZER)
+    parameters = parameter_counts(model)
+    shutil.copyfile(checkpoint_dir / TOKENIZER, folder / TOKENIZER)
+
+    timer.start("export vision graph")
+    export_vision(model, folder / FP32.vision)
+    timer.start("export embedding graph")
+    export_embed(model, folder / FP32.embed)
+    timer.start("export decoder graph")
+    export_decoder(model, folder / FP32.decoder)
+    for graph in FP32.all():
+        check_graph(folder / graph)
+    require_dynamic(folder / FP32.vision, {"pixel_values": (0,)})
+    require_dynamic(folder / FP32.embed, {"input_ids": (0, 1)})
+    require_dynamic(folder / FP32.decoder, {"inputs_embeds": (0, 1), "attention_mask": (0, 1),
+                                            "past_key_values.0.key": (0, 2)})
+
+    results: dict[str, ParityResult] = {}
+    inputs = reference = None
+    if parity:
+        timer.start("run torch reference")
+        channels = int(getattr(model.config.vision_config, "num_channels", 3))
+        inputs = make_inputs(folder / TOKENIZER, arch, prompts, preprocessing.image_size, channels=channels)
+        if len(inputs.prompt_ids) + inputs.new_tokens > arch.max_positions:
+            raise ExportError(f"the findings prompt ({len(inputs.prompt_ids)} tokens) leaves no room in the "
+                              f"model's {arch.max_positions} positions")
+        reference = torch_reference(model, inputs, arch.eos_token_id)
+        timer.start("check fp32 parity")
+        result = check_variant("fp32", folder, FP32, arch, inputs, reference, threads=threads)
+        results["fp32"] = result
+        if not result.passed:
+            raise ExportError(_parity_failure(result))
+    del model
+
+    graph_variants = {"fp32": FP32}
+    failed: dict[str, str] = {}
+    options = quantize_options or QuantizeOptions()
+    for variant in variants:
+        timer.start(f"write {variant} variant")
+        try:
+            files = make_variant(folder, FP32, variant, options)
+        except Exception as error:  # noqa: BLE001 - a variant that cannot be made is reported, not fatal
+            failed[variant] = f"{type(error).__name__}: {_first_line(error)}"
+            _remove_variant_files(folder, FP32, variant, options)
+            continue
+        if parity:
+            timer.start(f"check {variant} parity")
+            result = check_variant(variant, folder, files, arch, inputs, reference, threads=threads)
+            results[variant] = result
+            if result.error:
+                failed[variant] = result.error
+                _remove_variant_files(folder, FP32, variant, options)
+                continue
+        graph_variants[variant] = files
+
+    timer.start("write manifest and card")
+    provenance["export"] = _export_provenance(checkpoint_dir, results, failed, options, variants)
+    manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
+                              variants=graph_variants, default_variant="fp32", prompts=prompts,
+                              generation=generation, tokenizer=TOKENIZER, card=CARD, provenance=provenance,
+                              metrics=metrics)
+    try:
+        write_manifest(manifest, folder)
+        for variant in graph_variants:
+            validate_bundle(folder, variant)
+    except EngineError as error:
+        raise ExportError(f"the bundle does not validate: {error}") from error
+    except (TypeError, ValueError) as error:  # json.dumps of caller-given provenance or metrics
+        raise ExportError(f"provenance and metrics must be JSON values: {error}") from error
+    report = ExportReport(bundle_dir=folder, manifest=manifest, files=_file_sizes(folder), parity=results,
+                          failed_variants=failed, parameters=parameters, timings=timer.timings)
+    sizes = {variant: report.variant_size(variant) for variant in graph_variants}
+    card = render_card(manifest, parameters=parameters, parity=results, variant_sizes=sizes, notes=card_notes,
+                       intended_use=intended_use)
+    write_text_atomically(folder / CARD, card)
+    return report
+
+
+def load_checkpoint(checkpoint_dir: Path):
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(checkpoint_dir, attn_implementation="eager",
+                                                              dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise ExportError(f"checkpoint {checkpoint_dir}: cannot be loaded ({_first_line(error)})") from error
+    model.eval()
+    return model
+
+
+def architecture(model, tokenizer_file: Path) -> Architecture:
+    from tokenizers import Tokenizer
+
+    from training.modeling.tokenizer import BOS, EOS, IMAGE, PAD
+
+    config = model.config
+    text = config.text_config
+    vision = config.vision_config
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+
+    def token_id(configured, token: str, what: str) -> int:
+        if isinstance(configured, (list, tuple)):
+            configured = configured[0] if configured else None
+        if configured is None:
+            configured = tokenizer.token_to_id(token)
+        if configured is None:
+            raise ExportError(f"the checkpoint names no {what} token and its tokenizer has no {token}")
+        return int(configured)
+
+    image_token_id = int(getattr(config, "image_token_id", None) or config.image_token_index)
+    in_tokenizer = tokenizer.token_to_id(IMAGE)
+    if in_tokenizer is not None and in_tokenizer != image_token_id:
+        raise ExportError(f"the tokenizer's {IMAGE} is id {in_tokenizer} but the model's image token is "
+                          f"{image_token_id}")
+    if tokenizer.get_vocab_size() > text.vocab_size:
+        raise ExportError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens, more than the model's "
+                          f"vocabulary of {text.vocab_size}")
+    patches = (vision.image_size // vision.patch_size) ** 2
+    image_tokens = patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return Architecture(
+        family="llava",
+        hidden_size=int(text.hidden_size),
+        num_layers=int(text.num_hidden_layers),
+        num_kv_heads=int(getattr(text, "num_key_value_heads", None) or text.num_attention_heads),
+        head_dim=int(head_dim),
+        vocab_size=int(text.vocab_size),
+        max_positions=int(text.max_position_embeddings),
+        image_token_id=image_token_id,
+        image_tokens=int(image_tokens),
+        bos_token_id=token_id(text.bos_token_id, BOS, "start"),
+        eos_token_id=token_id(text.eos_token_id, EOS, "end"),
+        pad_token_id=token_id(text.pad_token_id if text.pad_token_id is not None else config.pad_token_id, PAD,
+                              "padding"),
+    )
+
+
+def parameter_counts(model) -> dict[str, int]:
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters())
+
+    counts = {
+        "vision_tower": count(model.model.vision_tower),
+        "projector": count(model.model.multi_modal_projector),
+        "language_model": count(model.model.language_model),
+        "lm_head": count(model.lm_head),
+    }
+    counts["total"] = count(model)
+    return counts
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _parity_failure(result: ParityResult) -> str:
+    if result.error:
+        return f"ONNX Runtime cannot run the exported fp32 graphs: {result.error}"
+    problems = []
+    if result.max_logit_diff > result.tolerance:
+        problems.append(f"max |logit diff| {result.max_logit_diff:.3g} exceeds {result.tolerance:.3g}")
+    if not result.tokens_identical:
+        problems.append(f"greedy tokens differ (torch {result.torch_tokens}, onnx {result.onnx_tokens})")
+    return "the exported fp32 graphs disagree with the torch model: " + "; ".join(problems)
+
+
+def _remove_variant_files(folder: Path, fp32: GraphFiles, variant: str, options) -> None:
+    from training.export.quantize import variant_files
+
+    for name in set(variant_files(fp32, variant, options).all()) - set(fp32.all()):
+        for path in (folder / name, folder / f"{name}.data"):
+            path.unlink(missing_ok=True)
+
+
+def _export_provenance(checkpoint_dir: Path, results: dict[str, ParityResult], failed: dict[str, str],
+                       options, variants: list[str]) -> dict:
+    from training.export.decoder import DECODER_OPSET
+
+    return {
+        "tool": "raddraft export",
+        "exported_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "checkpoint": checkpoint_dir.name,
+        "weights_sha256": _weights_digest(checkpoint_dir),
+        "versions": _versions(),
+        "opset": DECODER_OPSET,
+        "quantization": {"int8": {"weights": "QInt8", "per_channel": options.per_channel,
+                                  "embed": options.quantize_embed}} if "int8" in variants else {},
+        "parity": {
+            name: {"greedy_agreement": round(r.greedy_agreement, 4), "top1_agreement": round(r.top1_agreement, 4),
+                   "max_logit_diff": _finite(r.max_logit_diff), "tokens_identical": r.tokens_identical,
+                   "new_tokens": len(r.torch_tokens), **({"error": r.error} if r.error else {})}
+            for name, r in results.items()
+        },
+        **({"failed_variants": failed} if failed else {}),
+    }
+
+
+def _weights_digest(checkpoint_dir: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(checkpoint_dir.glob("*.safetensors")) or sorted(checkpoint_dir.glob("*.bin"))
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _write_record(folder: Path, report: ExportReport, checkpoint_dir: Path) -> None:
+    record = {
+        "model_id": report.manifest.model_id,
+        "checkpoint": str(checkpoint_dir),
+        "variants": {name: list(files.all()) for name, files in report.manifest.variants.items()},
+        "parity": {name: r.to_dict() for name, r in report.parity.items()},
+        "failed_variants": report.failed_variants,
+        "parameters": report.parameters,
+        "files": _file_sizes(folder),
+        "timings_s": {step: round(seconds, 3) for step, seconds in report.timings.items()},
+        "seconds": round(report.seconds, 3),
+    }
+    write_text_atomically(folder / RECORD, json.dumps(record, indent=2, default=_finite) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
+    """Put `staging` in place of `out_dir` (absent, empty, or a previous bundle the caller may replace)."""
+    for path in staging.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(staging)
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.old")
+        os.rename(out_dir, old)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    fsync_dir(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _human(size: int) -> str:
+    if size >= 1_000_000:
+        return f"{size / 1e6:.1f} MB"
+    return f"{size / 1e3:.1f} kB"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class _Steps:
+    def __init__(self, steps: list[str], progress: Progress | None) -> None:
+        self.steps = steps
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self.current: str | None = None
+        self.since = time.monotonic()
+
+    def start(self, step: str) -> None:
+        self._close()
+        self.current = step
+        self.since = time.monotonic()
+        if self.progress:
+            done = self.steps.index(step) if step in self.steps else len(self.timings)
+            self.progress(done, len(self.steps), step)
+
+    def _close(self) -> None:
+        if self.current is not None:
+            self.timings[self.current] = time.monotonic() - self.since
+            self.current = None
+
+    def finish(self) -> None:
+        self._close()
+        if self.progress:
+            self.progress(len(self.steps), len(self.steps), "done")
+
+
+@contextmanager
+def _quiet_exporters():
+    """The exporters warn about every traced branch and print advice; the parity check is what counts."""
+    names = ("transformers", "optimum", "onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export",
+             "torch.fx.experimental.symbolic_shapes", "torch._dynamo")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
