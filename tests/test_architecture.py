@@ -18,6 +18,7 @@ def _modules_after(code: str) -> set[str]:
 @pytest.mark.parametrize("code", [
     "import dicom_node.server, dicom_node.sender",
     "from raddraft.cli import build_parser; build_parser()",
+    "import engine.runtime, engine.queue, engine.preprocess, raddraft.service",
 ])
 def test_runtime_imports_no_training_stack_and_no_qt(code):
     loaded = _modules_after(code)
