@@ -86,8 +86,15 @@ def run_worker(args: argparse.Namespace) -> dict:
         timings, tokens = torch_worker(args)
     else:
         timings, tokens = ort_worker(args)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"engine": args.worker, "runs": timings, "tokens": tokens, "peak_rss_mb": peak_kib / 1024}
+    return {"engine": args.worker, "runs": timings, "tokens": tokens, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries that across exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _study_input(bundle: Path, study: Path, engine_name: str):

@@ -60,9 +60,14 @@ class ModelGraphs:
 
         Returns the logits of the last position [vocab] and the new cache.
         """
+        logits, present = self.logits(embeds, past, start)
+        return logits[-1], present
+
+    def logits(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Like `decode`, with the logits of every position [seq, vocab]."""
         seq = embeds.shape[1]
         feed = {
-            "inputs_embeds": embeds,
+            "inputs_embeds": embeds.astype(np.float32, copy=False),
             "attention_mask": np.ones((1, start + seq), dtype=np.int64),
             "position_ids": np.arange(start, start + seq, dtype=np.int64)[None, :],
         }
@@ -70,7 +75,7 @@ class ModelGraphs:
             feed[key_name] = past[index]
             feed[value_name] = past[index + 1]
         outputs = self.decoder.run(["logits", *self._present_names], feed)
-        return outputs[0][0, -1], outputs[1:]
+        return outputs[0][0], outputs[1:]
 
 
 def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.InferenceSession:

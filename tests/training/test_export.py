@@ -17,7 +17,7 @@ from tiny_llava import save_tiny_llava
 
 from engine.bundle import Prompts, read_manifest, validate_bundle
 from training.export import ExportError, export_bundle
-from training.export.parity import OrtLlava, ParityResult
+from training.export.parity import ParityResult, engine_graphs, onnx_greedy, onnx_logits
 
 NOTICE = "**Not for clinical use.** Trained on synthetic phantoms."
 
@@ -106,23 +106,23 @@ def test_onnx_greedy_equals_torch_greedy_on_another_prompt(exported, torch_model
                                          max_new_tokens=20, min_new_tokens=20, do_sample=False)
         expected = generated[0, len(ids):].tolist()
         logits = torch_model(input_ids=torch.tensor([ids]), pixel_values=torch.from_numpy(pixels)).logits[0].numpy()
-    runner = OrtLlava(exported.bundle_dir, manifest.variants["fp32"], arch)
-    assert runner.greedy(ids, pixels, 20, suppress=arch.eos_token_id) == expected
-    np.testing.assert_allclose(runner.logits(ids, pixels), logits, atol=1e-4)
+    graphs = engine_graphs(exported.bundle_dir, manifest.variants["fp32"], arch)
+    assert onnx_greedy(graphs, exported.bundle_dir / "tokenizer.json", ids, pixels, 20) == expected
+    np.testing.assert_allclose(onnx_logits(graphs, ids, pixels), logits, atol=1e-4)
 
 
 def test_decoder_with_past_equals_one_call(exported):
     """Prefill with an empty past, then tokens one at a time: the same logits as one call over everything."""
     manifest = read_manifest(exported.bundle_dir)
-    runner = OrtLlava(exported.bundle_dir, manifest.variants["fp32"], manifest.architecture)
+    graphs = engine_graphs(exported.bundle_dir, manifest.variants["fp32"], manifest.architecture)
     embeds = np.random.default_rng(3).standard_normal((1, 9, manifest.architecture.hidden_size)).astype(np.float32)
-    whole, _ = runner.step(embeds, runner.empty_past())
-    logits, past = runner.step(embeds[:, :5], runner.empty_past())
+    whole, _ = graphs.logits(embeds, graphs.empty_past(), 0)
+    logits, past = graphs.logits(embeds[:, :5], graphs.empty_past(), 0)
     pieces = [logits]
     for position in range(5, 9):
-        logits, past = runner.step(embeds[:, position:position + 1], past)
+        logits, past = graphs.logits(embeds[:, position:position + 1], past, position)
         pieces.append(logits)
-    assert next(iter(past.values())).shape[2] == 9
+    assert past[0].shape[2] == 9
     np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
 
 

@@ -2,12 +2,8 @@
 
 A fixed seeded image and the bundle's findings prompt go through both sides:
 - torch: `model(...)` over prompt + continuation for logits, `model.generate(do_sample=False)` for tokens;
-- ONNX Runtime: a small self-contained greedy loop over the three graphs (`OrtLlava`): embed the ids,
-  put the vision features in place of the image tokens, run the decoder once with an empty past, then
-  one token at a time feeding `present` back as `past_key_values`.
-
-The loop here is deliberately minimal (no sampling, one sequence) so it can later give way to the
-engine's runtime without changing what is checked.
+- ONNX Runtime: the engine's own sessions and greedy generation (`engine.graphs`, `engine.generation`),
+  so what passes here is what the app runs.
 """
 
 from __future__ import annotations
@@ -97,77 +93,31 @@ def torch_reference(model, inputs: ParityInputs, eos_token_id: int) -> TorchRefe
     return TorchReference(tokens=tokens, logits=logits.float().numpy())
 
 
-class OrtLlava:
-    """Three ONNX Runtime sessions of one bundle variant and a greedy loop over them."""
+def engine_graphs(bundle_dir: Path, files: GraphFiles, arch: Architecture, threads: int | None = None):
+    """The engine's own sessions for one variant, on CPU: parity checks what the app will run."""
+    from engine.graphs import ModelGraphs, SessionOptions
+    from engine.providers import choose_providers
 
-    def __init__(self, bundle_dir: Path, files: GraphFiles, arch: Architecture, threads: int | None = None) -> None:
-        import onnxruntime as ort
+    return ModelGraphs(Path(bundle_dir), files, arch, choose_providers(("cpu",)), SessionOptions(threads or 0))
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        self.arch = arch
-        self.vision = ort.InferenceSession(str(Path(bundle_dir) / files.vision), options, providers=providers)
-        self.embed = ort.InferenceSession(str(Path(bundle_dir) / files.embed), options, providers=providers)
-        self.decoder = ort.InferenceSession(str(Path(bundle_dir) / files.decoder), options, providers=providers)
-        self.decoder_inputs = {i.name for i in self.decoder.get_inputs()}
 
-    def prompt_embeds(self, ids: list[int], pixel_values: np.ndarray) -> np.ndarray:
-        features = self.vision.run(["image_features"], {"pixel_values": pixel_values})[0]
-        embeds = self.embed.run(["inputs_embeds"], {"input_ids": np.array([ids], dtype=np.int64)})[0]
-        positions = np.flatnonzero(np.array(ids) == self.arch.image_token_id)
-        flat = features.reshape(-1, features.shape[-1])
-        if len(positions) != len(flat):
-            raise ValueError(f"{len(positions)} image tokens in the prompt but {len(flat)} image features")
-        embeds[0, positions] = flat
-        return embeds
+def onnx_logits(graphs, ids: list[int], pixel_values: np.ndarray) -> np.ndarray:
+    """Logits at every position of `ids` in one decoder call with an empty past."""
+    from engine.generation import prompt_embeddings
 
-    def empty_past(self) -> dict[str, np.ndarray]:
-        a = self.arch
-        shape = (1, a.num_kv_heads, 0, a.head_dim)
-        past = {}
-        for i in range(a.num_layers):
-            past[f"past_key_values.{i}.key"] = np.zeros(shape, dtype=np.float32)
-            past[f"past_key_values.{i}.value"] = np.zeros(shape, dtype=np.float32)
-        return past
+    embeds = prompt_embeddings(graphs, ids, graphs.image_features(pixel_values))
+    return graphs.logits(embeds, graphs.empty_past(), 0)[0]
 
-    def step(self, embeds: np.ndarray, past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """One decoder call: logits [seq, vocab] and the new past (present)."""
-        past_length = next(iter(past.values())).shape[2]
-        seq = embeds.shape[1]
-        feeds = {
-            "inputs_embeds": embeds.astype(np.float32, copy=False),
-            "attention_mask": np.ones((1, past_length + seq), dtype=np.int64),
-            "position_ids": np.arange(past_length, past_length + seq, dtype=np.int64)[None, :],
-            **past,
-        }
-        feeds = {name: value for name, value in feeds.items() if name in self.decoder_inputs}
-        names = [o.name for o in self.decoder.get_outputs()]
-        outputs = dict(zip(names, self.decoder.run(names, feeds)))
-        present = {name.replace("present.", "past_key_values.", 1): value
-                   for name, value in outputs.items() if name.startswith("present.")}
-        return outputs["logits"][0], present
 
-    def logits(self, ids: list[int], pixel_values: np.ndarray) -> np.ndarray:
-        """Logits at every position of `ids` in one call with an empty past."""
-        return self.step(self.prompt_embeds(ids, pixel_values), self.empty_past())[0]
+def onnx_greedy(graphs, tokenizer_file: Path, ids: list[int], pixel_values: np.ndarray, new_tokens: int) -> list[int]:
+    """The engine's greedy generation with end of sequence suppressed (as torch's min_new_tokens)."""
+    from tokenizers import Tokenizer
 
-    def greedy(self, ids: list[int], pixel_values: np.ndarray, new_tokens: int, suppress: int | None = None,
-               ) -> list[int]:
-        logits, past = self.step(self.prompt_embeds(ids, pixel_values), self.empty_past())
-        tokens: list[int] = []
-        while True:
-            last = logits[-1].astype(np.float32).copy()
-            if suppress is not None:
-                last[suppress] = -np.inf
-            token = int(np.argmax(last))
-            tokens.append(token)
-            if len(tokens) == new_tokens:
-                return tokens
-            embeds = self.embed.run(["inputs_embeds"], {"input_ids": np.array([[token]], dtype=np.int64)})[0]
-            logits, past = self.step(embeds, past)
+    from engine.generation import GenerationOptions, generate
+
+    result = generate(graphs, Tokenizer.from_file(str(tokenizer_file)), ids, graphs.image_features(pixel_values),
+                      GenerationOptions(max_new_tokens=new_tokens, min_new_tokens=new_tokens))
+    return list(result.token_ids)
 
 
 def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Architecture, inputs: ParityInputs,
@@ -176,10 +126,11 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
     """Compare one variant with the torch reference; errors running it are reported, not raised."""
     tolerance = atol + rtol * float(np.abs(reference.logits).max())
     try:
-        runner = OrtLlava(bundle_dir, files, arch, threads=threads)
+        graphs = engine_graphs(bundle_dir, files, arch, threads=threads)
         full_ids = inputs.prompt_ids + reference.tokens[:-1]
-        logits = runner.logits(full_ids, inputs.pixel_values).astype(np.float32)
-        tokens = runner.greedy(inputs.prompt_ids, inputs.pixel_values, inputs.new_tokens, suppress=arch.eos_token_id)
+        logits = onnx_logits(graphs, full_ids, inputs.pixel_values).astype(np.float32)
+        tokens = onnx_greedy(graphs, Path(bundle_dir) / "tokenizer.json", inputs.prompt_ids, inputs.pixel_values,
+                             inputs.new_tokens)
     except Exception as error:  # noqa: BLE001 - a variant ORT cannot load or run is a failed variant with a reason
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         return ParityResult(variant, float("inf"), float("inf"), tolerance, 0.0, 0.0, False,
