@@ -126,16 +126,31 @@ def ort_worker(args: argparse.Namespace) -> tuple[list[dict], list[int]]:
 
 
 def torch_worker(args: argparse.Namespace) -> tuple[list[dict], list[int]]:
+    # Same prompt and pixels as the engine, built without importing onnxruntime: with onnxruntime loaded
+    # in the same process, torch's decode here ran 20-40x slower.
+    from tokenizers import Tokenizer
+
+    from engine.bundle import read_manifest
+    from engine.preprocess import load_study, prepare_study
+    from engine.prompts import prompt_ids, prompt_text
+
+    manifest = read_manifest(args.bundle)
+    prepared = prepare_study(load_study(sorted(args.study.glob("*.dcm"))), manifest.preprocessing)
+    arch = manifest.architecture
+    tokenizer = Tokenizer.from_file(str(args.bundle / manifest.tokenizer))
+    ids = prompt_ids(tokenizer, prompt_text(manifest.prompts, "findings"), arch.image_token_id, arch.image_tokens,
+                     prepared.pixel_values.shape[0])
+
     import torch
     from transformers import LlavaForConditionalGeneration
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    engine_model, study = _study_input(args.bundle, args.study, "ort-fp32")  # same prompt and pixels
-    ids = engine_model.prompt_ids("findings", study.pixel_values.shape[0])
-    del engine_model
+    # Random weights drive activations into denormal floats, which cost torch 5-7x here; ONNX Runtime
+    # runs with denormals as zero (engine/graphs.py), so torch gets the same.
+    torch.set_flush_denormal(True)
     model = LlavaForConditionalGeneration.from_pretrained(args.checkpoint, attn_implementation="eager").eval()
     input_ids = torch.tensor([ids])
-    pixel_values = torch.from_numpy(study.pixel_values)
+    pixel_values = torch.from_numpy(prepared.pixel_values)
 
     def run(new_tokens: int) -> tuple[float, list[int]]:
         started = time.perf_counter()

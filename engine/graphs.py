@@ -84,6 +84,8 @@ def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.In
     session_options.intra_op_num_threads = options.intra_op_threads
     session_options.inter_op_num_threads = options.inter_op_threads
     session_options.log_severity_level = 3
+    # Denormal floats buy no accuracy in inference and can cost several times the speed on CPUs.
+    session_options.add_session_config_entry("session.set_denormal_as_zero", "1")
     try:
         return ort.InferenceSession(str(path), sess_options=session_options, providers=list(choice.ort_providers))
     except Exception as error:  # onnxruntime raises its own (unexported) exception types
