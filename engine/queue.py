@@ -30,7 +30,7 @@ class Drafter(Protocol):
     @property
     def model_id(self) -> str: ...
 
-    def draft(self, study: list[Path], *, on_piece=None) -> Draft: ...  # noqa: ANN001
+    def draft(self, study: list[Path], *, on_piece=None) -> Draft: ...
 
 
 class DraftingQueue:

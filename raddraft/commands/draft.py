@@ -7,15 +7,14 @@ import json
 import sys
 from pathlib import Path
 
+from raddraft.commands.model_options import add_model_arguments, model_overrides
+
 HELP = "draft Findings and Impression for the DICOM files or folder of one study (JSON on stdout)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="DICOM files or a study folder")
-    parser.add_argument("--model", type=Path, help="model bundle folder (default: the embedded model)")
-    parser.add_argument("--provider", action="append", choices=["tensorrt", "cuda", "directml", "coreml", "cpu"],
-                        help="execution provider to prefer (repeatable, in order; CPU is always the fallback)")
-    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8", "int4"])
+    add_model_arguments(parser)
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--temperature", type=float, default=None, help="0 for greedy (the bundle's default)")
     parser.add_argument("--top-p", type=float, default=None)
@@ -28,9 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
-        "engine.model": str(args.model) if args.model else None,
-        "engine.providers": args.provider,
-        "engine.variant": args.variant,
+        **model_overrides(args),
         "engine.max_new_tokens": args.max_new_tokens,
         # stdout is the JSON and stderr one line on failure: only warnings unless asked (--log-level).
         "logging.level": "WARNING",

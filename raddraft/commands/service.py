@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from raddraft.commands.model_options import add_model_arguments, model_overrides
+
 HELP = ("run the DICOM node (C-ECHO, C-STORE into the study store) and draft each complete study, "
         "until interrupted")
 
@@ -19,10 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stable-after", type=float, metavar="SECONDS",
                         help="quiet period after which a study is complete")
     parser.add_argument("--max-associations", type=int)
-    parser.add_argument("--model", type=Path, help="model bundle that drafts each complete study "
-                        "(default: the embedded model)")
-    parser.add_argument("--provider", action="append", choices=["tensorrt", "cuda", "directml", "coreml", "cpu"],
-                        help="execution provider to prefer (repeatable; CPU is always the fallback)")
+    add_model_arguments(parser)
     parser.add_argument("--no-draft", action="store_true", help="store studies only; do not draft them")
 
 
@@ -35,8 +34,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
         "node.allowed_calling_aes": args.allow_ae,
         "node.stable_after_s": args.stable_after,
         "node.max_associations": args.max_associations,
-        "engine.model": str(args.model) if args.model else None,
-        "engine.providers": args.provider,
+        **model_overrides(args),
         "engine.draft_on_stable": False if args.no_draft else None,
     }
 

@@ -13,7 +13,6 @@ from dicom_node.index import Index, StudyState
 from tests.conftest import peer_env, require_tool, start_service
 
 
-
 def wait_for_state(index: Index, study_uid: str, state: StudyState, timeout: float) -> StudyState | None:
     deadline = time.monotonic() + timeout
     current = None
