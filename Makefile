@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 RADDRAFT_PORT ?= 11112
 RADDRAFT_AE ?= RADDRAFT
 
-.PHONY: run test test-fast lint setup bench model clean
+.PHONY: run service test test-fast lint setup bench model screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ $(DEV_STAMP): $(STAMP)
 
 setup: $(DEV_STAMP)
 
+# The desktop app, hosting the DICOM node on RADDRAFT_PORT (needs a display; `make service` runs headless).
 run: $(STAMP)
+	$(VENV)/bin/raddraft app --port $(RADDRAFT_PORT) --ae-title $(RADDRAFT_AE)
+
+service: $(STAMP)
 	$(VENV)/bin/raddraft service --port $(RADDRAFT_PORT) --ae-title $(RADDRAFT_AE)
 
 test: $(DEV_STAMP) lint
@@ -42,6 +46,11 @@ bench: $(DEV_STAMP)
 # Reproduces the embedded default model in resources/models/raddraft-phantom-cxr/ (about an hour on 2 cores).
 model: $(DEV_STAMP)
 	$(VENV)/bin/raddraft train --config training/configs/phantom-cxr.toml
+
+# docs/app-main.png and docs/app-worklist.png: the app with phantom studies and their drafts (under Xvfb).
+# SCREENSHOT_MODEL=BUNDLE picks the bundle; default: the embedded one, else a tiny random one (gibberish text).
+screenshots: $(DEV_STAMP)
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py $(if $(SCREENSHOT_MODEL),--model $(SCREENSHOT_MODEL))
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

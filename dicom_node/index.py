@@ -20,7 +20,7 @@ from pathlib import Path
 from dicom_node.errors import StateTransitionError
 from dicom_node.header import InstanceHeader
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: reports, outbox, readings (created on open: old stores upgrade)
 
 
 class StudyState(StrEnum):
@@ -116,6 +116,44 @@ CREATE TABLE IF NOT EXISTS drafts (
     stale INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS drafts_by_study ON drafts(study_uid);
+-- Signed reports (dicom_node/reports.py); the SR's UIDs are fixed at signing so that resends repeat them.
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    signed_at REAL NOT NULL,
+    signed_by TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    impression TEXT NOT NULL,
+    draft_id INTEGER REFERENCES drafts(id),
+    ai_share_kept REAL NOT NULL DEFAULT 0,
+    edit_distance INTEGER NOT NULL DEFAULT 0,
+    sr_series_uid TEXT NOT NULL,
+    sr_sop_instance_uid TEXT NOT NULL UNIQUE,
+    -- provenance per section, metrics, the AI text each section started from (JSON)
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS reports_by_study ON reports(study_uid);
+-- Reports waiting to be sent (or sent) to PACS as DICOM SR.
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    report_id INTEGER NOT NULL REFERENCES reports(id),
+    study_uid TEXT NOT NULL,
+    status TEXT NOT NULL,                -- pending / sent
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    next_attempt_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    destination TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox(status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox(study_uid);
+-- Who opened a study last (the worklist shows it "in progress"); not a state of the study.
+CREATE TABLE IF NOT EXISTS readings (
+    study_uid TEXT PRIMARY KEY REFERENCES studies(study_uid),
+    opened_at REAL NOT NULL,
+    opened_by TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -207,7 +245,10 @@ class Index:
         self._writer = _connect(path)
         self._local = threading.local()
         self._writer.executescript(_SCHEMA)
-        self._writer.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._writer.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = "
+            "excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         with self._write_lock:

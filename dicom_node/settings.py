@@ -90,3 +90,58 @@ class StoreSettings:
     def __post_init__(self) -> None:
         if not str(self.root):
             raise SettingsError("root", "must not be empty")
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    """Where signed reports go (DICOM SR by C-STORE). Not configured while `host` or `ae_title` is empty.
+
+    retry_initial_s / retry_max_s: a failed send is retried after retry_initial_s, doubling up to retry_max_s,
+    for as long as it takes; it never leaves the outbox unsent.
+    """
+
+    ae_title: str = ""  # the PACS's (called) AE title
+    host: str = ""
+    port: int = 104
+    calling_ae: str = "RADDRAFT"
+    send_on_sign: bool = True
+    timeout_s: float = 30.0
+    retry_initial_s: float = 10.0
+    retry_max_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.ae_title:
+            validate_ae_title("ae_title", self.ae_title)
+        validate_ae_title("calling_ae", self.calling_ae)
+        if not 1 <= self.port <= 65535:
+            raise SettingsError("port", f"must be between 1 and 65535, got {self.port}")
+        if bool(self.host.strip()) != bool(self.ae_title.strip()):
+            raise SettingsError("host" if not self.host.strip() else "ae_title",
+                                "host and ae_title are set together (or both left empty: no PACS)")
+        for name in ("timeout_s", "retry_initial_s", "retry_max_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
+        if self.retry_max_s < self.retry_initial_s:
+            raise SettingsError("retry_max_s", "must be at least retry_initial_s")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host.strip() and self.ae_title.strip())
+
+    def describe(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}" if self.configured else "no PACS destination"
+
+
+@dataclass(frozen=True)
+class ReadingSettings:
+    """Who signs: `radiologist` is the signing name (DICOM person name "Family^Given" or plain text);
+    `organization` goes into the SR's Verifying Organization."""
+
+    radiologist: str = ""
+    organization: str = "RadDraft"
+
+    def __post_init__(self) -> None:
+        if len(self.radiologist) > 64 * 5:
+            raise SettingsError("radiologist", "is too long for a DICOM person name")
+        if len(self.organization) > 64:
+            raise SettingsError("organization", "has at most 64 characters")

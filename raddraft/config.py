@@ -11,14 +11,14 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from dicom_node.errors import SettingsError
-from dicom_node.settings import NodeSettings, StoreSettings
+from dicom_node.settings import NodeSettings, PacsSettings, ReadingSettings, StoreSettings
 from engine.settings import EngineSettings
 
 APP_NAME = "RadDraft"
@@ -54,10 +54,12 @@ class AppConfig:
     store: StoreSettings
     logging: LoggingSettings
     engine: EngineSettings
+    pacs: PacsSettings = field(default_factory=PacsSettings)
+    reading: ReadingSettings = field(default_factory=ReadingSettings)
 
 
 _SECTIONS: dict[str, type] = {"node": NodeSettings, "store": StoreSettings, "logging": LoggingSettings,
-                              "engine": EngineSettings}
+                              "engine": EngineSettings, "pacs": PacsSettings, "reading": ReadingSettings}
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
@@ -80,6 +82,8 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         store=build_settings(StoreSettings, store_raw, "store", source),
         logging=build_settings(LoggingSettings, raw.get("logging", {}), "logging", source),
         engine=build_settings(EngineSettings, raw.get("engine", {}), "engine", source),
+        pacs=build_settings(PacsSettings, raw.get("pacs", {}), "pacs", source),
+        reading=build_settings(ReadingSettings, raw.get("reading", {}), "reading", source),
     )
 
 

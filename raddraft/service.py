@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 
 from dicom_node.errors import StoreWriteError
 from dicom_node.events import NodeEvents
+from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.server import DicomNode
 from dicom_node.store import Store
 from raddraft.config import AppConfig
@@ -50,11 +52,20 @@ def run_service(config: AppConfig) -> int:
     except StoreWriteError as exc:
         print(f"raddraft: {exc}", file=sys.stderr)
         return 1
+    lock = HostLock.acquire(store.root, HostInfo("service", os.getpid(), config.node.ae_title, config.node.host,
+                                                   config.node.port))
+    if lock is None:
+        holder = current_host(store.root)
+        print(f"raddraft: the store {store.root} is already served by "
+              f"{holder.describe() if holder else 'another process'}", file=sys.stderr)
+        store.close()
+        return 1
     events = NodeEvents()
     try:
         queue = start_drafting(config, store, events)
     except EngineError as exc:
         print(f"raddraft: {exc}", file=sys.stderr)
+        lock.release()
         store.close()
         return 1
     node = DicomNode(config.node, store, events)
@@ -65,8 +76,10 @@ def run_service(config: AppConfig) -> int:
               file=sys.stderr)
         if queue:
             queue.stop()
+        lock.release()
         store.close()
         return 1
+    lock.update(HostInfo("service", os.getpid(), config.node.ae_title, config.node.host, node.port))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -85,5 +98,6 @@ def run_service(config: AppConfig) -> int:
     node.stop()
     if queue:
         queue.stop()
+    lock.release()
     store.close()
     return 0

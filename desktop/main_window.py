@@ -1,0 +1,310 @@
+"""The main window: worklist above, images and report side by side below, status bar and problem banner.
+
+It binds the views to the workstation (raddraft.workstation.Workstation, passed in): every call that
+touches disk, network or the model goes through `Background`, and events from the node, the drafting
+queue and the outbox arrive as Qt signals (`EventBridge`). No business rule lives here.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
+
+from desktop.draft_panel import DraftPanel
+from desktop.pdf import write_report_pdf
+from desktop.settings_dialog import SettingsDialog
+from desktop.signals import EventBridge
+from desktop.status import MessageBanner, StatusBar
+from desktop.tasks import Background
+from desktop.viewer import Viewer
+from desktop.worklist import WorklistFeed, WorklistPanel
+from dicom_node.reports import format_date, person_name
+from engine.provenance import validate_for_signing
+
+SHORTCUTS = {
+    "Next study": "Ctrl+Down", "Previous study": "Ctrl+Up", "Draft findings and impression": "Ctrl+D",
+    "Impression from findings": "Ctrl+Shift+I", "Accept AI text": "Ctrl+Shift+A", "Sign": "Ctrl+Return",
+    "Search worklist": "Ctrl+F", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q",
+}
+
+
+class MainWindow(QMainWindow):
+    section_piece = Signal(str, str, str)  # study uid, section, text: from on-demand generation threads
+
+    def __init__(self, workstation, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("RadDraft")
+        self.ws = workstation
+        self.background = Background(self)
+        self.bridge = EventBridge(workstation, self)
+        self.worklist, self.viewer, self.panel = WorklistPanel(), Viewer(self.background), DraftPanel()
+        self.banner, self.status_bar = MessageBanner(), StatusBar()
+        self.setStatusBar(self.status_bar)
+        reading = QSplitter(Qt.Orientation.Horizontal)
+        reading.addWidget(self.viewer)
+        reading.addWidget(self.panel)
+        reading.setSizes([900, 500])
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.worklist)
+        split.addWidget(reading)
+        split.setSizes([260, 640])
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(4, 4, 4, 0)
+        layout.addWidget(self.banner)
+        layout.addWidget(split, 1)
+        self.setCentralWidget(central)
+        self.feed = WorklistFeed(self.background, workstation.worklist, self.worklist.set_rows, parent=self)
+        self.opened = None  # raddraft.workstation.OpenedStudy on screen
+        self._opening: str | None = None
+        self.generating: set[str] = set()  # sections being drafted on demand
+        self._queue_section: str | None = None  # section the drafting queue streams into the open study
+        self._status_busy = False
+        self._timers = [QTimer(self, interval=1000), QTimer(self, interval=3000)]
+        self._timers[0].timeout.connect(self.refresh_status)
+        self._timers[1].timeout.connect(self.feed.request)  # changes by another process (attached mode)
+        self._connect()
+        for problem in workstation.problems:
+            self.banner.add(problem)
+        self.panel.set_model_available(workstation.model is not None, "no model loaded (Settings)")
+        for timer in self._timers:
+            timer.start()
+        self.feed.request()
+        self.refresh_status()
+
+    def _connect(self) -> None:
+        b = self.bridge
+        for signal in (b.instance_stored, b.study_stable, b.draft_started, b.draft_finished, b.draft_failed):
+            signal.connect(self.feed.request)
+        b.draft_started.connect(self._queue_started)
+        b.draft_piece.connect(self._queue_piece)
+        b.draft_finished.connect(self._queue_finished)
+        b.report_sent.connect(self._report_sent)
+        self.section_piece.connect(self._section_piece)
+        self.worklist.study_opened.connect(self.open_study)
+        p = self.panel
+        p.draft_requested.connect(self.draft_section)
+        p.impression_from_findings_requested.connect(self.impression_from_findings)
+        p.sign_requested.connect(self.sign)
+        p.send_requested.connect(self.send)
+        p.export_requested.connect(self.export)
+        menu = self.menuBar().addMenu("&RadDraft")
+        for name, slot in (("Next study", lambda: self.worklist.open_relative(1)),
+                           ("Previous study", lambda: self.worklist.open_relative(-1)),
+                           ("Draft findings and impression", self.draft_both),
+                           ("Impression from findings", self.impression_from_findings),
+                           ("Accept AI text", self.panel.accept_ai), ("Sign", self.sign),
+                           ("Search worklist", lambda: self.worklist.search.setFocus()),
+                           ("Settings…", self.open_settings), ("Quit", self.close)):
+            action = QAction(name, self, shortcut=QKeySequence(SHORTCUTS[name]))
+            action.triggered.connect(slot)
+            menu.addAction(action)
+
+    def _failed(self, what: str):
+        def show(error: Exception) -> None:
+            self.banner.add(f"{what}: {error}")
+            self.status_bar.notify(f"{what}: {error}", error=True)
+        return show
+
+    # -- status and worklist ---------------------------------------------------------------------------
+    def refresh_status(self) -> None:
+        if self._status_busy:
+            return
+        self._status_busy = True
+
+        def done(status) -> None:
+            self._status_busy = False
+            self.status_bar.show_status(status)
+
+        self.background.run(self.ws.status, done, lambda error: setattr(self, "_status_busy", False))
+
+    # -- opening a study -------------------------------------------------------------------------------
+    @Slot(str)
+    def open_study(self, study_uid: str) -> None:
+        self._opening = study_uid
+        self.background.run(lambda: self.ws.open_study(study_uid), self._show_study,
+                            self._failed("Cannot open the study"))
+
+    def _show_study(self, opened) -> None:
+        if opened.study.study_uid != self._opening:
+            return  # another study was asked for meanwhile
+        self.opened, self.generating, self._queue_section = opened, set(), None
+        study = opened.study
+        self.panel.set_study(f"{person_name(study.patient_name)} · {study.patient_id} · "
+                             f"{format_date(study.study_date)} · {study.study_description}")
+        self.viewer.open_study(opened)
+        if opened.report is not None:
+            self.panel.show_signed(opened.report, opened.sends)
+        elif opened.draft is not None:
+            self.panel.show_draft(opened.draft)
+        else:
+            self.panel.source.setText(f"No draft yet ({study.state.value}).")
+        self.feed.request()
+
+    def _reload(self, then=None) -> None:
+        if self.opened is not None:
+            uid = self.opened.study.study_uid
+            self.background.run(lambda: self.ws.open_study(uid, mark=False), then or self._show_study)
+
+    def _untouched(self) -> bool:
+        """Nothing typed by the radiologist: the editors may be replaced by the model's text."""
+        return not self.panel.signed and all(
+            s.ai_characters() == len(s.text) for s in self.panel.sections().values())
+
+    # -- the drafting queue streaming into the open study ----------------------------------------------
+    def _is_open(self, study_uid: str) -> bool:
+        return self.opened is not None and self.opened.study.study_uid == study_uid
+
+    @Slot(str, str)
+    def _queue_started(self, study_uid: str, model: str) -> None:
+        if self._is_open(study_uid) and self._untouched() and not self.generating:
+            self._queue_section = ""
+
+    @Slot(str, str, str)
+    def _queue_piece(self, study_uid: str, section: str, text: str) -> None:
+        if self._queue_section is None or not self._is_open(study_uid):
+            return
+        if section != self._queue_section:
+            self._queue_section = section
+            self.panel.start_stream(section, "drafting queue")
+        self.panel.append_stream(section, text)
+
+    @Slot(str, int)
+    def _queue_finished(self, study_uid: str, draft_id: int) -> None:
+        if self._is_open(study_uid) and self._untouched() and not self.generating:
+            self._queue_section = None
+            self._reload()
+
+    # -- drafting on demand ----------------------------------------------------------------------------
+    def draft_both(self) -> None:
+        self.draft_section("findings", then=lambda: self.draft_section("impression"))
+
+    def impression_from_findings(self) -> None:
+        findings = self.panel.findings.section.text.strip()
+        if not findings:
+            self.panel.set_message("Write or draft the findings first.", error=True)
+            return
+        self.draft_section("impression", findings=findings)
+
+    @Slot(str)
+    def draft_section(self, section: str, findings: str | None = None, then=None) -> None:
+        if self.opened is None or section in self.generating or self.panel.signed or self.ws.model is None:
+            return
+        uid, model = self.opened.study.study_uid, self.ws.model.model_id
+        self.generating.add(section)
+        self._queue_section = None
+        self.panel.start_stream(section, f"{model}, on demand" + (" from the findings" if findings else ""))
+
+        def piece(text: str) -> None:  # on the worker thread
+            self.section_piece.emit(uid, section, text)
+
+        def done(text: str) -> None:
+            self.generating.discard(section)
+            if self._is_open(uid):
+                self.panel.source.setText(f"{section.capitalize()} drafted by {model}: blue text is the model's "
+                                          "until you edit or accept it.")
+                if then:
+                    then()
+
+        def failed(error: Exception) -> None:
+            self.generating.discard(section)
+            self._failed(f"Drafting the {section} failed")(error)
+
+        self.background.run(lambda: self.ws.draft_section(uid, section, findings, piece), done, failed)
+
+    @Slot(str, str, str)
+    def _section_piece(self, study_uid: str, section: str, text: str) -> None:
+        if self._is_open(study_uid) and section in self.generating:
+            self.panel.append_stream(section, text)
+
+    # -- signing, sending, exporting -------------------------------------------------------------------
+    def sign(self) -> None:
+        if self.opened is None or self.panel.signed or self.generating:
+            return
+        sections = self.panel.sections()
+        problems = validate_for_signing(sections)
+        if not self.ws.config.reading.radiologist.strip():
+            problems.append("Set your name (Settings > Reading) before signing.")
+        if problems:
+            self.panel.set_message(" ".join(problems), error=True)
+            return
+        snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
+        uid, draft = self.opened.study.study_uid, self.opened.draft
+        self.panel.sign.setEnabled(False)
+
+        def signed(report) -> None:
+            self.status_bar.notify(f"Report signed ({report.ai_share_kept:.0%} of the AI text kept).")
+            self.feed.request()
+            self._reload()
+
+        def failed(error: Exception) -> None:
+            self.panel.sign.setEnabled(True)
+            self.panel.set_message(f"Not signed: {error}", error=True)
+
+        self.background.run(lambda: self.ws.sign(uid, snapshot, draft.id if draft else None), signed, failed)
+
+    def send(self) -> None:
+        report = self.opened.report if self.opened else None
+        if report is None:
+            return
+        self.background.run(lambda: self.ws.send(report.id),
+                            lambda item: (self.status_bar.notify("Report queued for PACS."), self.feed.request()),
+                            self._failed("Cannot send"))
+
+    @Slot(str, bool, str)
+    def _report_sent(self, study_uid: str, ok: bool, detail: str) -> None:
+        self.feed.request()
+        if ok:
+            self.status_bar.notify(f"Report sent to {detail}.")
+        else:
+            self.banner.add(f"Sending a report failed: {detail}. It stays queued and is retried.")
+        if self._is_open(study_uid):
+            self._reload()
+
+    def export(self, kind: str) -> None:
+        report = self.opened.report if self.opened else None
+        if report is None:
+            return
+        suffix = {"text": "txt", "pdf": "pdf", "sr": "dcm"}[kind]
+        name = f"report-{self.opened.study.accession_number or report.id}.{suffix}"
+        path, _ = QFileDialog.getSaveFileName(self, "Export the report", name)
+        if not path:
+            return
+        jobs = {"text": lambda: self.ws.export_text(report.id, Path(path)),
+                "pdf": lambda: write_report_pdf(self.ws.report_text(report.id), Path(path)),
+                "sr": lambda: Path(shutil.copyfile(self.ws.sr_file(report.id), path))}
+        self.background.run(jobs[kind], lambda out: self.status_bar.notify(f"Exported to {out}."),
+                            self._failed("Export failed"))
+
+    # -- settings and closing --------------------------------------------------------------------------
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.ws.config, self.ws.check_settings, self)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted and dialog.changes():
+            self.apply_settings(dialog.changes())
+
+    def apply_settings(self, changes: dict) -> None:
+        """Save and apply validated settings on a worker thread (a node restart or model load takes time)."""
+        def applied(done: list[str]) -> None:
+            self.status_bar.notify("Settings saved. " + "; ".join(done))
+            for problem in self.ws.problems:
+                self.banner.add(problem)
+            self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
+            self.refresh_status()
+
+        self.background.run(lambda: self.ws.apply_settings(changes), applied, self._failed("Settings not applied"))
+
+    def shutdown(self) -> None:
+        for timer in self._timers:
+            timer.stop()
+        self.bridge.close()
+        self.background.wait(15000)
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+

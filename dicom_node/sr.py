@@ -1,0 +1,208 @@
+"""A signed report as a DICOM Basic Text SR (PS3.3 A.35.1), following TID 2000 "Basic Diagnostic Imaging
+Report" and the IHE Simple Image and Numeric Report (SINR) conventions:
+
+- root CONTAINER "Diagnostic Imaging Report" (LOINC 18748-4) with the language and the observer
+  context (TID 1002: observer type person, person observer name),
+- section CONTAINER "Findings" (DCM 121070) holding one TEXT "Finding" (121071), section CONTAINER
+  "Impressions" (121072) holding one TEXT "Impression" (121073),
+- VerificationFlag VERIFIED with the Verifying Observer Sequence (who signed, when, organization),
+  CompletionFlag COMPLETE,
+- Current Requested Procedure Evidence Sequence listing every instance of the study it reports on,
+- the same patient and study attributes as the study, in a new series of its own (modality SR).
+
+The SR's UIDs are the ones saved with the report at signing, so every resend is the same instance.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from dicom_node.durable import make_dirs_durable, write_atomically
+from dicom_node.index import InstanceRow, StudyRow
+from dicom_node.reports import SignedReport
+
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+REPORTS_DIR = "reports"
+SR_SERIES_NUMBER = 9901
+_NOT_ALLOWED_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
+
+
+def code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+REPORT_TITLE = code("18748-4", "LN", "Diagnostic Imaging Report")
+FINDINGS_SECTION, FINDING = code("121070", "DCM", "Findings"), code("121071", "DCM", "Finding")
+IMPRESSIONS_SECTION, IMPRESSION = code("121072", "DCM", "Impressions"), code("121073", "DCM", "Impression")
+
+
+def clean_text(text: str) -> str:
+    """Text as a UT value may hold it: control characters (other than TAB, LF, FF, CR, ESC) become spaces."""
+    return _NOT_ALLOWED_IN_TEXT.sub(" ", text.replace("\r\n", "\n")).strip()
+
+
+def _item(relationship: str, value_type: str, name: Dataset) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = relationship
+    item.ValueType = value_type
+    item.ConceptNameCodeSequence = DicomSequence([name])
+    return item
+
+
+def _text_item(name: Dataset, text: str) -> Dataset:
+    item = _item("CONTAINS", "TEXT", name)
+    item.TextValue = clean_text(text)
+    return item
+
+
+def _section(heading: Dataset, entry: Dataset, text: str) -> Dataset:
+    section = _item("CONTAINS", "CONTAINER", heading)
+    section.ContinuityOfContent = "SEPARATE"
+    section.ContentSequence = DicomSequence([_text_item(entry, text)])
+    return section
+
+
+def _observer_context(name: str) -> list[Dataset]:
+    observer_type = _item("HAS OBS CONTEXT", "CODE", code("121005", "DCM", "Observer Type"))
+    observer_type.ConceptCodeSequence = DicomSequence([code("121006", "DCM", "Person")])
+    observer_name = _item("HAS OBS CONTEXT", "PNAME", code("121008", "DCM", "Person Observer Name"))
+    observer_name.PersonName = name
+    return [observer_type, observer_name]
+
+
+def _language() -> Dataset:
+    language = _item("HAS CONCEPT MOD", "CODE", code("121049", "DCM", "Language of Content Item and Descendants"))
+    language.ConceptCodeSequence = DicomSequence([code("en", "RFC5646", "English")])
+    return language
+
+
+def _evidence(study_uid: str, instances: Sequence[InstanceRow]) -> DicomSequence:
+    by_series: dict[str, list[InstanceRow]] = {}
+    for row in instances:
+        by_series.setdefault(row.series_uid, []).append(row)
+    series_items = []
+    for series_uid, rows in by_series.items():
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        refs = []
+        for row in rows:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = row.sop_class_uid
+            ref.ReferencedSOPInstanceUID = row.sop_instance_uid
+            refs.append(ref)
+        series.ReferencedSOPSequence = DicomSequence(refs)
+        series_items.append(series)
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    study.ReferencedSeriesSequence = DicomSequence(series_items)
+    return DicomSequence([study])
+
+
+def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[InstanceRow], *,
+                    organization: str = "RadDraft", manufacturer: str = "RadDraft") -> Dataset:
+    """The Basic Text SR of a signed report on `study` (whose `instances` it references)."""
+    if not report.sr_sop_instance_uid or not report.sr_series_uid:
+        raise ValueError("the report has no SR UIDs (it was not saved by sign_report)")
+    signed = time.localtime(report.signed_at or time.time())
+    date, clock = time.strftime("%Y%m%d", signed), time.strftime("%H%M%S", signed)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    ds.file_meta.MediaStorageSOPInstanceUID = report.sr_sop_instance_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: report text and names in any language
+    ds.SOPClassUID = BASIC_TEXT_SR
+    ds.SOPInstanceUID = report.sr_sop_instance_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, clock
+    # Patient and General Study modules: as the study has them.
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = study.patient_birth_date
+    ds.PatientSex = study.patient_sex if study.patient_sex in ("M", "F", "O") else ""
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate = study.study_date
+    ds.StudyTime = study.study_time
+    ds.ReferringPhysicianName = study.referring_physician
+    ds.StudyID = study.study_id
+    ds.AccessionNumber = study.accession_number
+    if study.study_description:
+        ds.StudyDescription = study.study_description
+    # SR Document Series and General Equipment.
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = report.sr_series_uid
+    ds.SeriesNumber = SR_SERIES_NUMBER
+    ds.SeriesDescription = "RadDraft signed report"
+    ds.ReferencedPerformedProcedureStepSequence = DicomSequence()
+    ds.Manufacturer = manufacturer
+    # SR Document General.
+    ds.InstanceNumber = 1
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "VERIFIED"
+    ds.ContentDate, ds.ContentTime = date, clock
+    observer = Dataset()
+    observer.VerifyingObserverName = report.signed_by
+    observer.VerifyingObserverIdentificationCodeSequence = DicomSequence()
+    observer.VerifyingOrganization = organization or "RadDraft"
+    observer.VerificationDateTime = date + clock
+    ds.VerifyingObserverSequence = DicomSequence([observer])
+    ds.PerformedProcedureCodeSequence = DicomSequence()
+    ds.CurrentRequestedProcedureEvidenceSequence = _evidence(study.study_uid, instances)
+    # SR Document Content: the root container and its tree.
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = DicomSequence([REPORT_TITLE])
+    ds.ContinuityOfContent = "SEPARATE"
+    template = Dataset()
+    template.MappingResource = "DCMR"
+    template.TemplateIdentifier = "2000"
+    ds.ContentTemplateSequence = DicomSequence([template])
+    ds.ContentSequence = DicomSequence([
+        _language(),
+        *_observer_context(report.signed_by),
+        _section(FINDINGS_SECTION, FINDING, report.findings),
+        _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression),
+    ])
+    return ds
+
+
+def sr_path(root: Path, report: SignedReport) -> Path:
+    return Path(root) / REPORTS_DIR / f"{report.sr_sop_instance_uid}.dcm"
+
+
+def write_report_sr(root: Path, report: SignedReport, study: StudyRow, instances: Sequence[InstanceRow],
+                    **attributes: str) -> Path:
+    """Write the report's SR under `root/reports/` (durably, atomically) unless it is there; return its path."""
+    path = sr_path(root, report)
+    if path.exists():
+        return path
+    buffer = io.BytesIO()
+    build_report_sr(report, study, instances, **attributes).save_as(buffer, enforce_file_format=True)
+    make_dirs_durable(path.parent, Path(root))
+    write_atomically(path, [buffer.getvalue()])
+    return path
+
+
+def section_texts(ds: Dataset) -> dict[str, str]:
+    """{"findings": ..., "impression": ...} read back from an SR built here (tests, and received SRs)."""
+    texts: dict[str, str] = {}
+    for section in ds.get("ContentSequence", []):
+        if section.ValueType != "CONTAINER":
+            continue
+        meaning = section.ConceptNameCodeSequence[0].CodeValue
+        key = {"121070": "findings", "121072": "impression"}.get(meaning)
+        if key:
+            texts[key] = "\n".join(str(item.TextValue) for item in section.get("ContentSequence", [])
+                                   if item.ValueType == "TEXT")
+    return texts

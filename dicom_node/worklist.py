@@ -1,0 +1,103 @@
+"""What the worklist shows, read from the index in one query: every study with its state, whether a draft
+is waiting, who opened it, and how its report's send to PACS is going.
+
+`badge` is the one word the worklist paints for a row. It is the study's state, except for a signed
+study whose SR is waiting or failing to go out ("sending", "send failed").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dicom_node.index import Index, StudyState
+
+BADGES = ("receiving", "stable", "drafting", "drafted", "failed", "signed", "sending", "send failed", "sent")
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study_uid: str
+    patient_name: str
+    patient_id: str
+    accession_number: str
+    modalities: str
+    study_description: str
+    study_date: str
+    study_time: str
+    first_received: float
+    last_received: float
+    num_instances: int
+    state: StudyState
+    state_reason: str
+    has_draft: bool
+    opened_at: float | None
+    opened_by: str
+    send_status: str  # "" (never queued), "pending" or "sent" (the latest send of the latest report)
+    send_attempts: int
+    send_error: str
+
+    @property
+    def in_progress(self) -> bool:
+        """Opened by a radiologist and not signed yet."""
+        return self.opened_at is not None and self.state not in (StudyState.SIGNED, StudyState.SENT)
+
+    @property
+    def badge(self) -> str:
+        if self.state == StudyState.SIGNED and self.send_status == "pending":
+            return "send failed" if self.send_attempts else "sending"
+        return self.state.value
+
+    @property
+    def badge_detail(self) -> str:
+        """The reason behind the badge (a tooltip)."""
+        if self.badge == "send failed":
+            return f"send failed {self.send_attempts}x, retrying: {self.send_error}"
+        parts = [self.state_reason] if self.state_reason else []
+        if self.in_progress:
+            opened = time.strftime("%H:%M", time.localtime(self.opened_at))
+            parts.append(f"opened by {self.opened_by or 'someone'} at {opened}")
+        return "; ".join(parts)
+
+
+_QUERY = """
+SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
+       COALESCE((SELECT GROUP_CONCAT(DISTINCT m.modality) FROM series m
+                 WHERE m.study_uid = s.study_uid AND m.modality != ''), '') AS modalities,
+       s.study_description, s.study_date, s.study_time, s.first_received, s.last_received, s.num_instances,
+       s.state, s.state_reason,
+       EXISTS(SELECT 1 FROM drafts d WHERE d.study_uid = s.study_uid AND d.stale = 0) AS has_draft,
+       r.opened_at, COALESCE(r.opened_by, '') AS opened_by,
+       COALESCE(o.status, '') AS send_status, COALESCE(o.attempts, 0) AS send_attempts,
+       COALESCE(o.last_error, '') AS send_error
+FROM studies s
+LEFT JOIN readings r ON r.study_uid = s.study_uid
+LEFT JOIN outbox o ON o.id = (SELECT MAX(id) FROM outbox x WHERE x.study_uid = s.study_uid)
+"""
+
+
+def worklist_rows(index: Index) -> list[WorklistRow]:
+    """Every study, most recently received first."""
+    return [_row(row) for row in index.reader().execute(_QUERY + " ORDER BY s.last_received DESC").fetchall()]
+
+
+def worklist_row(index: Index, study_uid: str) -> WorklistRow | None:
+    row = index.reader().execute(_QUERY + " WHERE s.study_uid = ?", (study_uid,)).fetchone()
+    return _row(row) if row else None
+
+
+def _row(row: object) -> WorklistRow:
+    values = dict(row)  # type: ignore[call-overload]
+    values["state"] = StudyState(values["state"])
+    values["has_draft"] = bool(values["has_draft"])
+    return WorklistRow(**values)
+
+
+def studies_received_since(index: Index, since: float) -> int:
+    return int(index.reader().execute("SELECT COUNT(*) FROM studies WHERE first_received >= ?",
+                                      (since,)).fetchone()[0])
+
+
+def start_of_today(now: float | None = None) -> float:
+    local = time.localtime(time.time() if now is None else now)
+    return time.mktime((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1))

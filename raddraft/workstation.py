@@ -1,0 +1,315 @@
+"""The services the desktop app runs on, without Qt: the store, the DICOM node, the drafting queue, the
+model for drafting a section on demand, and the outbox that sends signed reports to PACS.
+
+`Workstation.start(config)` hosts the node on the store, or attaches to the `raddraft service` that
+already hosts it (dicom_node/host_lock.py): then that service receives and drafts, and the app reads
+the same store, signs and sends. Problems that must not stop the app (a bad model bundle, a port in
+use) are collected in `problems` and shown by the window. Every method here may touch the disk, the
+network or the model: the desktop calls them from worker threads, never from its GUI thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from dicom_node.drafts import DraftRecord, latest_draft
+from dicom_node.events import NodeEvents
+from dicom_node.host_lock import HostInfo, HostLock, current_host
+from dicom_node.index import InstanceRow, SeriesRow, StudyRow
+from dicom_node.outbox import OutboxWorker, ensure_report_sr
+from dicom_node.reports import (
+    OutboxItem,
+    SignedReport,
+    SigningError,
+    latest_report,
+    mark_opened,
+    outbox_of,
+    pending_sends,
+    queue_send,
+    report_as_text,
+    report_by_id,
+    sign_report,
+)
+from dicom_node.server import DicomNode
+from dicom_node.store import Store
+from dicom_node.worklist import WorklistRow, start_of_today, studies_received_since, worklist_rows
+from engine.events import DraftEvents
+from engine.provenance import SectionText, signing_metrics, validate_for_signing
+from raddraft.config import AppConfig, default_config_path
+from raddraft.resources import model_dir
+
+log = logging.getLogger("raddraft.workstation")
+SECTIONS = ("findings", "impression")
+
+
+@dataclass(frozen=True)
+class WorkstationStatus:
+    node: str
+    listening: bool
+    studies_today: int
+    model: str
+    provider: str
+    queue_length: int
+    outbox_pending: int
+    pacs: str
+
+
+@dataclass(frozen=True)
+class OpenedStudy:
+    study: StudyRow
+    instances: tuple[InstanceRow, ...]
+    paths: tuple[Path, ...]
+    draft: DraftRecord | None
+    report: SignedReport | None
+    sends: tuple[OutboxItem, ...]
+    series: tuple[SeriesRow, ...] = ()
+
+
+class Workstation:
+    def __init__(self, config: AppConfig, store: Store, config_path: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path or config.source or default_config_path())
+        self.overrides = dict(overrides or {})
+        self.store = store
+        self.node_events = NodeEvents()
+        self.draft_events = DraftEvents()
+        self.outbox = OutboxWorker(store, config.pacs, config.reading)
+        self.node: DicomNode | None = None
+        self.queue = None
+        self.model = None
+        self.attached: HostInfo | None = None
+        self.problems: list[str] = []
+        self._lock: HostLock | None = None
+        self._generate = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, config: AppConfig, *, config_path: Path | None = None,
+              overrides: Mapping[str, Any] | None = None) -> Workstation:
+        """Open the store (its errors propagate: without a store there is no app) and start what can be."""
+        ws = cls(config, Store(config.store), config_path, overrides)
+        ws._load_model()
+        host = current_host(ws.store.root)
+        if host is not None:
+            ws.attached = host
+            log.info("attaching to %s", host.describe())
+        else:
+            ws._host()
+        ws.outbox.start()
+        return ws
+
+    def _load_model(self) -> None:
+        from engine.errors import EngineError
+        from engine.runtime import load_model
+
+        bundle = model_dir(self.config.engine.model)
+        try:
+            self.model = load_model(bundle, self.config.engine)
+        except EngineError as error:
+            self.model = None
+            self.problems.append(f"Drafting is off: the model bundle {bundle} cannot be loaded ({error}).")
+            log.warning("no model: %s", error)
+
+    def _host(self) -> None:
+        info = HostInfo("app", os.getpid(), self.config.node.ae_title, self.config.node.host, self.config.node.port)
+        self._lock = HostLock.acquire(self.store.root, info)
+        if self._lock is None:  # a service took it meanwhile
+            self.attached = current_host(self.store.root)
+            return
+        self._start_node()
+        if self.model is not None and self.config.engine.draft_on_stable:
+            self._start_queue()
+
+    def _start_queue(self) -> None:
+        from engine.queue import DraftingQueue
+
+        self.queue = DraftingQueue(self.store, self.model, self.draft_events)
+        self.queue.start(self.node_events)
+
+    def _start_node(self) -> None:
+        node = DicomNode(self.config.node, self.store, self.node_events)
+        try:
+            node.start()
+        except OSError as error:
+            node.tracker.stop()
+            self.problems.append(f"The DICOM node cannot listen on {self.config.node.host}:{self.config.node.port} "
+                                 f"({error.strerror or error}); change the port in Settings.")
+            return
+        self.node = node
+        if self._lock is not None:
+            self._lock.update(HostInfo("app", os.getpid(), self.config.node.ae_title, self.config.node.host,
+                                       node.port))
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        if self.queue is not None:
+            self.queue.stop()
+        self.outbox.stop()
+        if self._lock is not None:
+            self._lock.release()
+        self.store.close()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def worklist(self) -> list[WorklistRow]:
+        return worklist_rows(self.store.index)
+
+    def status(self) -> WorkstationStatus:
+        node, running = self.config.node, self.node
+        try:
+            port = running.port if running is not None else None
+        except RuntimeError:  # stopped meanwhile (a restart with new settings)
+            port = None
+        if self.attached is not None:
+            where, listening = f"attached to {self.attached.describe()}", True
+        elif port is not None:
+            where, listening = f"{node.ae_title} listening on {node.host}:{port}", True
+        else:
+            where, listening = f"{node.ae_title} not listening", False
+        model = self.model
+        provider = ""
+        if model is not None:
+            provider = "CPU" if model.provider == "cpu" else f"GPU ({model.provider})"
+        return WorkstationStatus(
+            node=where, listening=listening,
+            studies_today=studies_received_since(self.store.index, start_of_today()),
+            model=f"{model.model_id} ({model.variant})" if model else "no model", provider=provider,
+            queue_length=self.queue.length() if self.queue else 0,
+            outbox_pending=pending_sends(self.store.index), pacs=self.config.pacs.describe())
+
+    def open_study(self, study_uid: str, mark: bool = True) -> OpenedStudy:
+        """Everything the reading view needs; with `mark`, the study is recorded as opened by the reader."""
+        index = self.store.index
+        study = index.study(study_uid)
+        if study is None:
+            raise KeyError(f"unknown study {study_uid}")
+        if mark:
+            mark_opened(index, study_uid, self.config.reading.radiologist)
+        instances = tuple(index.instances_of(study_uid))
+        return OpenedStudy(study, instances, tuple(self.store.path_of(row) for row in instances),
+                           latest_draft(index, study_uid), latest_report(index, study_uid),
+                           tuple(outbox_of(index, study_uid)), tuple(index.series_of(study_uid)))
+
+    # -- drafting on demand ------------------------------------------------------------------------
+    def draft_section(self, study_uid: str, section: str, findings: str | None = None,
+                      on_piece: Callable[[str], None] | None = None) -> str:
+        """Generate one section ("findings", "impression", or "impression" from `findings`), streaming text
+        through `on_piece`; return the text. One generation at a time."""
+        from engine.errors import EngineError
+        from engine.prompts import IMPRESSION_FROM_FINDINGS
+
+        model = self.model
+        if model is None:
+            raise EngineError("no model is loaded (choose a bundle in Settings)")
+        if section not in SECTIONS:
+            raise ValueError(f"unknown section {section!r}")
+        paths = [self.store.path_of(row) for row in self.store.index.instances_of(study_uid)]
+        kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings is not None else section
+        with self._generate:
+            features = model.image_features(model.prepare(paths))
+            return model.generate(kind, features, findings=findings, on_text=on_piece).text
+
+    # -- signing and sending -----------------------------------------------------------------------
+    def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None) -> SignedReport:
+        """Validate, record the AI share and edit distance, save and (when configured) queue the SR."""
+        sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
+        problems = validate_for_signing(sections)
+        if problems:
+            raise SigningError(" ".join(problems))
+        metrics = signing_metrics(sections)
+        pacs = self.config.pacs
+        report = sign_report(self.store.index, SignedReport(
+            study_uid=study_uid, findings=sections["findings"].text.strip(),
+            impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
+            draft_id=draft_id, ai_share_kept=round(metrics.ai_share_kept, 4), edit_distance=metrics.edit_distance,
+            detail={"ai_characters_written": metrics.ai_characters_written,
+                    "ai_characters_kept": metrics.ai_characters_kept, "sections": metrics.sections,
+                    "model": self.model.model_id if self.model else ""}),
+            queue_send=pacs.configured and pacs.send_on_sign)
+        try:
+            ensure_report_sr(self.store, report.id, self.config.reading.organization)
+        except OSError as error:  # the outbox writes it again before sending
+            log.error("could not write the SR of report %d yet: %s", report.id, error)
+        self.outbox.notify()
+        return report
+
+    def send(self, report_id: int) -> OutboxItem:
+        if not self.config.pacs.configured:
+            raise SigningError("no PACS destination is configured (Settings > PACS)")
+        item = queue_send(self.store.index, report_id)
+        self.outbox.notify()
+        return item
+
+    def report_text(self, report_id: int) -> str:
+        report = report_by_id(self.store.index, report_id)
+        study = self.store.index.study(report.study_uid) if report else None
+        if report is None or study is None:
+            raise KeyError(f"unknown report {report_id}")
+        return report_as_text(report, study)
+
+    def export_text(self, report_id: int, path: Path) -> Path:
+        from dicom_node.durable import write_text_atomically
+
+        write_text_atomically(Path(path), self.report_text(report_id))
+        return Path(path)
+
+    def sr_file(self, report_id: int) -> Path:
+        return ensure_report_sr(self.store, report_id, self.config.reading.organization)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def check_settings(self, changes: Mapping[str, Any]) -> None:
+        """ConfigError naming the key when `changes` would make an invalid configuration. Pure: no disk,
+        so the settings dialog may call it on the GUI thread."""
+        from raddraft.config import _SECTIONS, ConfigError, build_settings
+
+        by_section: dict[str, dict[str, Any]] = {}
+        for dotted, value in changes.items():
+            section, _, key = dotted.partition(".")
+            by_section.setdefault(section, {})[key] = value
+        for section, values in by_section.items():
+            if section not in _SECTIONS or section == "store":
+                raise ConfigError(f"{section}: cannot be changed here")
+            data = asdict(getattr(self.config, section))
+            for key, value in values.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            build_settings(_SECTIONS[section], data, section)
+
+    def apply_settings(self, changes: Mapping[str, Any]) -> list[str]:
+        """Save `changes` to the configuration file and apply them now; return what was restarted."""
+        from raddraft.config_file import save_changes
+
+        old = self.config
+        new = save_changes(self.config_path, changes, self.overrides)
+        new = replace(new, store=old.store)  # the store of a running app does not move
+        self.config = new
+        done = []
+        if new.engine != old.engine:
+            self.problems = [p for p in self.problems if not p.startswith("Drafting is off")]
+            self._load_model()
+            if self.model is not None and self.queue is not None:
+                self.queue.swap_model(self.model)
+            elif self.model is not None and self._lock is not None and new.engine.draft_on_stable:
+                self._start_queue()
+            done.append(f"model: {self.model.model_id if self.model else 'none'}")
+        if new.node != old.node and self.attached is None:
+            if self.node is not None:
+                self.node.stop()
+                self.node = None
+            self.problems = [p for p in self.problems if not p.startswith("The DICOM node")]
+            self._start_node()
+            done.append("DICOM node restarted" if self.node else "DICOM node not listening")
+        if new.pacs != old.pacs or new.reading != old.reading:
+            self.outbox.set_settings(new.pacs, new.reading)
+            done.append(f"PACS: {new.pacs.describe()}")
+        return done

@@ -1,0 +1,138 @@
+"""Screenshots of the desktop app for the README (`make screenshots`, run under xvfb-run or offscreen).
+
+Makes a few phantom studies, sends them to the app's own DICOM node, lets the app draft them with the
+embedded model (or, when it is not installed, a tiny random bundle built on the fly: its text is
+gibberish), signs one, opens a study with a frontal and a lateral view, types a sentence into the
+findings so that model text and typed text differ on screen, and saves:
+  docs/app-main.png      the main window: worklist, images side by side, draft with AI-marked text
+  docs/app-worklist.png  the worklist with its state badges
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def choose_platform() -> str:
+    """xcb on the (Xvfb) display when Qt can load it there, else offscreen (the same pictures: widgets
+    are rendered by Qt either way)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return os.environ["QT_QPA_PLATFORM"]
+    if os.environ.get("DISPLAY"):
+        probe = subprocess.run([sys.executable, "-c", "from PySide6.QtGui import QGuiApplication; QGuiApplication([])"],
+                               env={**os.environ, "QT_QPA_PLATFORM": "xcb"}, capture_output=True, timeout=60,
+                               check=False)
+        if probe.returncode == 0:
+            return "xcb"
+        print("Qt cannot use the X display (missing xcb libraries?): rendering offscreen", flush=True)
+    return "offscreen"
+
+
+def bundle(work: Path, chosen: Path | None) -> Path:
+    from raddraft.resources import embedded_model_dir
+
+    if chosen is not None:
+        return chosen
+    embedded = embedded_model_dir()
+    if (embedded / "model.json").exists():
+        return embedded
+    print("embedded model not installed: building a tiny random bundle (its drafts are gibberish)", flush=True)
+    from tests.training.tiny_llava import save_tiny_llava
+    from training.export import export_bundle
+
+    checkpoint = save_tiny_llava(work / "tiny-checkpoint")
+    export_bundle(checkpoint, work / "tiny-bundle", name="tiny-demo", version="0.0.1")
+    return work / "tiny-bundle"
+
+
+def phantoms(work: Path, count: int) -> list[dict]:
+    from training.data.phantoms import PhantomConfig, generate_dataset
+
+    out = work / "phantoms"
+    generate_dataset(out, count, seed=2024, config=PhantomConfig(image_size=512, lateral_fraction=0.6, workers=1))
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    for record in records:
+        record["paths"] = [out / image for image in record["images"]]
+    return records
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--studies", type=int, default=6)
+    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one, else a tiny random one)")
+    args = parser.parse_args()
+    os.environ["QT_QPA_PLATFORM"] = choose_platform()
+    from PySide6.QtWidgets import QApplication
+
+    from desktop.app import open_main_window
+    from dicom_node.sender import send_files
+    from raddraft.config import load_config
+    from raddraft.workstation import Workstation
+
+
+    def wait_until(condition, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the app did not get there in time")
+            QApplication.processEvents()
+            time.sleep(0.02)
+
+    with tempfile.TemporaryDirectory(prefix="raddraft-shots-") as tmp:
+        work = Path(tmp)
+        model, studies = bundle(work, args.model), phantoms(work, args.studies)
+        (work / "raddraft.toml").write_text("")
+        values = {"store.root": str(work / "store"), "node.port": 0, "node.stable_after_s": 0.5,
+                  "engine.model": str(model), "engine.providers": ["cpu"], "engine.max_new_tokens": 60,
+                  "reading.radiologist": "Demo^Radiologist"}
+        workstation = Workstation.start(load_config(work / "raddraft.toml", values), config_path=work / "raddraft.toml")
+        window = open_main_window(workstation, (1500, 940))
+        for study in studies:
+            send_files("127.0.0.1", workstation.node.port, study["paths"], called_ae="RADDRAFT")
+        rows = window.worklist.model
+        wait_until(lambda: all(rows.row_of(s["study_uid"]) is not None and rows.row_of(s["study_uid"]).badge
+                               in ("drafted", "failed") for s in studies))
+        # Sign one study, so the worklist shows more than one state.
+        signed = studies[-1]["study_uid"]
+        window.open_study(signed)
+        wait_until(lambda: window.opened is not None and window.opened.study.study_uid == signed
+                   and window.panel.findings.toPlainText() != "")
+        window.panel.accept_ai()
+        window.sign()
+        wait_until(lambda: rows.row_of(signed).badge == "signed")
+        # Open a study with both views and start reading it.
+        shown = next((s for s in studies if len(s["paths"]) > 1), studies[0])
+        window.worklist.select(shown["study_uid"])
+        window.open_study(shown["study_uid"])
+        wait_until(lambda: window.opened is not None and window.opened.study.study_uid == shown["study_uid"]
+                   and all(c.image is not None for c in window.viewer.canvases if c.isVisible()))
+        editor = window.panel.impression
+        editor.moveCursor(editor.textCursor().MoveOperation.End)
+        editor.insertPlainText("\nCompared with no prior study.")
+        wait_until(lambda: rows.row_of(shown["study_uid"]).in_progress)
+        deadline = time.monotonic() + 1.5  # let the status bar and thumbnails settle
+        wait_until(lambda: time.monotonic() > deadline)
+        args.out.mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(args.out / "app-main.png"))
+        window.worklist.grab().save(str(args.out / "app-worklist.png"))
+        print(f"saved {args.out / 'app-main.png'} and {args.out / 'app-worklist.png'} "
+              f"(model {workstation.model.model_id if workstation.model else 'none'})")
+        window.shutdown()
+        window.close()
+        workstation.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The signed report as a DICOM Basic Text SR: what pydicom reads back, and dicom3tools' verdict."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from dicom_node.index import StudyState
+from dicom_node.reports import SignedReport, sign_report
+from dicom_node.settings import StoreSettings
+from dicom_node.sr import BASIC_TEXT_SR, build_report_sr, clean_text, section_texts, write_report_sr
+from dicom_node.store import ReceivedInstance, Store
+from tests.conftest import copy_with_fresh_uids, require_tool, sample_path
+
+
+@pytest.fixture
+def signed(tmp_path: Path):
+    store = Store(StoreSettings(tmp_path / "store"))
+    study_uid, series = generate_uid(), [generate_uid(), generate_uid()]
+    for i, name in enumerate(["CT_small.dcm", "MR_small.dcm", "CT_small.dcm"]):
+        path = tmp_path / f"{i}.dcm"
+        ds = pydicom.dcmread(sample_path(name))
+        ds.PatientName, ds.PatientID, ds.AccessionNumber = "Müller^Jörg", "P-77", "ACC-1"
+        ds.save_as(path)
+        copy_with_fresh_uids(path, path, study_uid=study_uid, series_uid=series[i % 2])
+        store.put(ReceivedInstance.from_part10(path.read_bytes()))
+    store.index.transition(study_uid, StudyState.STABLE)
+    report = sign_report(store.index, SignedReport(
+        study_uid, findings="Small left effusion.\nNo pneumothorax.", impression="Effusion \x0b(small).",
+        signed_by="Smith^Anna"))
+    yield store, report
+    store.close()
+
+
+def test_sr_content_patient_study_and_references(signed):
+    store, report = signed
+    study, instances = store.index.study(report.study_uid), store.index.instances_of(report.study_uid)
+    ds = build_report_sr(report, study, instances, organization="General Hospital")
+    assert ds.SOPClassUID == BASIC_TEXT_SR and ds.Modality == "SR"
+    assert ds.SOPInstanceUID == report.sr_sop_instance_uid and ds.SeriesInstanceUID == report.sr_series_uid
+    assert (ds.StudyInstanceUID, str(ds.PatientName), ds.PatientID, ds.AccessionNumber) == (
+        study.study_uid, "Müller^Jörg", "P-77", "ACC-1")
+    assert ds.CompletionFlag == "COMPLETE" and ds.VerificationFlag == "VERIFIED"
+    observer = ds.VerifyingObserverSequence[0]
+    assert str(observer.VerifyingObserverName) == "Smith^Anna"
+    assert observer.VerifyingOrganization == "General Hospital"
+    evidence = ds.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == study.study_uid
+    referenced = {(ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID)
+                  for series in evidence.ReferencedSeriesSequence for ref in series.ReferencedSOPSequence}
+    assert referenced == {(row.sop_class_uid, row.sop_instance_uid) for row in instances}
+    assert len(evidence.ReferencedSeriesSequence) == 2
+    assert section_texts(ds) == {"findings": "Small left effusion.\nNo pneumothorax.",
+                                 "impression": "Effusion  (small)."}
+    names = [item.ConceptNameCodeSequence[0].CodeValue for item in ds.ContentSequence]
+    assert names == ["121049", "121005", "121008", "121070", "121072"]
+
+
+def test_written_sr_reads_back_and_passes_dciodvfy(signed):
+    store, report = signed
+    path = write_report_sr(store.root, report, store.index.study(report.study_uid),
+                           store.index.instances_of(report.study_uid))
+    assert path.parent == store.root / "reports"
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.MediaStorageSOPClassUID == BASIC_TEXT_SR
+    assert section_texts(ds)["findings"] == "Small left effusion.\nNo pneumothorax."
+    dciodvfy = require_tool("dciodvfy")
+    result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    verdict = result.stdout + result.stderr
+    assert "BasicTextSR" in verdict
+    assert "Error" not in verdict, verdict
+    assert "Warning" not in verdict, verdict
+
+
+def test_clean_text_drops_control_characters_only():
+    assert clean_text("a\x00b\tc\r\nd\x7fe\ufffd ") == "a b\tc\nd e"
