@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from raddraft.commands.model_options import add_model_arguments, model_overrides
+from raddraft.commands.common_options import add_model_arguments, model_overrides
 
 HELP = "draft Findings and Impression for the DICOM files or folder of one study (JSON on stdout)"
 
