@@ -8,7 +8,7 @@ from pathlib import Path
 from dicom_node.errors import SettingsError
 
 PROVIDER_NAMES = ("tensorrt", "cuda", "directml", "coreml", "cpu")
-VARIANTS = ("auto", "fp32", "fp16", "int8", "int4")
+VARIANTS = ("auto", "fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)

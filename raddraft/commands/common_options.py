@@ -33,7 +33,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model bundle folder (default: the embedded model)")
     parser.add_argument("--provider", action="append", choices=PROVIDERS,
                         help="execution provider to prefer (repeatable, in order; CPU is always the fallback)")
-    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8", "int4"],
+    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8"],
                         help="graph precision (auto: int8 on CPU, fp16 on GPU when the bundle has them)")
 
 
