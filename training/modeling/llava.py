@@ -9,8 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, \
-    PreTrainedTokenizerFast
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    PreTrainedTokenizerFast,
+)
 
 from training.modeling.tokenizer import IMAGE
 
@@ -66,6 +71,15 @@ BENCH_181M = LlavaSize(
     text=TextSize(hidden_size=1024, num_layers=12, num_heads=16, num_kv_heads=16, intermediate_size=2816,
                   max_positions=2048, vocab_size=32000),
 )
+# The embedded default model (training/configs/phantom-cxr.toml): 128 px, 64 image tokens, ~5M parameters,
+# trained from scratch on phantoms in about an hour on 2 CPU cores.
+PHANTOM_CXR = LlavaSize(
+    vision=VisionSize(image_size=128, patch_size=16, hidden_size=128, num_layers=4, num_heads=4,
+                      intermediate_size=512),
+    text=TextSize(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=688,
+                  max_positions=512),
+)
+NAMED_SIZES = {"tiny": TINY, "phantom-cxr": PHANTOM_CXR, "bench-181m": BENCH_181M}
 
 
 def build_llava(size: LlavaSize, tokenizer: PreTrainedTokenizerFast, seed: int = 0,

@@ -1,0 +1,70 @@
+"""Drafts with torch (greedy), for validation metrics during training and to evaluate a merged model.
+
+Same prompts and token ids as the engine (`engine.prompts`); prompts of a batch are left-padded. The
+exported bundle is evaluated through the ONNX engine instead when it can be loaded (`evaluation.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.train.samples import SampleEncoder
+from training.train.studies import PixelStore, Study
+
+SECTIONS = ("findings", "impression")
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, length - len(sequence):] = torch.tensor(list(sequence), dtype=torch.long)
+        mask[row, length - len(sequence):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
+                     indices: Sequence[int], prompt: str, *, pad_id: int, max_new_tokens: int) -> list[str]:
+    """Greedy continuations of `prompt` for the studies `indices` (one batch)."""
+    device = next(model.parameters()).device
+    prompts = [encoder.prompt(prompt, pixels.num_images(i)) for i in indices]
+    ids, mask = left_pad(prompts, pad_id)
+    pixel_values = torch.from_numpy(np.concatenate([pixels.pixels(i) for i in indices])).to(device)
+    output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pixel_values,
+                            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                            eos_token_id=encoder.eos_id, pad_token_id=pad_id)
+    new_tokens = output[:, ids.shape[1]:].tolist()
+    texts = []
+    for tokens in new_tokens:
+        if encoder.eos_id in tokens:
+            tokens = tokens[:tokens.index(encoder.eos_id)]
+        texts.append(encoder.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+    return texts
+
+
+def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
+                  *, pad_id: int, max_new_tokens: int, batch_size: int = 16, progress=None) -> list[dict[str, str]]:
+    """Findings and Impression (from the image, as the engine drafts by default) of every study."""
+    from engine.prompts import prompt_text
+
+    was_training = model.training
+    model.eval()
+    drafts = [{"study_uid": s.uid} for s in studies]
+    for start in range(0, len(studies), batch_size):
+        indices = list(range(start, min(len(studies), start + batch_size)))
+        for section in SECTIONS:
+            texts = generate_section(model, encoder, studies, pixels, indices,
+                                     prompt_text(encoder.prompts, section), pad_id=pad_id,
+                                     max_new_tokens=max_new_tokens)
+            for index, text in zip(indices, texts):
+                drafts[index][section] = text
+        if progress:
+            progress(len(indices))
+    model.train(was_training)
+    return drafts

@@ -1,0 +1,154 @@
+"""Training samples: which (study, task) pairs each epoch holds, their token ids, and batches of tensors.
+
+Prompts and tokenisation come from `engine.prompts`, as at run time: the prompt (with `image_tokens`
+image tokens per image) is followed by the target (" text</s>"). The loss sees only the target: labels
+are -100 on the prompt, the image tokens and the padding.
+
+An epoch's plan depends only on (seed, epoch), so a resumed run sees the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.bundle import Prompts
+from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, prompt_text, target_ids
+from training.train.config import TaskMix
+from training.train.studies import PixelStore, Study
+from training.train.vqa import draw_question, vqa_prompt
+
+IGNORE = -100
+VQA = "vqa"
+TASKS = ("findings", "impression", IMPRESSION_FROM_FINDINGS)
+
+
+class SampleError(ValueError):
+    """A sample cannot be built (a sequence longer than the model's positions, an empty batch)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample of an epoch: study index, task, and a seed that picks its VQA question."""
+
+    study: int
+    kind: str
+    variant: int = 0
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class SampleEncoder:
+    """Token ids of (prompt, target) pairs through `engine.prompts`."""
+
+    def __init__(self, tokenizer, prompts: Prompts, image_token_id: int, image_tokens: int, eos_id: int,
+                 max_positions: int) -> None:
+        self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`
+        self.prompts = prompts
+        self.image_token_id = image_token_id
+        self.image_tokens = image_tokens
+        self.eos_id = eos_id
+        self.max_positions = max_positions
+
+    def prompt(self, text: str, num_images: int) -> list[int]:
+        return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images)
+
+    def pair(self, prompt: str, target: str, num_images: int) -> Encoded:
+        ids = self.prompt(prompt, num_images)
+        target_tokens = target_ids(self.tokenizer, target, self.eos_id)
+        if len(ids) + len(target_tokens) > self.max_positions:
+            raise SampleError(f"a sample of {len(ids) + len(target_tokens)} tokens exceeds the model's "
+                              f"{self.max_positions} positions")
+        return Encoded(ids + target_tokens, [IGNORE] * len(ids) + target_tokens)
+
+    def encode(self, item: Item, study: Study, num_images: int) -> Encoded:
+        if item.kind == VQA:
+            question, answer = draw_question(study.findings, np.random.default_rng(item.variant))
+            return self.pair(vqa_prompt(question), answer, num_images)
+        if item.kind == "findings":
+            return self.pair(prompt_text(self.prompts, "findings"), study.findings_text, num_images)
+        if item.kind == "impression":
+            return self.pair(prompt_text(self.prompts, "impression"), study.impression_text, num_images)
+        if item.kind == IMPRESSION_FROM_FINDINGS:
+            text = prompt_text(self.prompts, IMPRESSION_FROM_FINDINGS, study.findings_text)
+            return self.pair(text, study.impression_text, num_images)
+        raise SampleError(f"unknown sample kind {item.kind!r}")
+
+
+def _repeat(rng: np.random.Generator, share: float) -> int:
+    """`share` = 1.7 gives 1 copy plus a second one 70% of the time."""
+    whole = int(share)
+    return whole + int(rng.random() < share - whole)
+
+
+def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: float, seed: int,
+               epoch: int) -> list[Item]:
+    """The shuffled samples of one epoch over studies 0..len(weights)-1.
+
+    weights: copies of each study per epoch (its source's mix weight; 0 leaves it out). tasks: report
+    tasks per study (None: one `findings`-less item per study, for the pretraining stages, kind "study").
+    vqa_fraction: share of the epoch's samples that are VQA questions about the chosen studies.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    chosen = [i for i, w in enumerate(weights) for _ in range(_repeat(rng, w))]
+    if tasks is None:
+        items = [Item(i, "study") for i in chosen]
+    else:
+        shares = {"findings": tasks.findings, "impression": tasks.impression,
+                  IMPRESSION_FROM_FINDINGS: tasks.impression_from_findings}
+        items = [Item(i, kind) for i in chosen for kind in TASKS for _ in range(_repeat(rng, shares[kind]))]
+    if vqa_fraction > 0 and chosen:
+        count = round(len(items) * vqa_fraction / (1 - vqa_fraction))
+        picks = rng.choice(len(chosen), size=count)
+        items += [Item(chosen[int(p)], VQA, int(rng.integers(2**31))) for p in picks]
+    order = rng.permutation(len(items))
+    return [items[int(i)] for i in order]
+
+
+def global_batches(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
+    """Batches of `batch_size` items; the last partial batch is dropped (unless it is the only one)."""
+    if not items:
+        raise SampleError("an epoch without samples: check the data sources, their weights and splits")
+    if len(items) < batch_size:
+        return [list(items)]
+    return [list(items[i:i + batch_size]) for i in range(0, len(items) - batch_size + 1, batch_size)]
+
+
+def shard(batch: Sequence[Item], rank: int, world: int) -> list[Item]:
+    """This process's part of a global batch (contiguous, equal parts; the global batch is a multiple)."""
+    size = len(batch) // world
+    if size == 0:
+        raise SampleError(f"a batch of {len(batch)} samples cannot be split over {world} processes")
+    return list(batch[rank * size:(rank + 1) * size])
+
+
+def pad_batch(encoded: Sequence[Encoded], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded input_ids, attention_mask and labels (-100 on padding)."""
+    if not encoded:
+        raise SampleError("an empty batch")
+    length = max(len(e.input_ids) for e in encoded)
+    input_ids = np.full((len(encoded), length), pad_id, dtype=np.int64)
+    labels = np.full((len(encoded), length), IGNORE, dtype=np.int64)
+    mask = np.zeros((len(encoded), length), dtype=np.int64)
+    for row, e in enumerate(encoded):
+        input_ids[row, :len(e.input_ids)] = e.input_ids
+        labels[row, :len(e.labels)] = e.labels
+        mask[row, :len(e.input_ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def collate(items: Sequence[Item], studies: Sequence[Study], pixels: PixelStore, encoder: SampleEncoder,
+            pad_id: int) -> dict:
+    """Tensors for a LLaVA forward pass: token ids, mask, labels and the images of every sample, in order."""
+    import torch
+
+    encoded = [encoder.encode(item, studies[item.study], pixels.num_images(item.study)) for item in items]
+    batch = {key: torch.from_numpy(value) for key, value in pad_batch(encoded, pad_id).items()}
+    batch["pixel_values"] = torch.from_numpy(np.concatenate([pixels.pixels(i.study) for i in items]))
+    return batch

@@ -1,0 +1,280 @@
+"""Studies for training: manifests (generated phantom sets or given ones) and their decoded pixels.
+
+Pixels come from `engine.preprocess` (the engine's own DICOM-to-tensor path), so training sees exactly
+what the engine sees at run time. Decoding every epoch would be slow, so each data set's pixels are
+decoded once into a cache file keyed by the manifest's content, the chosen studies and the preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dicom_node.durable import write_atomically, write_text_atomically
+from engine.bundle import Preprocessing
+from training.train.config import DataSource, PhantomSet, TestSet
+from training.vocabulary import LABEL_KEYS
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+REQUEST_NAME = "phantom-request.json"
+Progress = Callable[[int], None]
+
+
+class StudyDataError(ValueError):
+    """A manifest or its images cannot be used for training (missing fields, unreadable images)."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of a manifest: where its images are, its reference report and its ground truth."""
+
+    uid: str
+    source: str
+    manifest: Path
+    images: tuple[str, ...]
+    split: str
+    findings_text: str
+    impression_text: str
+    labels: Mapping[str, str]
+    findings: tuple[Mapping, ...]
+
+    @property
+    def root(self) -> Path:
+        """Image paths are relative to the manifest's folder."""
+        return self.manifest.parent
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / image for image in self.images]
+
+    def reference(self) -> dict[str, object]:
+        """The study as `training.evaluation.metrics.evaluate` expects a reference."""
+        return {"study_uid": self.uid, "report": {"findings": self.findings_text,
+                                                  "impression": self.impression_text},
+                "labels": dict(self.labels)}
+
+
+def study_from_record(record: Mapping, source: str, manifest: Path, where: str) -> Study:
+    try:
+        report = record["report"]
+        return Study(uid=str(record["study_uid"]), source=source, manifest=manifest,
+                     images=tuple(str(p) for p in record["images"]), split=str(record.get("split", "train")),
+                     findings_text=str(report["findings"]), impression_text=str(report["impression"]),
+                     labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()))
+    except (KeyError, TypeError) as exc:
+        raise StudyDataError(f"{where}: a study lacks {exc} (needs study_uid, images, report.findings, "
+                             f"report.impression)") from None
+
+
+def read_studies(manifest: Path, source: str) -> list[Study]:
+    """All studies of a manifest; image paths are relative to the manifest's folder."""
+    from training.data.phantoms import PhantomError, read_manifest
+
+    try:
+        records = read_manifest(manifest)
+    except (OSError, PhantomError) as exc:
+        raise StudyDataError(f"cannot read manifest {manifest}: {exc}") from None
+    studies = [study_from_record(r, source, manifest, f"{manifest}:{i + 1}") for i, r in enumerate(records)]
+    if not studies:
+        raise StudyDataError(f"manifest {manifest} holds no studies")
+    return studies
+
+
+def has_ground_truth(study: Study) -> bool:
+    return all(study.labels.get(key) for key in LABEL_KEYS)
+
+
+# ------------------------------------------------------------------------------------------ phantoms
+def ensure_phantoms(spec: PhantomSet, out_dir: Path, progress: Progress | None = None) -> Path:
+    """The manifest of the phantom set `spec` in `out_dir`, generated unless the same request is there."""
+    from training.data.findings import FindingSampling
+    from training.data.phantoms import MANIFEST_NAME, PhantomConfig, generate_dataset
+
+    request = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    manifest, request_file = out_dir / MANIFEST_NAME, out_dir / REQUEST_NAME
+    if manifest.is_file() and request_file.is_file() and request_file.read_text(encoding="utf-8") == request:
+        return manifest
+    config = PhantomConfig(image_size=spec.image_size, lateral_fraction=spec.lateral_fraction,
+                           sampling=FindingSampling(normal_fraction=spec.normal_fraction), workers=spec.workers)
+    log.info("generating %d phantom studies (seed %d) in %s", spec.studies, spec.seed, out_dir)
+    request_file.unlink(missing_ok=True)
+    generate_dataset(out_dir, spec.studies, spec.seed, config=config, progress=progress)
+    write_text_atomically(request_file, request)
+    return manifest
+
+
+def source_manifest(source: DataSource | TestSet, data_dir: Path, progress: Progress | None = None) -> Path:
+    if source.manifest is not None:
+        if not source.manifest.is_file():
+            raise StudyDataError(f"data source {source.name}: manifest {source.manifest} not found")
+        return source.manifest
+    if source.phantoms is None:
+        raise StudyDataError(f"data source {source.name}: no manifest and no phantoms")
+    return ensure_phantoms(source.phantoms, data_dir / source.name, progress)
+
+
+# ------------------------------------------------------------------------------------------- pixels
+@dataclass
+class PixelStore:
+    """Preprocessed images of a list of studies: study i owns images[offsets[i]:offsets[i + 1]].
+
+    Grey images are kept with one channel (the three normalised channels are equal) and expanded on use.
+    """
+
+    images: np.ndarray   # float32 [total_images, 1 or 3, S, S]
+    offsets: np.ndarray  # int64 [studies + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def num_images(self, study: int) -> int:
+        return int(self.offsets[study + 1] - self.offsets[study])
+
+    def pixels(self, study: int) -> np.ndarray:
+        block = self.images[self.offsets[study]:self.offsets[study + 1]]
+        return np.repeat(block, 3, axis=1) if block.shape[1] == 1 else block
+
+    def subset(self, studies: Sequence[int]) -> PixelStore:
+        blocks = [self.images[self.offsets[i]:self.offsets[i + 1]] for i in studies]
+        sizes = np.concatenate([[0], [len(b) for b in blocks]])
+        images = np.concatenate(blocks) if blocks else self.images[:0]
+        return PixelStore(images, np.cumsum(sizes).astype(np.int64))
+
+    @staticmethod
+    def concat(stores: Sequence[PixelStore]) -> PixelStore:
+        channels = max(s.images.shape[1] for s in stores)
+        images = np.concatenate([np.repeat(s.images, channels, axis=1) if s.images.shape[1] != channels
+                                 else s.images for s in stores])
+        sizes = np.concatenate([[0]] + [np.diff(s.offsets) for s in stores])
+        return PixelStore(images, np.cumsum(sizes).astype(np.int64))
+
+
+def study_pixels(study: Study, prep: Preprocessing) -> np.ndarray:
+    """The study's model input [n, 3, S, S] through the engine's preprocessing."""
+    from engine import preprocess
+
+    try:
+        datasets = preprocess.load_study(study.paths)
+        chosen = preprocess.select_images(datasets, prep.views)
+        return np.asarray(preprocess.study_pixel_values(chosen, prep), dtype=np.float32)
+    except Exception as exc:
+        raise StudyDataError(f"study {study.uid} ({study.root}): cannot preprocess its images: {exc}") from exc
+
+
+def _squeeze_channels(pixels: np.ndarray) -> np.ndarray:
+    if pixels.shape[1] == 3 and np.array_equal(pixels[:, 0], pixels[:, 1]) and np.array_equal(pixels[:, 0],
+                                                                                               pixels[:, 2]):
+        return pixels[:, :1]
+    return pixels
+
+
+def cache_key(studies: Sequence[Study], prep: Preprocessing) -> str:
+    """Changes with the manifests' content, the studies chosen (and their order) and the preprocessing."""
+    digest = hashlib.sha256()
+    digest.update(f"format {CACHE_FORMAT}\n".encode())
+    for manifest in sorted({s.manifest for s in studies}):
+        digest.update(hashlib.sha256(manifest.read_bytes()).digest())
+    digest.update(json.dumps([[str(s.manifest), s.uid, list(s.images)] for s in studies]).encode())
+    digest.update(json.dumps(dataclasses.asdict(prep), sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def decode_studies(studies: Sequence[Study], prep: Preprocessing, progress: Progress | None = None) -> PixelStore:
+    blocks, sizes = [], [0]
+    for study in studies:
+        pixels = _squeeze_channels(study_pixels(study, prep))
+        blocks.append(pixels)
+        sizes.append(len(pixels))
+        if progress:
+            progress(1)
+    channels = max(b.shape[1] for b in blocks)
+    images = np.concatenate([np.repeat(b, channels, axis=1) if b.shape[1] != channels else b for b in blocks])
+    return PixelStore(np.ascontiguousarray(images), np.cumsum(sizes).astype(np.int64))
+
+
+def _save_store(store: PixelStore, path: Path) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=store.images, offsets=store.offsets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, [buffer.getbuffer()])
+
+
+def _load_store(path: Path) -> PixelStore:
+    with np.load(path) as data:
+        return PixelStore(data["images"], data["offsets"])
+
+
+def cached_pixels(name: str, studies: Sequence[Study], prep: Preprocessing, cache_dir: Path,
+                  progress: Progress | None = None) -> PixelStore:
+    """The pixels of `studies`, decoded once and cached under `cache_dir`."""
+    path = cache_dir / f"{name}-{cache_key(studies, prep)}.npz"
+    if path.is_file():
+        try:
+            store = _load_store(path)
+            if len(store) == len(studies):
+                return store
+        except (OSError, ValueError, KeyError):
+            log.warning("pixel cache %s is unreadable; decoding again", path)
+    store = decode_studies(studies, prep, progress)
+    _save_store(store, path)
+    return store
+
+
+# -------------------------------------------------------------------------------------------- pools
+@dataclass
+class Pool:
+    """Studies with their pixels (study i's images are `pixels.pixels(i)`) and per-study mix weights."""
+
+    studies: list[Study]
+    pixels: PixelStore
+    weights: list[float]
+
+    def __len__(self) -> int:
+        return len(self.studies)
+
+    def subset(self, indices: Sequence[int]) -> Pool:
+        return Pool([self.studies[i] for i in indices], self.pixels.subset(indices),
+                    [self.weights[i] for i in indices])
+
+    @staticmethod
+    def concat(pools: Sequence[Pool]) -> Pool:
+        return Pool([s for p in pools for s in p.studies], PixelStore.concat([p.pixels for p in pools]),
+                    [w for p in pools for w in p.weights])
+
+
+def source_pool(source: DataSource | TestSet, prep: Preprocessing, data_dir: Path, cache_dir: Path,
+                progress: Progress | None = None) -> Pool:
+    """Every study of a data source with its pixels (decoded once, then cached)."""
+    manifest = source_manifest(source, data_dir)
+    studies = read_studies(manifest, source.name)
+    pixels = cached_pixels(source.name, studies, prep, cache_dir, progress)
+    weight = getattr(source, "weight", 1.0)
+    return Pool(studies, pixels, [weight] * len(studies))
+
+
+def split_pool(pool: Pool, split: str, limit: int = 0) -> Pool:
+    indices = [i for i, s in enumerate(pool.studies) if split == "all" or s.split == split]
+    return pool.subset(indices[:limit] if limit else indices)
+
+
+def training_pools(sources: Sequence[DataSource], prep: Preprocessing, data_dir: Path, cache_dir: Path,
+                   validation_limit: int = 0, progress: Progress | None = None) -> tuple[Pool, Pool]:
+    """(train, validation): the `train` and `validation` splits of every source."""
+    pools = [source_pool(source, prep, data_dir, cache_dir, progress) for source in sources]
+    train = Pool.concat([split_pool(p, "train") for p in pools])
+    validation = Pool.concat([split_pool(p, "validation") for p in pools])
+    if not train.studies:
+        raise StudyDataError("the data sources hold no study of the train split")
+    if validation_limit:
+        validation = validation.subset(range(min(validation_limit, len(validation))))
+    return train, validation
