@@ -8,7 +8,6 @@ queue and the outbox arrive as Qt signals (`EventBridge`). No business rule live
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -277,7 +276,7 @@ class MainWindow(QMainWindow):
             return
         jobs = {"text": lambda: self.ws.export_text(report.id, Path(path)),
                 "pdf": lambda: write_report_pdf(self.ws.report_text(report.id), Path(path)),
-                "sr": lambda: Path(shutil.copyfile(self.ws.sr_file(report.id), path))}
+                "sr": lambda: self.ws.export_sr(report.id, Path(path))}
         self.background.run(jobs[kind], lambda out: self.status_bar.notify(f"Exported to {out}."),
                             self._failed("Export failed"))
 

@@ -264,6 +264,12 @@ class Workstation:
     def sr_file(self, report_id: int) -> Path:
         return ensure_report_sr(self.store, report_id, self.config.reading.organization)
 
+    def export_sr(self, report_id: int, path: Path) -> Path:
+        from dicom_node.durable import write_atomically
+
+        write_atomically(Path(path), [self.sr_file(report_id).read_bytes()])
+        return Path(path)
+
     # -- settings ----------------------------------------------------------------------------------
     def check_settings(self, changes: Mapping[str, Any]) -> None:
         """ConfigError naming the key when `changes` would make an invalid configuration. Pure: no disk,

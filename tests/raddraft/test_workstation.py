@@ -76,7 +76,7 @@ def test_saving_settings_keeps_other_keys_and_refuses_bad_values(tmp_path):
 
 
 def test_hosting_without_a_model_and_a_service_that_then_refuses_the_store(workstation, tmp_path):
-    ws = workstation()
+    ws = workstation(f'[engine]\nmodel = "{tmp_path / "no-such-bundle"}"\n')
     assert ws.node is not None and ws.attached is None and ws.queue is None
     assert any("Drafting is off" in problem for problem in ws.problems)
     status = ws.status()
