@@ -36,6 +36,7 @@ class ModelGraphs:
         self.embedder = _open(bundle_dir / files.embed, choice, options)
         self.decoder = _open(bundle_dir / files.decoder, choice, options)
         self.provider = used_provider(self.decoder)
+        self._device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
         self._past_names = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(arch.num_layers)]
         self._present_names = [name for i in range(arch.num_layers)
                                for name in (f"present.{i}.key", f"present.{i}.value")]
@@ -55,13 +56,30 @@ class ModelGraphs:
         shape = (1, self.arch.num_kv_heads, 0, self.arch.head_dim)
         return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.arch.num_layers)]
 
-    def decode(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    def decode(self, embeds: np.ndarray, past: list, start: int) -> tuple[np.ndarray, list]:
         """Run the decoder on `embeds` [1, seq, hidden] after `start` cached positions.
 
-        Returns the logits of the last position [vocab] and the new cache.
+        Returns the logits of the last position [vocab] and the new cache. The cache stays in ONNX
+        Runtime's own buffers (I/O binding) from one step to the next instead of being copied out to
+        numpy and back in at every token.
         """
-        logits, present = self.logits(embeds, past, start)
-        return logits[-1], present
+        seq = embeds.shape[1]
+        binding = self.decoder.io_binding()
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=np.float32))
+        binding.bind_cpu_input("attention_mask", np.ones((1, start + seq), dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.arange(start, start + seq, dtype=np.int64)[None, :])
+        names = [name for pair in self._past_names for name in pair]
+        for name, value in zip(names, past, strict=True):
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits")
+        for name in self._present_names:
+            binding.bind_output(name, self._device)
+        self.decoder.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        return outputs[0].numpy()[0, -1], list(outputs[1:])
 
     def logits(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """Like `decode`, with the logits of every position [seq, vocab]."""
