@@ -113,6 +113,9 @@ class BundleManifest:
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     tokenizer: str = "tokenizer.json"
     card: str = "MODEL_CARD.md"
+    # The merged Hugging Face checkpoint the graphs were exported from, for further fine-tuning
+    # (`raddraft finetune --from BUNDLE`); the engine never reads it. None: the bundle carries none.
+    checkpoint: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -187,6 +190,7 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
             generation=_build(GenerationDefaults, data.get("generation", {}), "generation"),
             tokenizer=data.get("tokenizer", "tokenizer.json"),
             card=data.get("card", "MODEL_CARD.md"),
+            checkpoint=data.get("checkpoint"),
             provenance=data.get("provenance", {}),
             metrics=data.get("metrics", {}),
             format_version=version,
@@ -241,5 +245,9 @@ def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
     for name in ("findings", "impression", "impression_from_findings"):
         if IMAGE_PLACEHOLDER not in getattr(manifest.prompts, name):
             raise BundleError(f"{where}: prompts.{name} must contain {IMAGE_PLACEHOLDER}")
+    if manifest.checkpoint is not None and (not isinstance(manifest.checkpoint, str) or
+                                            Path(manifest.checkpoint).name != manifest.checkpoint or
+                                            manifest.checkpoint in ("", ".", "..")):
+        raise BundleError(f"{where}: checkpoint must name a folder inside the bundle, got {manifest.checkpoint!r}")
     if FINDINGS_PLACEHOLDER not in manifest.prompts.impression_from_findings:
         raise BundleError(f"{where}: prompts.impression_from_findings must contain {FINDINGS_PLACEHOLDER}")

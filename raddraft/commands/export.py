@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-parity", dest="parity", action="store_false",
                         help="skip the torch vs ONNX Runtime comparison")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a bundle")
+    parser.add_argument("--with-checkpoint", action="store_true",
+                        help="carry the checkpoint in the bundle (checkpoint/) so it can be fine-tuned later")
     parser.add_argument("--card-notes", type=Path, metavar="FILE.md",
                         help="markdown to put at the top of MODEL_CARD.md (e.g. a not-for-clinical-use notice)")
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace, config) -> int:
     try:
         report = export_bundle(args.checkpoint, args.out, name=name, version=args.model_version,
                                quantize=args.quantize, parity=args.parity, overwrite=args.overwrite,
-                               card_notes=notes, progress=progress)
+                               card_notes=notes, progress=progress, include_checkpoint=args.with_checkpoint)
     except ExportError as exc:
         bar.close()
         print(f"raddraft export: {exc}", file=sys.stderr)

@@ -231,3 +231,47 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, make_input, mess
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_bundle_can_carry_its_checkpoint_for_fine_tuning(checkpoint, tmp_path):
+    report = export_bundle(checkpoint, tmp_path / "with-checkpoint", name="tiny", version="0.1.0",
+                           parity=False, include_checkpoint=True)
+    bundle = report.bundle_dir
+    manifest = validate_bundle(bundle)
+    assert manifest.checkpoint == "checkpoint"
+    copied = bundle / manifest.checkpoint
+    assert {p.name for p in copied.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert (copied / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
+    assert "checkpoint/model.safetensors" in report.files
+    assert read_manifest(export_bundle(checkpoint, tmp_path / "without", name="tiny", version="0.1.0",
+                                       parity=False).bundle_dir).checkpoint is None
+
+
+def test_a_checkpoint_path_leaving_the_bundle_is_refused(exported, tmp_path):
+    import shutil
+
+    from engine.errors import BundleError
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported.bundle_dir, bundle)
+    data = json.loads((bundle / "model.json").read_text())
+    data["checkpoint"] = "../elsewhere"
+    (bundle / "model.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="checkpoint must name a folder inside the bundle"):
+        read_manifest(bundle)
+
+
+def test_embedded_bundle_checkpoint_is_the_model_its_graphs_run():
+    """The shipped checkpoint (what site fine-tuning starts from) gives the fp32 graphs' logits."""
+    from training.export.bundle import architecture, load_checkpoint
+    from training.export.parity import check_variant, make_inputs, torch_reference
+
+    bundle = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
+    manifest = validate_bundle(bundle)
+    model = load_checkpoint(bundle / manifest.checkpoint)
+    arch = architecture(model, bundle / manifest.tokenizer)
+    assert arch == manifest.architecture
+    inputs = make_inputs(bundle / manifest.tokenizer, arch, manifest.prompts, manifest.preprocessing.image_size)
+    result = check_variant("fp32", bundle, manifest.variants["fp32"], arch, inputs,
+                           torch_reference(model, inputs, arch.eos_token_id))
+    assert result.passed, result.to_dict()

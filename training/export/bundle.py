@@ -42,6 +42,8 @@ FP32 = GraphFiles(vision="vision.onnx", embed="embed.onnx", decoder="decoder.onn
 TOKENIZER = "tokenizer.json"
 CARD = "MODEL_CARD.md"
 RECORD = "export.json"
+CHECKPOINT = "checkpoint"
+CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt")
 PARTIAL_SUFFIX = ".partial"
 
 # progress(done, total, what is being done now)
@@ -82,13 +84,16 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                   provenance: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
                   parity: bool = True, progress: Progress | None = None, overwrite: bool = False,
                   card_notes: str | None = None, intended_use: str | None = None,
-                  quantize_options=None, threads: int | None = None) -> ExportReport:
+                  quantize_options=None, threads: int | None = None,
+                  include_checkpoint: bool = False) -> ExportReport:
     """Export the LLaVA checkpoint in `checkpoint_dir` as a bundle in `out_dir`.
 
     quantize: extra variants ("int8", "fp16") besides fp32. parity: check fp32 (fatal) and the variants
     (reported) against torch. card_notes: markdown placed at the top of MODEL_CARD.md (e.g. "not for
     clinical use"). An existing bundle in `out_dir` is replaced; another non-empty folder only with
-    `overwrite`. Raises `ExportError` (and leaves `out_dir` untouched) on any failure.
+    `overwrite`. include_checkpoint: copy the checkpoint into the bundle (`checkpoint/`) so a site can
+    fine-tune the bundle itself (`raddraft finetune --from BUNDLE`). Raises `ExportError` (and leaves
+    `out_dir` untouched) on any failure.
     """
     started = time.monotonic()
     checkpoint_dir = Path(checkpoint_dir)
@@ -122,7 +127,8 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                                   preprocessing=preprocessing, prompts=prompts, generation=generation,
                                   provenance=dict(provenance or {}), metrics=dict(metrics or {}),
                                   parity=parity, card_notes=card_notes, intended_use=intended_use,
-                                  quantize_options=quantize_options, threads=threads)
+                                  quantize_options=quantize_options, threads=threads,
+                                  include_checkpoint=include_checkpoint)
         timer.finish()
         report.seconds = time.monotonic() - started
         _write_record(staging, report, checkpoint_dir)
@@ -207,7 +213,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
                  variants: list[str], preprocessing: Preprocessing, prompts: Prompts,
                  generation: GenerationDefaults, provenance: dict, metrics: dict, parity: bool,
                  card_notes: str | None, intended_use: str | None, quantize_options, threads: int | None,
-                 ) -> ExportReport:
+                 include_checkpoint: bool = False) -> ExportReport:
     from training.export.card import render_card
     from training.export.decoder import export_decoder
     from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
@@ -276,7 +282,9 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
                               variants=graph_variants, default_variant="fp32", prompts=prompts,
                               generation=generation, tokenizer=TOKENIZER, card=CARD, provenance=provenance,
-                              metrics=metrics)
+                              metrics=metrics, checkpoint=CHECKPOINT if include_checkpoint else None)
+    if include_checkpoint:
+        copy_checkpoint(checkpoint_dir, folder / CHECKPOINT)
     try:
         write_manifest(manifest, folder)
         for variant in graph_variants:
@@ -456,18 +464,28 @@ def _finite(value: Any) -> Any:
 
 
 def _file_sizes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_checkpoint(checkpoint_dir: Path, target: Path) -> None:
+    """The checkpoint's config, weights and tokenizer files (not optimiser state or other leftovers)."""
+    target.mkdir()
+    for path in sorted(checkpoint_dir.iterdir()):
+        if path.is_file() and (path.suffix in CHECKPOINT_SUFFIXES or path.name == TOKENIZER):
+            shutil.copyfile(path, target / path.name)
 
 
 def _replace_folder(staging: Path, out_dir: Path) -> None:
     """Put `staging` in place of `out_dir` (absent, empty, or a previous bundle the caller may replace)."""
-    for path in staging.iterdir():
+    for path in staging.rglob("*"):
         if path.is_file():
             fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        elif path.is_dir():
+            fsync_dir(path)
     fsync_dir(staging)
     old = None
     if out_dir.exists():

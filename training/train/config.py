@@ -326,7 +326,8 @@ class ComputeConfig:
 class OutputConfig:
     """run_dir: checkpoints, caches, curves, the merged checkpoint. bundle_dir: the exported bundle.
     quantize: extra bundle variants (e.g. ["int8"]). eval_engine: auto uses the ONNX engine on the bundle
-    when it can load it, else torch generation on the merged model."""
+    when it can load it, else torch generation on the merged model. include_checkpoint: the bundle carries
+    the merged checkpoint (`checkpoint/`), so a site can fine-tune it (`raddraft finetune --from BUNDLE`)."""
 
     run_dir: Path = Path("runs/train")
     bundle_dir: Path | None = None
@@ -334,6 +335,7 @@ class OutputConfig:
     version: str = "0.1.0"
     quantize: tuple[str, ...] = ()
     export: bool = True
+    include_checkpoint: bool = True
     evaluate: bool = True
     eval_engine: str = "auto"
     max_new_tokens: int = 160

@@ -70,7 +70,8 @@ def export(ctx: Context, merged: Path, prep: Preprocessing, outcome, progress: b
                              quantize=config.output.quantize, preprocessing=prep, prompts=config.prompts,
                              generation=GenerationDefaults(max_new_tokens=config.output.max_new_tokens),
                              provenance=provenance(ctx, outcome), card_notes=config.output.description or None,
-                             progress=step, overwrite=False)
+                             progress=step, overwrite=False,
+                             include_checkpoint=config.output.include_checkpoint)
 
 
 def engine_drafts(ctx: Context, bundle: Path, studies: list[Study], progress: bool) -> dict[str, list[dict]]:
