@@ -22,7 +22,7 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     from training.export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(tiny_checkpoint, out, name="tiny-test", version="0.0.1", quantize=("int8",))
+    export_bundle(tiny_checkpoint, out, name="tiny-test", version="0.0.1", quantize=("int8",), include_checkpoint=True)
     return out
 
 

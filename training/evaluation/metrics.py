@@ -157,7 +157,7 @@ def evaluate(predictions: list[Mapping[str, Any]], references: list[Mapping[str,
 
 def _ground_truth(reference: Mapping[str, Any]) -> dict[str, str] | None:
     labels = reference.get("labels")
-    if not isinstance(labels, Mapping):
+    if not isinstance(labels, Mapping) or not labels:  # none known (a site's signed reports)
         return None
     if any(labels.get(k) not in LABEL_VALUES for k in LABEL_KEYS):
         raise MetricsError(f"study {reference.get('study_uid')!r}: labels must give every key of {LABEL_KEYS}")

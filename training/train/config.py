@@ -406,9 +406,22 @@ def load_train_config(path: Path | None = None, overrides: Mapping[str, Any] | N
             raise TrainConfigError("", f"training configuration not found: {source}") from None
         except tomllib.TOMLDecodeError as exc:
             raise TrainConfigError("", f"not valid TOML: {exc}", source) from None
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value, source)
+    apply_overrides(raw, overrides or {}, source)
     return config_from_dict(raw, source)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], source: Path | None = None) -> None:
+    """Set `{"output.run_dir": "x", ...}` in a raw (TOML-shaped) recipe."""
+    for dotted, value in overrides.items():
+        _set_dotted(raw, dotted, value, source)
+
+
+def data_source_from_dict(table: Mapping[str, Any], where: str = "data.sources") -> DataSource:
+    """One `[[data.sources]]` table, checked as the recipe loader checks it."""
+    try:
+        return _build(DataSource, table, where)
+    except _Invalid as exc:
+        raise TrainConfigError(exc.key, exc.message) from None
 
 
 def config_from_dict(raw: Mapping[str, Any], source: Path | None = None) -> TrainConfig:

@@ -25,7 +25,7 @@ from engine.bundle import Preprocessing
 from training.train.config import PRETRAIN_STAGES, TrainConfig
 from training.train.studies import Pool, Study, read_studies, source_manifest, training_pools
 from training.train.tasks import Context, language_task, report_task, vision_task
-from training.train.trainer import StageResult, TrainingError, make_accelerator, run_stage
+from training.train.trainer import StageResult, StepObserver, TrainingError, make_accelerator, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def load_stage_output(llava: nn.Module, stage_dir: Path) -> dict[str, Any] | Non
 
 
 def train_one_stage(name: str, ctx: Context, llava: nn.Module, accelerator, *, progress: bool,
-                    stop_after: int | None) -> tuple[nn.Module, StageResult]:
+                    stop_after: int | None, on_step: StepObserver | None = None) -> tuple[nn.Module, StageResult]:
     """Run stage `name` on `llava`; returns the plain LLaVA (LoRA merged) and the result."""
     from accelerate.utils import set_seed
 
@@ -145,18 +145,22 @@ def train_one_stage(name: str, ctx: Context, llava: nn.Module, accelerator, *, p
     stage = getattr(ctx.config.stages, name)
     set_seed(stage.optimisation.seed)  # new weights (probe head, LoRA) do not depend on earlier stages
     if name == "vision":
-        result = run_stage(vision_task(ctx, llava), accelerator, progress=progress, stop_after=stop_after)
+        result = run_stage(vision_task(ctx, llava), accelerator, progress=progress, stop_after=stop_after,
+                           on_step=on_step)
         return llava, result
     if name == "language":
-        result = run_stage(language_task(ctx, llava), accelerator, progress=progress, stop_after=stop_after)
+        result = run_stage(language_task(ctx, llava), accelerator, progress=progress, stop_after=stop_after,
+                           on_step=on_step)
         return llava, result
     model, _ = prepare_stage(llava, stage.trains, ctx.config.lora)
-    result = run_stage(report_task(ctx, name, model), accelerator, progress=progress, stop_after=stop_after)
+    result = run_stage(report_task(ctx, name, model), accelerator, progress=progress, stop_after=stop_after,
+                       on_step=on_step)
     return (merge_lora(result.model) if result.finished else result.model), result
 
 
 def run_stages(ctx: Context, llava: nn.Module, accelerator, *, progress: bool, stop_after: tuple[str, int] | None,
-               report: Report) -> tuple[nn.Module, dict[str, dict[str, Any]], bool]:
+               report: Report, on_step: StepObserver | None = None
+               ) -> tuple[nn.Module, dict[str, dict[str, Any]], bool]:
     """All planned stages in order, skipping finished ones; False when stopped early."""
     summaries: dict[str, dict[str, Any]] = {}
     for name in stage_plan(ctx.config):
@@ -168,7 +172,8 @@ def run_stages(ctx: Context, llava: nn.Module, accelerator, *, progress: bool, s
             continue
         started = time.perf_counter()
         limit = stop_after[1] if stop_after and stop_after[0] == name else None
-        llava, result = train_one_stage(name, ctx, llava, accelerator, progress=progress, stop_after=limit)
+        llava, result = train_one_stage(name, ctx, llava, accelerator, progress=progress, stop_after=limit,
+                                        on_step=on_step)
         if not result.finished:
             return llava, summaries, False
         if accelerator.is_main_process:
@@ -196,8 +201,9 @@ def test_studies(config: TrainConfig) -> tuple[list[Study], str]:
 
 
 def run_training(config: TrainConfig, *, progress: bool = True, fresh: bool = False,
-                 stop_after: tuple[str, int] | None = None, report: Report | None = None) -> TrainOutcome:
-    """The whole `raddraft train` chain (see the module docstring)."""
+                 stop_after: tuple[str, int] | None = None, report: Report | None = None,
+                 on_step: StepObserver | None = None) -> TrainOutcome:
+    """The whole `raddraft train` chain (see the module docstring); on_step: see `run_stage`."""
     from training.train.finish import finish_run
 
     report = report or log.info
@@ -215,7 +221,7 @@ def run_training(config: TrainConfig, *, progress: bool = True, fresh: bool = Fa
     llava = initial_model(config, tokenizer)
     ctx = Context(config, tokenizer, train, validation, run_dir)
     llava, summaries, finished = run_stages(ctx, llava, accelerator, progress=progress, stop_after=stop_after,
-                                            report=report)
+                                            report=report, on_step=on_step)
     outcome = TrainOutcome(run_dir=run_dir, finished=finished, stages=summaries, timings=timings)
     if not finished or not accelerator.is_main_process:
         return outcome

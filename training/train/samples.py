@@ -88,12 +88,14 @@ def _repeat(rng: np.random.Generator, share: float) -> int:
 
 
 def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: float, seed: int,
-               epoch: int) -> list[Item]:
+               epoch: int, vqa_eligible: Sequence[bool] | None = None) -> list[Item]:
     """The shuffled samples of one epoch over studies 0..len(weights)-1.
 
     weights: copies of each study per epoch (its source's mix weight; 0 leaves it out). tasks: report
     tasks per study (None: one `findings`-less item per study, for the pretraining stages, kind "study").
     vqa_fraction: share of the epoch's samples that are VQA questions about the chosen studies.
+    vqa_eligible: which studies can be asked about (VQA answers come from structured findings, which a
+    site's signed reports do not have); None: all.
     """
     rng = np.random.default_rng([seed, epoch])
     chosen = [i for i, w in enumerate(weights) for _ in range(_repeat(rng, w))]
@@ -103,10 +105,11 @@ def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: fl
         shares = {"findings": tasks.findings, "impression": tasks.impression,
                   IMPRESSION_FROM_FINDINGS: tasks.impression_from_findings}
         items = [Item(i, kind) for i in chosen for kind in TASKS for _ in range(_repeat(rng, shares[kind]))]
-    if vqa_fraction > 0 and chosen:
+    askable = chosen if vqa_eligible is None else [i for i in chosen if vqa_eligible[i]]
+    if vqa_fraction > 0 and askable:
         count = round(len(items) * vqa_fraction / (1 - vqa_fraction))
-        picks = rng.choice(len(chosen), size=count)
-        items += [Item(chosen[int(p)], VQA, int(rng.integers(2**31))) for p in picks]
+        picks = rng.choice(len(askable), size=count)
+        items += [Item(askable[int(p)], VQA, int(rng.integers(2**31))) for p in picks]
     order = rng.permutation(len(items))
     return [items[int(i)] for i in order]
 

@@ -12,7 +12,7 @@ from training.train.config import StageConfig, TrainConfig
 from training.train.drafting import draft_studies
 from training.train.lm_pretrain import TextEncoder, collate_text, mean_token_loss, token_loss
 from training.train.samples import Item, SampleEncoder, collate, plan_epoch
-from training.train.studies import Pool
+from training.train.studies import Pool, has_ground_truth
 from training.train.trainer import StageTask
 from training.train.vision_pretrain import (
     build_probe,
@@ -147,11 +147,12 @@ def report_task(ctx: Context, name: str, model: nn.Module) -> StageTask:
     """Stage 1 (projector) or stage 2 (LoRA + projector, with VQA mixup) on image-report pairs."""
     stage = _stage(ctx, name)
     encoder = ctx.report_encoder(model)
+    askable = [has_ground_truth(study) for study in ctx.train.studies]
 
     return StageTask(
         name=name, model=model, optimisation=stage.optimisation,
         plan=lambda epoch: plan_epoch(_weights(ctx, stage), ctx.config.data.tasks, stage.vqa_fraction,
-                                      stage.optimisation.seed, epoch),
+                                      stage.optimisation.seed, epoch, vqa_eligible=askable),
         collate=lambda items: collate(items, ctx.train.studies, ctx.train.pixels, encoder, ctx.pad_id),
         loss=token_loss, stage_dir=ctx.stage_dir(name), config_json=ctx.config.to_json(),
         validate=lambda m: report_validation(ctx, m, encoder, stage.validation_drafts),

@@ -37,6 +37,7 @@ from training.train.samples import Item, global_batches, shard
 log = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, dict], tuple[torch.Tensor, torch.Tensor]]  # (sum of losses, element count)
+StepObserver = Callable[[dict[str, Any]], None]
 
 
 class TrainingError(RuntimeError):
@@ -128,8 +129,9 @@ class StageRunner:
     """Runs one `StageTask` to the end (or to `stop_after` optimizer steps), checkpointing on the way."""
 
     def __init__(self, task: StageTask, accelerator, *, progress: bool = True, stop_after: int | None = None,
-                 resume: bool = True) -> None:
+                 resume: bool = True, on_step: StepObserver | None = None) -> None:
         self.task = task
+        self.on_step = on_step
         self.acc = accelerator
         self.opt = task.optimisation
         self.progress = progress
@@ -263,6 +265,9 @@ class StageRunner:
                                            "samples": sum(len(b) for b in windows[index])})
                 bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 bar.update(1)
+                if self.on_step is not None and self.acc.is_main_process:
+                    self.on_step({"stage": self.task.name, "epoch": epoch + 1, "epochs": self.opt.epochs,
+                                  "step": position.step, "total": self.total_steps(), "loss": round(smoothed, 5)})
                 if self.stop_after is not None and position.step >= self.stop_after:
                     self.checkpoint()
                     return False
@@ -294,6 +299,8 @@ class StageRunner:
 
 
 def run_stage(task: StageTask, accelerator, *, progress: bool = True, stop_after: int | None = None,
-              resume: bool = True) -> StageResult:
-    """Train one stage; resumes from the stage's latest checkpoint when there is one."""
-    return StageRunner(task, accelerator, progress=progress, stop_after=stop_after, resume=resume).run()
+              resume: bool = True, on_step: StepObserver | None = None) -> StageResult:
+    """Train one stage; resumes from the stage's latest checkpoint when there is one. on_step gets a
+    small dict (stage, epoch, epochs, step, total, loss) after every optimizer step, for progress displays."""
+    return StageRunner(task, accelerator, progress=progress, stop_after=stop_after, resume=resume,
+                       on_step=on_step).run()
