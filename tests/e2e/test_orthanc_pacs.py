@@ -1,0 +1,204 @@
+"""A real PACS end to end: phantom studies stored into Orthanc with dcmtk's storescu are auto-routed by an
+Orthanc Lua rule to RadDraft's node, drafted by the embedded model, signed through the Workstation API,
+and the signed report comes back to Orthanc as an SR in the same study, as its REST API shows.
+
+Orthanc is Debian's /usr/sbin/Orthanc run by peers/orthanc.py on OS-assigned loopback ports; RadDraft runs
+in-process as the desktop app hosts it (raddraft/workstation.py: node, drafting queue, SR outbox).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+from dicom_node.index import StudyState
+from engine.provenance import Origin, SectionText
+from peers.dcmtk import storescu_send
+from peers.orthanc import Modality, Orthanc, find_orthanc, running_orthanc
+from raddraft.config import load_config
+from raddraft.workstation import Workstation
+from tests.conftest import REQUIRE_PEERS, require_tool
+from training.data.findings import Finding
+from training.data.phantoms import PhantomConfig, plan_study, write_study
+from training.evaluation.labeler import label_report
+from training.vocabulary import PRESENT
+
+PACS_AE, RADDRAFT_AE, ROUTE = "ORTHANC", "RADDRAFT", "raddraft"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+STABLE_AFTER_S = 1.0
+HUMAN_ADDITION = " No prior study for comparison."
+
+
+@dataclass(frozen=True)
+class PhantomCase:
+    """A phantom study drawn with a chosen finding (or none), encoded in a chosen transfer syntax."""
+
+    name: str
+    findings: tuple[Finding, ...]
+    transfer_syntax: str  # "explicit" | "jpeg2000" | "rle"
+    lateral: bool = False
+
+
+CASES = (
+    # Two images (PA + lateral), JPEG 2000 lossless: Orthanc must forward them as it got them.
+    PhantomCase("effusion", (Finding("pleural_effusion", side="right", severity="severe"),), "jpeg2000",
+                lateral=True),
+    PhantomCase("pneumothorax", (Finding("pneumothorax", side="left", severity="severe"),), "rle"),
+    PhantomCase("normal", (), "explicit"),
+)
+
+
+@dataclass(frozen=True)
+class Study:
+    case: PhantomCase
+    study_uid: str
+    paths: tuple[Path, ...]
+
+
+def write_phantoms(out: Path, seed: int = 2024) -> list[Study]:
+    """128 px studies (the embedded model's input size) with the findings and encodings of CASES."""
+    studies = []
+    for index, case in enumerate(CASES):
+        config = PhantomConfig(image_size=128, workers=1, ap_fraction=0.0,
+                               lateral_fraction=1.0 if case.lateral else 0.0,
+                               transfer_syntax_weights={case.transfer_syntax: 1.0})
+        record = write_study(plan_study(seed, index, config, findings=case.findings), out, config)
+        studies.append(Study(case, str(record["study_uid"]), tuple(out / p for p in record["images"])))
+    return studies
+
+
+def require_orthanc() -> Path:
+    binary = find_orthanc()
+    if binary is not None:
+        return binary
+    message = "Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)"
+    if REQUIRE_PEERS:
+        pytest.fail(f"required peer missing: {message}")
+    pytest.skip(message)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def text_values(tags: Any) -> list[str]:
+    """Every TextValue in an SR's content tree (Orthanc's simplified JSON)."""
+    if isinstance(tags, list):
+        return [text for item in tags for text in text_values(item)]
+    if not isinstance(tags, dict):
+        return []
+    found = [tags["TextValue"]] if isinstance(tags.get("TextValue"), str) else []
+    return found + text_values(tags.get("ContentSequence", []))
+
+
+@dataclass
+class Site:
+    orthanc: Orthanc
+    workstation: Workstation
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """Orthanc routing to RadDraft, and RadDraft's workstation sending its reports to Orthanc."""
+    binary = require_orthanc()
+    require_tool("storescu")
+    # Not back to its sender: a rule forwarding everything sends RadDraft its own SR, which it then stores
+    # as one more instance of the study.
+    with running_orthanc(tmp_path / "orthanc", binary=binary, ae_title=PACS_AE, route_to=ROUTE,
+                         never_route_from=[RADDRAFT_AE]) as orthanc:
+        config_file = tmp_path / "raddraft.toml"
+        config_file.write_text("")  # never the user's own configuration
+        overrides = {"store.root": str(tmp_path / "store"), "node.port": 0, "node.ae_title": RADDRAFT_AE,
+                     "node.stable_after_s": STABLE_AFTER_S, "pacs.ae_title": PACS_AE, "pacs.host": "127.0.0.1",
+                     "pacs.port": orthanc.dicom_port, "pacs.calling_ae": RADDRAFT_AE,
+                     "pacs.retry_initial_s": 1.0, "reading.radiologist": "Reader^Test"}
+        workstation = Workstation.start(load_config(config_file, overrides), config_path=config_file,
+                                        overrides=overrides)
+        try:
+            assert workstation.problems == [] and workstation.node is not None and workstation.queue is not None
+            orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+            orthanc.echo(ROUTE)  # Orthanc reaches RadDraft's node before any study is routed
+            yield Site(orthanc, workstation)
+        finally:
+            workstation.stop()
+    assert orthanc.process.returncode == 0, orthanc.log_tail()
+
+
+def sign_with_an_addition(workstation: Workstation, study_uid: str):
+    """What a radiologist does in the app: open the draft, add a sentence, accept the rest, sign."""
+    opened = workstation.open_study(study_uid)
+    draft = opened.draft
+    findings = SectionText(draft.findings, Origin.AI)
+    findings.sync_to(draft.findings + HUMAN_ADDITION)
+    impression = SectionText(draft.impression, Origin.AI)
+    findings.accept_all()
+    impression.accept_all()
+    return workstation.sign(study_uid, {"findings": findings, "impression": impression}, draft.id)
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_orthanc_routes_studies_to_raddraft_and_gets_the_signed_sr_back(site: Site, tmp_path: Path) -> None:
+    orthanc, workstation = site.orthanc, site.workstation
+    index = workstation.store.index
+    studies = write_phantoms(tmp_path / "phantoms")
+
+    # A modality stores each study into the PACS; when storescu returns, Orthanc has indexed it.
+    for study in studies:
+        storescu_send(study.paths, orthanc.dicom_port, PACS_AE)
+        orthanc_study = orthanc.study_id(study.study_uid)
+        assert orthanc_study is not None
+        assert len(orthanc.study_instances(orthanc_study)) == len(study.paths)
+
+    # The Lua rule forwards them to RadDraft, which drafts each once it is stable.
+    for study in studies:
+        wait_until(lambda s=study: (row := index.study(s.study_uid)) and row.state == StudyState.DRAFTED,
+                   timeout=60, what=f"study {study.case.name} to be drafted\n{orthanc.log_tail()}")
+        rows = index.instances_of(study.study_uid)
+        assert len(rows) == len(study.paths)
+        sent_syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                         for p in study.paths}
+        assert {row.transfer_syntax for row in rows} == sent_syntaxes  # forwarded as the modality sent it
+
+    # The draft of each abnormal study names its finding, on the right side.
+    for study in studies:
+        draft = workstation.open_study(study.study_uid, mark=False).draft
+        assert draft.model.startswith("raddraft-phantom-cxr")
+        labels = label_report(f"{draft.findings}\n{draft.impression}")
+        for finding in study.case.findings:
+            assert labels[finding.kind] == PRESENT, (study.case.name, draft.findings, draft.impression)
+            assert finding.side in draft.findings.lower(), (study.case.name, draft.findings)
+
+    # Signed through the API: each report is queued for the PACS at signing and the outbox sends it.
+    reports = {study.study_uid: sign_with_an_addition(workstation, study.study_uid) for study in studies}
+    for study in studies:
+        wait_until(lambda s=study: index.study(s.study_uid).state == StudyState.SENT, timeout=30,
+                   what=f"the report of {study.case.name} to be sent\n{orthanc.log_tail()}")
+
+    # Orthanc now holds the SR in the same study as the images, with the signed text.
+    for study in studies:
+        report = reports[study.study_uid]
+        assert report.findings.endswith(HUMAN_ADDITION.strip())
+        series = orthanc.study_series(orthanc.study_id(study.study_uid))
+        sr_series = [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]
+        assert len(series) == len(sr_series) + len(study.paths) and len(sr_series) == 1
+        (sr_instance,) = sr_series[0]["Instances"]
+        tags = orthanc.instance_tags(sr_instance)
+        assert tags["StudyInstanceUID"] == study.study_uid
+        assert (tags["Modality"], tags["SOPClassUID"]) == ("SR", BASIC_TEXT_SR)
+        assert tags["SOPInstanceUID"] == report.sr_sop_instance_uid
+        assert (tags["VerificationFlag"], tags["CompletionFlag"]) == ("VERIFIED", "COMPLETE")
+        assert text_values(tags) == [report.findings, report.impression]
+    assert workstation.status().outbox_pending == 0
