@@ -15,6 +15,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
 
 from desktop.draft_panel import DraftPanel
+from desktop.models_page import ModelsDialog, ModelsPage
 from desktop.pdf import write_report_pdf
 from desktop.settings_dialog import SettingsDialog
 from desktop.signals import EventBridge
@@ -28,7 +29,7 @@ from engine.provenance import validate_for_signing
 SHORTCUTS = {
     "Next study": "Ctrl+Down", "Previous study": "Ctrl+Up", "Draft findings and impression": "Ctrl+D",
     "Impression from findings": "Ctrl+Shift+I", "Accept AI text": "Ctrl+Shift+A", "Sign": "Ctrl+Return",
-    "Search worklist": "Ctrl+F", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q",
+    "Search worklist": "Ctrl+F", "Models…": "Ctrl+M", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q",
 }
 
 
@@ -64,6 +65,8 @@ class MainWindow(QMainWindow):
         self.generating: set[str] = set()  # sections being drafted on demand
         self._queue_section: str | None = None  # section the drafting queue streams into the open study
         self._status_busy = False
+        self.models_dialog: ModelsDialog | None = None  # made on first use
+        self._problems_shown = set(workstation.problems)
         self._timers = [QTimer(self, interval=1000), QTimer(self, interval=3000)]
         self._timers[0].timeout.connect(self.refresh_status)
         self._timers[1].timeout.connect(self.feed.request)  # changes by another process (attached mode)
@@ -99,7 +102,7 @@ class MainWindow(QMainWindow):
                            ("Impression from findings", self.impression_from_findings),
                            ("Accept AI text", self.panel.accept_ai), ("Sign", self.sign),
                            ("Search worklist", lambda: self.worklist.search.setFocus()),
-                           ("Settings…", self.open_settings), ("Quit", self.close)):
+                           ("Models…", self.open_models), ("Settings…", self.open_settings), ("Quit", self.close)):
             action = QAction(name, self, shortcut=QKeySequence(SHORTCUTS[name]))
             action.triggered.connect(slot)
             menu.addAction(action)
@@ -119,8 +122,34 @@ class MainWindow(QMainWindow):
         def done(status) -> None:
             self._status_busy = False
             self.status_bar.show_status(status)
+            self._show_new_problems()
+            if (self.ws.model is not None) != self.panel.model_available:  # the current model changed
+                self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
 
         self.background.run(self.ws.status, done, lambda error: setattr(self, "_status_busy", False))
+
+    def _show_new_problems(self) -> None:
+        """Problems that arose while running (a model that would not load when the current one changed)."""
+        for problem in self.ws.problems:
+            if problem not in self._problems_shown:
+                self._problems_shown.add(problem)
+                self.banner.add(problem)
+
+    # -- models ----------------------------------------------------------------------------------------
+    def open_models(self) -> ModelsPage:
+        """Show the Models page (current model, versions, fine-tuning) in its own window."""
+        if self.models_dialog is None:
+            page = ModelsPage(self.ws, self.background)
+            page.model_changed.connect(self._model_changed)
+            self.models_dialog = ModelsDialog(page, self)
+        self.models_dialog.show()
+        self.models_dialog.raise_()
+        return self.models_dialog.page
+
+    @Slot(str)
+    def _model_changed(self, model_id: str) -> None:
+        self.status_bar.notify(f"Drafting with {model_id} from the next study on.")
+        self.refresh_status()
 
     # -- opening a study -------------------------------------------------------------------------------
     @Slot(str)
@@ -292,6 +321,7 @@ class MainWindow(QMainWindow):
             self.status_bar.notify("Settings saved. " + "; ".join(done))
             for problem in self.ws.problems:
                 self.banner.add(problem)
+                self._problems_shown.add(problem)
             self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
             self.refresh_status()
 
@@ -300,6 +330,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         for timer in self._timers:
             timer.stop()
+        if self.models_dialog is not None:
+            self.models_dialog.page.shutdown()
         self.bridge.close()
         self.background.wait(15000)
 

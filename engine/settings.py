@@ -13,7 +13,11 @@ VARIANTS = ("auto", "fp32", "fp16", "int8")
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """model: bundle folder; None means the embedded default bundle (resolved by the front door).
+    """model: bundle folder that pins the model; None follows the model registry's current model (the
+        embedded default bundle until a version is installed and chosen), resolved by the front door.
+    models_dir: the model registry's folder; None means `<store root>/models`.
+    follow_interval_s: how often a running service or app checks whether the registry's current model
+        changed (`raddraft model use`, the app's Models page) and switches to it.
     providers: execution providers in order of preference, CPU always last. Empty (the default) means the
         best this onnxruntime build offers. A GPU that was named but is not there is reported loudly.
     variant: graph precision; "auto" takes int8 on CPU when the bundle has it, fp16 on a GPU when it has
@@ -24,6 +28,8 @@ class EngineSettings:
     """
 
     model: Path | None = None
+    models_dir: Path | None = None
+    follow_interval_s: float = 2.0
     providers: tuple[str, ...] = ()
     variant: str = "auto"
     intra_op_threads: int = 0
@@ -37,6 +43,9 @@ class EngineSettings:
             raise SettingsError("providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDER_NAMES)}")
         if self.variant not in VARIANTS:
             raise SettingsError("variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        if not 0 < self.follow_interval_s <= 3600:
+            raise SettingsError("follow_interval_s",
+                                f"must be between 0 and 3600 seconds, got {self.follow_interval_s}")
         for name in ("intra_op_threads", "inter_op_threads", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise SettingsError(name, "must be 0 or more")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raddraft import __version__
 
-COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "finetune", "dataset")
+COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "finetune", "dataset", "model")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

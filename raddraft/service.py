@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dicom_node.errors import StoreWriteError
 from dicom_node.events import NodeEvents
@@ -14,34 +16,82 @@ from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.server import DicomNode
 from dicom_node.store import Store
 from raddraft.config import AppConfig
-from raddraft.resources import model_dir
+from raddraft.resources import (
+    CONFIGURED,
+    REGISTRY,
+    ModelChoice,
+    embedded_choice,
+    follow_registry,
+    resolve_model,
+)
+
+if TYPE_CHECKING:
+    from engine.model_switch import ModelFollower
+    from engine.queue import DraftingQueue
 
 log = logging.getLogger("raddraft.service")
 
 
-def start_drafting(config: AppConfig, store: Store, events: NodeEvents):
-    """The drafting queue on the configured (or embedded) model, or None when drafting is off.
+@dataclass
+class Drafting:
+    """The drafting queue and, unless the configuration pins the model, what keeps it on the registry's
+    current model."""
 
-    A configured model that cannot be loaded stops the start: the administrator asked for it. A missing
-    embedded model only disables drafting, with a warning.
+    queue: DraftingQueue
+    follower: ModelFollower | None = None
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+        self.queue.stop()
+
+
+def start_drafting(config: AppConfig, store: Store, events: NodeEvents) -> Drafting | None:
+    """The drafting queue on the pinned, the registry's current or the embedded model; None when drafting is
+    off.
+
+    A pinned model that cannot be loaded stops the start: the administrator asked for it. A registry model
+    that cannot be loaded falls back to the embedded one, loudly; a missing embedded model only disables
+    drafting, with a warning.
     """
     if not config.engine.draft_on_stable:
         return None
-    from engine.errors import EngineError
     from engine.queue import DraftingQueue
-    from engine.runtime import load_model
 
-    bundle = model_dir(config.engine.model)
-    try:
-        model = load_model(bundle, config.engine)
-    except EngineError as error:
-        if config.engine.model is not None:
-            raise
-        log.warning("drafting is off: the embedded model cannot be loaded (%s)", error)
+    choice = resolve_model(config)
+    model, choice = _load_chosen(config, choice)
+    if model is None:
         return None
     queue = DraftingQueue(store, model)
     queue.start(events)
-    return queue
+
+    def switch(installed, new_model) -> None:
+        old = queue.model.model_id
+        queue.swap_model(new_model)
+        log.info("model switched: %s -> %s (%s); the study being drafted finishes on %s",
+                 old, new_model.model_id, installed.how, old)
+
+    def failed(what: str, error: Exception) -> None:
+        log.error("%s: %s; still drafting with %s", what, error, queue.model.model_id)
+
+    return Drafting(queue, follow_registry(config, choice, switch, failed))
+
+
+def _load_chosen(config: AppConfig, choice: ModelChoice):
+    from engine.errors import EngineError
+    from engine.runtime import load_model
+
+    try:
+        return load_model(choice.path, config.engine), choice
+    except EngineError as error:
+        if choice.source == CONFIGURED:
+            raise
+        if choice.source == REGISTRY:
+            log.error("the current model %s cannot be loaded (%s); drafting with the embedded model instead",
+                      choice.path, error)
+            return _load_chosen(config, embedded_choice(config, str(error), choice.pointer_token))
+        log.warning("drafting is off: the embedded model cannot be loaded (%s)", error)
+        return None, choice
 
 
 def run_service(config: AppConfig) -> int:
@@ -62,7 +112,7 @@ def run_service(config: AppConfig) -> int:
         return 1
     events = NodeEvents()
     try:
-        queue = start_drafting(config, store, events)
+        drafting = start_drafting(config, store, events)
     except EngineError as exc:
         print(f"raddraft: {exc}", file=sys.stderr)
         lock.release()
@@ -74,8 +124,8 @@ def run_service(config: AppConfig) -> int:
     except OSError as exc:
         print(f"raddraft: cannot listen on {config.node.host}:{config.node.port}: {exc.strerror or exc}",
               file=sys.stderr)
-        if queue:
-            queue.stop()
+        if drafting:
+            drafting.stop()
         lock.release()
         store.close()
         return 1
@@ -86,9 +136,12 @@ def run_service(config: AppConfig) -> int:
     # One parseable line on stdout: tests and scripts wait for it; people read it.
     print(f"RadDraft node {config.node.ae_title} listening on {config.node.host}:{node.port}, "
           f"store {store.root}", flush=True)
-    if queue:
-        model = queue.model
+    if drafting:
+        model = drafting.queue.model
         print(f"  drafting with {model.model_id} ({model.variant}) on {model.provider}", flush=True)
+        if drafting.follower:
+            print(f"  following the current model of {drafting.follower.registry.models_dir} "
+                  "(raddraft model use VERSION switches it)", flush=True)
     else:
         print("  drafting is off", flush=True)
     print(f"  send a study: raddraft send {config.node.host} {node.port} PATH... "
@@ -96,8 +149,8 @@ def run_service(config: AppConfig) -> int:
     stop.wait()
     log.info("stopping: finishing in-flight associations and the study being drafted")
     node.stop()
-    if queue:
-        queue.stop()
+    if drafting:
+        drafting.stop()
     lock.release()
     store.close()
     return 0

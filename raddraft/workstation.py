@@ -43,10 +43,19 @@ from dicom_node.worklist import WorklistRow, start_of_today, studies_received_si
 from engine.events import DraftEvents
 from engine.provenance import SectionText, signing_metrics, validate_for_signing
 from raddraft.config import AppConfig, default_config_path
-from raddraft.resources import model_dir
+from raddraft.resources import (
+    EMBEDDED,
+    REGISTRY,
+    ModelChoice,
+    embedded_choice,
+    follow_registry,
+    model_registry,
+    resolve_model,
+)
 
 log = logging.getLogger("raddraft.workstation")
 SECTIONS = ("findings", "impression")
+_MODEL_PROBLEMS = ("Drafting is off", "Drafting with the embedded model", "Model not switched")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,24 @@ class WorkstationStatus:
     queue_length: int
     outbox_pending: int
     pacs: str
+
+
+@dataclass(frozen=True)
+class ModelsOverview:
+    """What the Models page shows. `models` are `engine.registry.InstalledModel`s; `running` is the registry
+    entry drafting here (None when the configuration pins a bundle: `pinned`)."""
+
+    models: tuple
+    running: object | None
+    running_id: str
+    running_path: Path | None
+    pinned: Path | None
+    card: str
+    signed_total: int
+    signed_new: int
+    store_root: Path
+    work_dir: Path
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +112,8 @@ class Workstation:
         self.node: DicomNode | None = None
         self.queue = None
         self.model = None
+        self.model_choice: ModelChoice | None = None
+        self.follower = None  # engine.model_switch.ModelFollower while following the registry
         self.attached: HostInfo | None = None
         self.problems: list[str] = []
         self._lock: HostLock | None = None
@@ -97,6 +126,7 @@ class Workstation:
         """Open the store (its errors propagate: without a store there is no app) and start what can be."""
         ws = cls(config, Store(config.store), config_path, overrides)
         ws._load_model()
+        ws._follow_registry()
         host = current_host(ws.store.root)
         if host is not None:
             ws.attached = host
@@ -107,16 +137,52 @@ class Workstation:
         return ws
 
     def _load_model(self) -> None:
+        """The pinned, the registry's current or the embedded model; a registry model that cannot be loaded
+        falls back to the embedded one. Problems are collected for the window, never raised."""
+        choice = resolve_model(self.config)
+        if choice.problem:
+            self.problems.append(f"Drafting with the embedded model: {choice.problem}.")
+        model, error = self._try_load(choice.path)
+        if model is None and choice.source == REGISTRY:
+            self.problems.append(f"Drafting with the embedded model: the current model {choice.path} cannot be "
+                                 f"loaded ({error}).")
+            choice = embedded_choice(self.config, str(error), choice.pointer_token)
+            model, error = self._try_load(choice.path)
+        if model is None:
+            self.problems.append(f"Drafting is off: the model bundle {choice.path} cannot be loaded ({error}).")
+        self.model, self.model_choice = model, choice
+
+    def _try_load(self, bundle: Path):
         from engine.errors import EngineError
         from engine.runtime import load_model
 
-        bundle = model_dir(self.config.engine.model)
         try:
-            self.model = load_model(bundle, self.config.engine)
+            return load_model(bundle, self.config.engine), None
         except EngineError as error:
-            self.model = None
-            self.problems.append(f"Drafting is off: the model bundle {bundle} cannot be loaded ({error}).")
-            log.warning("no model: %s", error)
+            log.warning("the model bundle %s cannot be loaded: %s", bundle, error)
+            return None, error
+
+    def _follow_registry(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+        self.follower = follow_registry(self.config, self.model_choice, self._switch_model, self._switch_failed)
+
+    def _switch_model(self, installed, model) -> None:
+        """Called by the follower once the new model is loaded: on-demand drafting and the queue use it."""
+        old = self.model.model_id if self.model else "no model"
+        self.model = model
+        self.model_choice = ModelChoice(installed.path, EMBEDDED if installed.embedded else REGISTRY, installed)
+        self.problems = [p for p in self.problems if not p.startswith(_MODEL_PROBLEMS)]
+        if self.queue is not None:
+            self.queue.swap_model(model)
+        elif self._lock is not None and self.node is not None and self.config.engine.draft_on_stable:
+            self._start_queue()
+        log.info("model switched: %s -> %s (%s)", old, model.model_id, installed.how)
+
+    def _switch_failed(self, what: str, error: Exception) -> None:
+        running = self.model.model_id if self.model else "no model"
+        self.problems.append(f"Model not switched: {what} ({error}); still drafting with {running}.")
+        log.error("%s: %s; still drafting with %s", what, error, running)
 
     def _host(self) -> None:
         info = HostInfo("app", os.getpid(), self.config.node.ae_title, self.config.node.host, self.config.node.port)
@@ -149,6 +215,8 @@ class Workstation:
                                        node.port))
 
     def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         if self.node is not None:
             self.node.stop()
         if self.queue is not None:
@@ -270,6 +338,39 @@ class Workstation:
         write_atomically(Path(path), [self.sr_file(report_id).read_bytes()])
         return Path(path)
 
+    # -- models ------------------------------------------------------------------------------------
+    def models_overview(self) -> ModelsOverview:
+        """The registry's models, the one drafting here with its card, and the signed reports to train on."""
+        registry = model_registry(self.config)
+        models = tuple(registry.models())
+        choice, model = self.model_choice, self.model
+        running = choice.installed if choice and choice.follows_registry else None
+        since = running.installed_at.timestamp() if running is not None and running.installed_at else None
+        total, new = signed_report_counts(self.store, since)
+        return ModelsOverview(
+            models=models, running=running, running_id=model.model_id if model else "no model",
+            running_path=model.bundle_dir if model else None,
+            pinned=choice.path if choice and not choice.follows_registry else None,
+            card=_read_text(model.bundle_dir / model.manifest.card) if model else "",
+            signed_total=total, signed_new=new, store_root=self.store.root, work_dir=self.store.root / "training",
+            problem=choice.problem if choice else None)
+
+    def use_model(self, version: str):
+        """Make `version` the registry's current model and draft with it from the next study on. The model is
+        loaded before the pointer moves: one that does not load changes nothing (EngineError)."""
+        registry = model_registry(self.config)
+        wanted = registry.get(version)
+        if self.follower is None:  # pinned by the configuration: record the choice, keep the pinned model
+            return registry.use(version)
+        self.follower.switch_to(wanted, before_swap=lambda: registry.use(version))
+        return registry.get(version)
+
+    def install_model(self, bundle_dir: Path, record: Mapping[str, Any], use: bool = True):
+        """Install a bundle (a fine-tuned candidate) with its promotion record; with `use`, switch to it."""
+        installed = model_registry(self.config).install(Path(bundle_dir), dict(record))
+        log.info("installed %s from %s (%s)", installed.model_id, bundle_dir, installed.how)
+        return self.use_model(installed.version) if use else installed
+
     # -- settings ----------------------------------------------------------------------------------
     def check_settings(self, changes: Mapping[str, Any]) -> None:
         """ConfigError naming the key when `changes` would make an invalid configuration. Pure: no disk,
@@ -301,8 +402,9 @@ class Workstation:
         self.config = new
         done = []
         if new.engine != old.engine:
-            self.problems = [p for p in self.problems if not p.startswith("Drafting is off")]
+            self.problems = [p for p in self.problems if not p.startswith(_MODEL_PROBLEMS)]
             self._load_model()
+            self._follow_registry()
             if self.model is not None and self.queue is not None:
                 self.queue.swap_model(self.model)
             elif self.model is not None and self._lock is not None and new.engine.draft_on_stable:
@@ -319,3 +421,18 @@ class Workstation:
             self.outbox.set_settings(new.pacs, new.reading)
             done.append(f"PACS: {new.pacs.describe()}")
         return done
+
+
+def signed_report_counts(store: Store, since: float | None) -> tuple[int, int]:
+    """Studies with a signed report, and those signed after `since` (epoch seconds; None: all)."""
+    row = store.index.reader().execute(
+        "SELECT COUNT(DISTINCT study_uid), COUNT(DISTINCT CASE WHEN signed_at > ? THEN study_uid END) FROM reports",
+        (since if since is not None else float("-inf"),)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""

@@ -30,15 +30,27 @@ def node_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="model bundle folder (default: the embedded model)")
+    parser.add_argument("--model", type=Path,
+                        help="model bundle folder to pin (default: the current model of the model registry, "
+                             "`raddraft model use`, else the embedded model)")
+    add_registry_arguments(parser)
     parser.add_argument("--provider", action="append", choices=PROVIDERS,
                         help="execution provider to prefer (repeatable, in order; CPU is always the fallback)")
     parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8"],
                         help="graph precision (auto: int8 on CPU, fp16 on GPU when the bundle has them)")
 
 
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, help="the model registry's folder (default: STORE/models)")
+
+
+def registry_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {"engine.models_dir": str(args.models_dir) if args.models_dir else None}
+
+
 def model_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
+        **registry_overrides(args),
         "engine.model": str(args.model) if args.model else None,
         "engine.providers": args.provider,
         "engine.variant": args.variant,
