@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP) install --quiet -e '.[cpu,dev,train]'
+	$(PIP) install --quiet -e '.[cpu,dev,train,installer]'
 	touch $@
 
 setup: $(DEV_STAMP)
@@ -51,6 +51,31 @@ model: $(DEV_STAMP)
 # SCREENSHOT_MODEL=BUNDLE picks the bundle; default: the embedded one, else a tiny random one (gibberish text).
 screenshots: $(DEV_STAMP)
 	xvfb-run -a -s "-screen 0 1600x1000x24" $(PY) scripts/screenshots.py $(if $(SCREENSHOT_MODEL),--model $(SCREENSHOT_MODEL))
+
+# The installed app (installer/README.md): a PyInstaller one-folder bundle of the runtime, checked to carry no
+# training stack, and its Linux archive, under build/installer/cpu/. `make installer GPU=1` freezes the GPU
+# variant from its own venv (build/venv-gpu, onnxruntime-gpu) into build/installer/gpu/. The self-test's
+# sample study in resources/samples/ was written by `$(PY) installer/make_sample.py`.
+INSTALLER_STAMP := $(VENV)/.installed-installer
+GPU_VENV := build/venv-gpu
+.PHONY: installer installer-deps
+
+$(INSTALLER_STAMP): $(STAMP) pyproject.toml
+	$(PIP) install --quiet -e '.[cpu,installer]'
+	touch $@
+
+installer-deps: $(INSTALLER_STAMP)
+
+ifeq ($(GPU),1)
+installer:
+	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install --quiet -e '.[gpu,installer]'
+	$(GPU_VENV)/bin/python installer/build.py
+else
+installer: $(INSTALLER_STAMP)
+	$(PY) installer/build.py
+endif
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

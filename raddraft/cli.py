@@ -15,7 +15,8 @@ from pathlib import Path
 
 from raddraft import __version__
 
-COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "finetune", "dataset", "model")
+COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "dataset",
+                   "finetune", "model", "self_test")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

@@ -36,7 +36,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace, config) -> int:
     from engine.errors import EngineError
-    from raddraft.resources import model_dir
+    from raddraft.resources import resolve_model
 
     for path in args.paths:
         if not path.exists():
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, config) -> int:
     try:
         from engine.runtime import load_model
 
-        model = load_model(model_dir(config.engine.model), config.engine)
+        model = load_model(resolve_model(config).path, config.engine)
         changes = {key: value for key, value in (
             ("temperature", args.temperature), ("top_p", args.top_p),
             ("repetition_penalty", args.repetition_penalty), ("seed", args.seed)) if value is not None}

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from raddraft.commands.common_options import add_registry_arguments, registry_overrides
+
 HELP = ("fine-tune a model on a `raddraft dataset` folder, compare it with the current model on the held-out "
         "site studies, and promote it when it is better (`--force` to override)")
 
@@ -36,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="promote even when the rule says no (recorded)")
     parser.add_argument("--no-promote", dest="promote", action="store_false",
                         help="stop after the comparison (the app promotes from its Models page)")
-    parser.add_argument("--models-dir", type=Path, help="model registry folder (default: from the configuration)")
+    parser.add_argument("--store", type=Path,
+                        help="store folder whose model registry is promoted into (default: the configuration's)")
+    add_registry_arguments(parser)
     parser.add_argument("--version", dest="model_version", metavar="V",
                         help="the candidate's version (default: <current version>+site.<time>)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -45,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {"logging.level": "WARNING"}
+    return {"store.root": str(args.store) if args.store else None, **registry_overrides(args),
+            "logging.level": "WARNING"}
 
 
 class TerminalEvents:
@@ -96,6 +101,7 @@ def run(args: argparse.Namespace, config) -> int:
 
     for noisy in ("openjpeg", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from raddraft.resources import embedded_model_dir, models_dir
     from training.site.compare import Rule
     from training.site.finetune import FinetuneError, FinetuneRequest, promote, run_finetune
     from training.train.config import TrainConfigError, parse_override
@@ -114,7 +120,7 @@ def run(args: argparse.Namespace, config) -> int:
         print_summary(outcome, args.progress == "json")
         installed = None
         if args.promote and decision["promote"]:
-            installed = promote(outcome.out, models_dir(args, config), embedded(), force=args.force,
+            installed = promote(outcome.out, models_dir(config), embedded_model_dir(), force=args.force,
                                 log=events.message)
     except (FinetuneError, TrainConfigError) as error:
         return fail(args, str(error))
@@ -146,12 +152,3 @@ def fail(args: argparse.Namespace, message: str) -> int:
     print(f"raddraft finetune: {message}", file=sys.stderr)
     return 1
 
-
-def models_dir(args: argparse.Namespace, config) -> Path:
-    return args.models_dir or config.store.root / "models"
-
-
-def embedded() -> Path:
-    from raddraft.resources import embedded_model_dir
-
-    return embedded_model_dir()
