@@ -57,7 +57,7 @@ class SettingsDialog(QDialog):
         f["node.stable_after_s"].setValue(node.stable_after_s)
         f["pacs.send_on_sign"].setChecked(pacs.send_on_sign)
         f["engine.draft_on_stable"].setChecked(engine.draft_on_stable)
-        f["engine.model"].setPlaceholderText("the embedded model")
+        f["engine.model"].setPlaceholderText("the current model (Models page)")
         f["pacs.host"].setPlaceholderText("empty: no PACS")
         f["reading.radiologist"].setPlaceholderText("Family^Given, e.g. Smith^Anna")
         f["engine.providers"].addItems(list(PROVIDERS))
