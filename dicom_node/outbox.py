@@ -30,7 +30,8 @@ from dicom_node.sr import write_report_sr
 from dicom_node.store import Store
 
 log = logging.getLogger(__name__)
-_IDLE_WAKE_S = 60.0
+_IDLE_WAKE_S = 60.0  # PACS not configured: only settings changes (which notify) matter
+_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,9 @@ class OutboxWorker:
                     self._cond.wait(timeout=max(wait, 0.05))
 
     def _seconds_to_next(self) -> float:
+        # Another process (an app attached to this service) may queue a send at any time: look again soon.
         due = next_send_at(self._store.index)
-        return _IDLE_WAKE_S if due is None else min(_IDLE_WAKE_S, due - time.time())
+        return _POLL_S if due is None else min(_POLL_S, due - time.time())
 
     def _attempt(self, item: OutboxItem, pacs: PacsSettings, reading: ReadingSettings) -> None:
         destination = pacs.describe()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from dicom_node.errors import StoreWriteError
 from dicom_node.events import NodeEvents
 from dicom_node.host_lock import HostInfo, HostLock, current_host
+from dicom_node.outbox import OutboxWorker
 from dicom_node.server import DicomNode
 from dicom_node.store import Store
 from raddraft.config import AppConfig
@@ -130,6 +131,9 @@ def run_service(config: AppConfig) -> int:
         store.close()
         return 1
     lock.update(HostInfo("service", os.getpid(), config.node.ae_title, config.node.host, node.port))
+    # Reports signed in an app attached to this service are sent from here (see Workstation.start).
+    outbox = OutboxWorker(store, config.pacs, config.reading)
+    outbox.start()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -144,6 +148,7 @@ def run_service(config: AppConfig) -> int:
                   "(raddraft model use VERSION switches it)", flush=True)
     else:
         print("  drafting is off", flush=True)
+    print(f"  signed reports go to {config.pacs.describe()}", flush=True)
     print(f"  send a study: raddraft send {config.node.host} {node.port} PATH... "
           f"(or: storescu -aec {config.node.ae_title} {config.node.host} {node.port} FILES)", flush=True)
     stop.wait()
@@ -151,6 +156,7 @@ def run_service(config: AppConfig) -> int:
     node.stop()
     if drafting:
         drafting.stop()
+    outbox.stop()
     lock.release()
     store.close()
     return 0

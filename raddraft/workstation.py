@@ -133,7 +133,10 @@ class Workstation:
             log.info("attaching to %s", host.describe())
         else:
             ws._host()
-        ws.outbox.start()
+        if ws.attached is None:
+            # The process hosting the store sends (the service when the app attached to one): one sender,
+            # so one SR is never sent twice by two processes.
+            ws.outbox.start()
         return ws
 
     def _load_model(self) -> None:

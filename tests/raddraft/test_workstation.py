@@ -148,3 +148,38 @@ def test_draft_one_section_on_demand(workstation, tmp_path, tiny_bundle, phantom
     assert findings and "".join(pieces).strip() == findings
     assert ws.draft_section(uid, "impression", findings="Small left pleural effusion.")
     assert ws.status().provider == "CPU" and ws.status().model.startswith("tiny-test@0.0.1")
+
+
+def test_a_report_signed_in_an_attached_app_is_sent_by_the_service(workstation, tmp_path):
+    """One sender per store: the hosting service sends what an attached app signs (never both)."""
+    import time
+
+    from dicom_node.settings import StoreSettings
+    from dicom_node.store import Store
+
+    pacs = start_service(tmp_path / "pacs", "--no-draft", ae_title="PACS")
+    settings = (f'[pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {pacs.port}\n'
+                '[reading]\nradiologist = "Smith^Anna"\n')
+    (tmp_path / "service.toml").write_text(settings)
+    service = start_service(tmp_path / "store", "--no-draft", "--log-level", "INFO",
+                            "--config", str(tmp_path / "service.toml"))
+    try:
+        ws = workstation(settings)
+        assert ws.attached is not None and ws.attached.kind == "service"
+        uid = put_stable_study(ws, tmp_path)
+        report = ws.sign(uid, {"findings": SectionText("Heart normal. No effusion.", Origin.HUMAN),
+                               "impression": SectionText("Normal chest.", Origin.HUMAN)}, None)
+        deadline = time.monotonic() + 30
+        while outbox_of(ws.store.index, uid)[0].status != "sent" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert outbox_of(ws.store.index, uid)[0].status == "sent"
+        assert f"report of study {uid} sent to PACS@127.0.0.1:{pacs.port}" in service.log
+        received = Store(StoreSettings(tmp_path / "pacs"))
+        try:
+            uids = {row.sop_instance_uid for row in received.index.instances_of(uid)}
+        finally:
+            received.close()
+        assert report.sr_sop_instance_uid in uids
+    finally:
+        assert service.stop() == 0
+        assert pacs.stop() == 0
