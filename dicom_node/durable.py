@@ -97,3 +97,26 @@ def write_atomically(final: Path, chunks: Iterable[bytes | bytearray | memoryvie
 def write_text_atomically(final: Path, text: str) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(final, [text.encode("utf-8")])
+
+
+def replace_folder(staging: Path, target: Path) -> None:
+    """Put the finished folder `staging` in place of `target` (absent, or an old one that is replaced).
+
+    The old folder is moved aside first and put back if the rename fails, so `target` is always either the
+    old folder or the new one. The caller has synced the files inside `staging`.
+    """
+    import shutil
+
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dicom_node.durable import fsync_dir, write_text_atomically
+from dicom_node.durable import fsync_dir, replace_folder, write_text_atomically
 from engine.bundle import (
     MANIFEST_NAME,
     Architecture,
@@ -487,19 +487,7 @@ def _replace_folder(staging: Path, out_dir: Path) -> None:
         elif path.is_dir():
             fsync_dir(path)
     fsync_dir(staging)
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.old")
-        os.rename(out_dir, old)
-    try:
-        os.rename(staging, out_dir)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out_dir)
-        raise
-    fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(staging, out_dir)
 
 
 def _human(size: int) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import secrets
 import shutil
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
-from dicom_node.durable import fsync_dir, write_atomically, write_text_atomically
+from dicom_node.durable import fsync_dir, replace_folder, write_atomically, write_text_atomically
 from dicom_node.index import StudyRow, StudyState
 from dicom_node.reports import SignedReport, latest_report
 from dicom_node.settings import StoreSettings
@@ -345,17 +344,5 @@ def _finish(run: _Run, entries: list[_Entry], root: Path, out: Path, filtered: d
 def _publish(temp: Path, out: Path, store_root: Path, overwrite: bool) -> None:
     """Rename the finished folder into place; an existing one (empty, or any with `overwrite`) is replaced."""
     _check_output(out, store_root, overwrite)  # again: time has passed since the first check
-    old = None
-    if out.is_dir():
-        old = out.with_name(f".{out.name}.{secrets.token_hex(4)}.old")
-        os.replace(out, old)
-    try:
-        os.replace(temp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_folder(temp, out)
 
