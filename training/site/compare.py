@@ -126,7 +126,7 @@ def plot_comparison(record: Mapping[str, Any], path: Path) -> Path:
     labels = ["overall (micro)"] + [k.replace("_", " ") for k in keys[1:]]
     old = [current["micro_f1"]] + [current["per_finding_f1"][k] for k in keys[1:]]
     new = [candidate["micro_f1"]] + [candidate["per_finding_f1"].get(k, 0.0) for k in keys[1:]]
-    figure, axes = plt.subplots(figsize=(8, 0.45 * len(keys) + 1.6))
+    figure, axes = plt.subplots(figsize=(8, 0.45 * len(keys) + 2.0))
     positions = range(len(keys))
     axes.barh([p + 0.2 for p in positions], old, height=0.4, label=f"current {record['current']['version']}",
               color="#9aa5b1")
@@ -139,7 +139,8 @@ def plot_comparison(record: Mapping[str, Any], path: Path) -> Path:
     decision = record["decision"]
     axes.set_title(f"{record['test_studies']} held-out site studies: "
                    + ("promote" + (" (forced)" if decision["forced"] else "") if decision["promote"] else "keep current"))
-    axes.legend(loc="lower right", fontsize=8)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 1.0 / (len(keys) + 4)), ncol=2, fontsize=8,
+                frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
