@@ -101,10 +101,14 @@ def run(args: argparse.Namespace, config) -> int:
 
     for noisy in ("openjpeg", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from engine.errors import EngineError
     from raddraft.resources import embedded_model_dir, models_dir
+    from training.export.errors import ExportError
     from training.site.compare import Rule
     from training.site.finetune import FinetuneError, FinetuneRequest, promote, run_finetune
     from training.train.config import TrainConfigError, parse_override
+    from training.train.studies import StudyDataError
+    from training.train.trainer import TrainingError
 
     events = JsonEvents() if args.progress == "json" else TerminalEvents()
     out = args.out or config.store.root / "training" / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -122,16 +126,9 @@ def run(args: argparse.Namespace, config) -> int:
         if args.promote and decision["promote"]:
             installed = promote(outcome.out, models_dir(config), embedded_model_dir(), force=args.force,
                                 log=events.message)
-    except (FinetuneError, TrainConfigError) as error:
+    except (FinetuneError, TrainConfigError, StudyDataError, TrainingError, ExportError, EngineError,
+            OSError) as error:
         return fail(args, str(error))
-    except Exception as error:  # every training failure is reported the same way, on one line
-        from engine.errors import EngineError
-        from training.export.errors import ExportError
-        from training.train.trainer import TrainingError
-
-        if isinstance(error, (EngineError, ExportError, TrainingError, OSError)):
-            return fail(args, str(error))
-        raise
     if args.progress == "json":
         events.emit("result", out=str(outcome.out), comparison=str(outcome.paths["json"]),
                     plot=str(outcome.paths["plot"]), candidate=str(outcome.candidate), decision=decision,
