@@ -23,14 +23,20 @@ from typing import Any
 from dicom_node.durable import write_text_atomically
 from engine.errors import BundleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 lacks the decoder/vision types, stop token list, resize mode and prompt layout: read with defaults.
+READABLE_FORMATS = (1, 2)
 MANIFEST_NAME = "model.json"
 IMAGE_PLACEHOLDER = "<image>"
 FINDINGS_PLACEHOLDER = "{findings}"
+INDICATION_PLACEHOLDER = "{indication}"
 SECTIONS = ("findings", "impression")
 WINDOW_POLICIES = ("dicom", "minmax", "percentile")
 COMBINE_MODES = ("tokens", "stitch")
 VIEW_KINDS = ("frontal", "lateral")
+# pad: longest side to image_size, the rest padded (aspect kept, LLaVA's "pad"); crop: shortest side to
+# shortest_edge, then the centre image_size square (CLIP, Dinov2); stretch: both sides to image_size (SigLIP).
+RESIZE_MODES = ("pad", "crop", "stretch")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,9 @@ class GraphFiles:
 
 @dataclass(frozen=True)
 class Architecture:
+    """bos_token_id None: the model takes no start token (Qwen2). stop_token_ids: every id that ends a
+    section (the checkpoint's generation_config EOS list), eos_token_id first; empty means eos only."""
+
     family: str
     hidden_size: int
     num_layers: int
@@ -56,9 +65,18 @@ class Architecture:
     max_positions: int
     image_token_id: int
     image_tokens: int  # features per image
-    bos_token_id: int
+    bos_token_id: int | None
     eos_token_id: int
     pad_token_id: int
+    decoder: str = "llama"
+    vision: str = "clip_vision_model"
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        stops = tuple(int(i) for i in self.stop_token_ids) or (self.eos_token_id,)
+        if self.eos_token_id not in stops:
+            stops = (self.eos_token_id, *stops)
+        object.__setattr__(self, "stop_token_ids", stops)
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,10 @@ class Preprocessing:
     views: which images of a study are used, in order ("frontal", then "lateral" when present).
     combine: "tokens" gives each image its own block of image tokens; "stitch" places the images side
         by side in one square image before resizing.
+    resize: see `RESIZE_MODES`; shortest_edge: the "crop" mode's resize target (0: image_size).
+    pad_value: the "pad" mode's fill per channel, in [0, 1] units (LLaVA pads with the mean colour).
+    scale: multiplies the [0, 1] image before (x - mean) / std: 1 for processors that rescale 8-bit
+        pixels by 1/255, 255 for ones that do not rescale.
     """
 
     image_size: int
@@ -78,6 +100,10 @@ class Preprocessing:
     window: str = "dicom"
     views: tuple[str, ...] = ("frontal",)
     combine: str = "tokens"
+    resize: str = "pad"
+    shortest_edge: int = 0
+    pad_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,40 @@ class Prompts:
     findings: str = "<s><image>\nFindings:"
     impression: str = "<s><image>\nImpression:"
     impression_from_findings: str = "<s><image>\nFindings: {findings}\nImpression:"
+
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """A prompt rendered by the checkpoint's chat template for one section, one set of views and with or
+    without an indication: `<image>` once per view (or once for a stitched image), `{indication}` where
+    the reason for the exam goes, `{findings}` (impression_from_findings) where drafted findings go."""
+
+    section: str
+    views: tuple[str, ...]
+    text: str
+    indication: bool = False
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """How the prompts were made (for the card and for training) and the rendered variants the engine uses.
+
+    chat_template: where the template came from ("chat_template.json", "tokenizer_config.json") or None
+    (the plain `prompts` texts). system: the system prompt given to the template (None: its own default).
+    view_words: the words that introduce each view's image ({} : images placed by the template itself).
+    indication: how an indication is introduced ("Indication: {indication}"), None when the prompt takes none.
+    """
+
+    chat_template: str | None = None
+    system: str | None = None
+    instructions: dict[str, str] = field(default_factory=dict)
+    view_words: dict[str, str] = field(default_factory=dict)
+    indication: str | None = None
+    variants: tuple[PromptVariant, ...] = ()
+
+    @property
+    def takes_indication(self) -> bool:
+        return any(variant.indication for variant in self.variants)
 
 
 @dataclass(frozen=True)
@@ -111,6 +171,7 @@ class BundleManifest:
     default_variant: str = "fp32"
     prompts: Prompts = field(default_factory=Prompts)
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    prompting: PromptLayout = field(default_factory=PromptLayout)
     tokenizer: str = "tokenizer.json"
     card: str = "MODEL_CARD.md"
     # The merged Hugging Face checkpoint the graphs were exported from, for further fine-tuning
@@ -173,9 +234,10 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
     if not isinstance(data, dict):
         raise BundleError(f"{where}: {MANIFEST_NAME} must hold a JSON object")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMATS:
         raise BundleError(f"{where}: format_version {version!r} is not supported (this RadDraft reads "
-                          f"version {FORMAT_VERSION}); export the model again with this version")
+                          f"versions {', '.join(map(str, READABLE_FORMATS))}); export the model again with "
+                          "this version")
     try:
         variants = {key: _build(GraphFiles, value, f"variants.{key}") for key, value in
                     _require(data, "variants", dict).items()}
@@ -188,6 +250,7 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
             default_variant=data.get("default_variant", "fp32"),
             prompts=_build(Prompts, data.get("prompts", {}), "prompts"),
             generation=_build(GenerationDefaults, data.get("generation", {}), "generation"),
+            prompting=_prompt_layout(data.get("prompting", {})),
             tokenizer=data.get("tokenizer", "tokenizer.json"),
             card=data.get("card", "MODEL_CARD.md"),
             checkpoint=data.get("checkpoint"),
@@ -201,6 +264,21 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
 
 class _FieldError(Exception):
     pass
+
+
+def _prompt_layout(data: Any) -> PromptLayout:
+    if not isinstance(data, dict):
+        raise _FieldError("'prompting' must be an object")
+    variants = data.get("variants", [])
+    if not isinstance(variants, list):
+        raise _FieldError("'prompting.variants' must be a list")
+    built = tuple(_build(PromptVariant, item, "prompting.variants") for item in variants)
+    rest = {key: value for key, value in data.items() if key != "variants"}
+    for key in ("instructions", "view_words"):
+        if not isinstance(rest.get(key, {}), dict):
+            raise _FieldError(f"'prompting.{key}' must be an object")
+    layout = _build(PromptLayout, rest, "prompting")
+    return dataclasses.replace(layout, variants=built)
 
 
 def _require(data: dict, key: str, kind: type) -> Any:
@@ -242,6 +320,10 @@ def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
         raise BundleError(f"{where}: preprocessing.views must list some of {VIEW_KINDS}, got {prep.views!r}")
     if prep.image_size <= 0 or len(prep.mean) != 3 or len(prep.std) != 3 or 0 in prep.std:
         raise BundleError(f"{where}: preprocessing needs a positive image_size and 3 means and non-zero stds")
+    if prep.resize not in RESIZE_MODES or len(prep.pad_value) != 3 or prep.scale <= 0 or prep.shortest_edge < 0:
+        raise BundleError(f"{where}: preprocessing.resize must be one of {RESIZE_MODES} with 3 pad values, "
+                          f"a positive scale and shortest_edge >= 0")
+    _check_prompt_variants(manifest, where)
     for name in ("findings", "impression", "impression_from_findings"):
         if IMAGE_PLACEHOLDER not in getattr(manifest.prompts, name):
             raise BundleError(f"{where}: prompts.{name} must contain {IMAGE_PLACEHOLDER}")
@@ -251,3 +333,19 @@ def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
         raise BundleError(f"{where}: checkpoint must name a folder inside the bundle, got {manifest.checkpoint!r}")
     if FINDINGS_PLACEHOLDER not in manifest.prompts.impression_from_findings:
         raise BundleError(f"{where}: prompts.impression_from_findings must contain {FINDINGS_PLACEHOLDER}")
+
+
+def _check_prompt_variants(manifest: BundleManifest, where: str) -> None:
+    for variant in manifest.prompting.variants:
+        label = f"prompting variant {variant.section}/{'+'.join(variant.views)}"
+        if variant.section not in (*SECTIONS, "impression_from_findings"):
+            raise BundleError(f"{where}: {label}: unknown section")
+        if not variant.views or any(view not in VIEW_KINDS for view in variant.views):
+            raise BundleError(f"{where}: {label}: views must list some of {VIEW_KINDS}")
+        if IMAGE_PLACEHOLDER not in variant.text:
+            raise BundleError(f"{where}: {label} must contain {IMAGE_PLACEHOLDER}")
+        if variant.indication != (INDICATION_PLACEHOLDER in variant.text):
+            raise BundleError(f"{where}: {label}: {INDICATION_PLACEHOLDER} must appear exactly when "
+                              "the variant takes an indication")
+        if (variant.section == "impression_from_findings") != (FINDINGS_PLACEHOLDER in variant.text):
+            raise BundleError(f"{where}: {label}: {FINDINGS_PLACEHOLDER} belongs in impression_from_findings only")

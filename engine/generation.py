@@ -23,7 +23,7 @@ TextCallback = Callable[[str], None]
 @dataclass(frozen=True)
 class GenerationOptions:
     max_new_tokens: int = 160
-    min_new_tokens: int = 0  # `</s>` is suppressed until this many tokens exist (benchmarks)
+    min_new_tokens: int = 0  # stop tokens are suppressed until this many tokens exist (benchmarks)
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     repetition_penalty: float = 1.0
@@ -45,7 +45,7 @@ class GenerationOptions:
 class GenerationResult:
     text: str
     token_ids: tuple[int, ...]
-    stop_reason: str  # "eos" or "length"
+    stop_reason: str  # "eos" (any of the model's stop tokens) or "length"
     prompt_tokens: int
     prefill_s: float
     decode_s: float
@@ -103,8 +103,9 @@ def prompt_embeddings(graphs: ModelGraphs, prompt_ids: list[int], image_features
 
 def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], image_features: np.ndarray,
              options: GenerationOptions, on_text: TextCallback | None = None) -> GenerationResult:
-    """Generate after `prompt_ids` until `</s>` or `max_new_tokens`."""
+    """Generate after `prompt_ids` until one of the model's stop tokens or `max_new_tokens`."""
     arch = graphs.arch
+    stops = np.asarray(arch.stop_token_ids, dtype=np.int64)
     if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
         raise GenerationError(f"prompt of {len(prompt_ids)} tokens + {options.max_new_tokens} new tokens exceeds "
                               f"the model's {arch.max_positions} positions")
@@ -122,9 +123,9 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
         adjusted = apply_repetition_penalty(logits, np.fromiter(seen, dtype=np.int64), options.repetition_penalty)
         if len(generated) < options.min_new_tokens:
             adjusted = adjusted.copy()
-            adjusted[arch.eos_token_id] = -np.inf
+            adjusted[stops] = -np.inf
         token = next_token(adjusted, options.temperature, options.top_p, rng)
-        if token == arch.eos_token_id:
+        if token in arch.stop_token_ids:
             stop_reason = "eos"
             break
         generated.append(token)

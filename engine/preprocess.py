@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_node.durable import TEMP_SUFFIX
-from engine.bundle import COMBINE_MODES, VIEW_KINDS, WINDOW_POLICIES, Preprocessing
+from engine.bundle import COMBINE_MODES, RESIZE_MODES, VIEW_KINDS, WINDOW_POLICIES, Preprocessing
 from engine.errors import PreprocessError
 from engine.imaging import has_pixels, image_to_unit, pad_to_square, resize, sop_uid, stitch, to_square
 
@@ -283,25 +283,76 @@ def study_pixel_values(datasets: Sequence[Dataset], prep: Preprocessing) -> np.n
 
 
 def unit_images_to_pixel_values(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
-    """[0, 1] images (any shape) -> float32 [n, 3, S, S]: squared (aspect kept, black padding), stitched
-    side by side when `prep.combine == "stitch"`, gray replicated to 3 channels, (x - mean) / std."""
+    """[0, 1] images (any shape) -> float32 [n, 3, S, S]: stitched side by side when `prep.combine ==
+    "stitch"`, fitted to S x S by `prep.resize` (pad: aspect kept, padded with `pad_value`; crop: shortest
+    side to `shortest_edge`, centre crop; stretch), gray replicated to 3 channels, (x * scale - mean) / std."""
     _check(prep)
     if not images:
         raise PreprocessError("no image to turn into model input")
     size = prep.image_size
-    squares = [to_square(np.asarray(image, dtype=np.float32), size) for image in images]
-    if prep.combine == "stitch" and len(squares) > 1:
-        squares = [to_square(stitch(squares, side=size), size)]
-    stack = np.stack(squares)
+    images = [np.asarray(image, dtype=np.float32) for image in images]
+    if prep.combine == "stitch" and len(images) > 1:
+        images = [stitch([to_square(image, size) for image in images], side=size)]
+    fitted = [fit_image(image, prep) for image in images]
+    stack = np.stack([square for square, _ in fitted])
     out = np.empty((stack.shape[0], 3, size, size), np.float32)
     for channel in range(3):
-        np.subtract(stack, np.float32(prep.mean[channel]), out=out[:, channel])
+        np.multiply(stack, np.float32(prep.scale), out=out[:, channel])
+        out[:, channel] -= np.float32(prep.mean[channel])
         out[:, channel] *= np.float32(1.0 / prep.std[channel])
+        fill = (prep.pad_value[channel] * prep.scale - prep.mean[channel]) / prep.std[channel]
+        for index, (_, content) in enumerate(fitted):
+            if content is not None:
+                out[index, channel][~content] = np.float32(fill)
     return out
+
+
+def fit_image(image: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, np.ndarray | None]:
+    """[rows, cols] -> ([S, S], mask of the image's own pixels or None when it fills the square)."""
+    size = prep.image_size
+    rows, cols = image.shape
+    if prep.resize == "stretch":
+        return resize(image, size, size), None
+    if prep.resize == "crop":
+        # as transformers' shortest-edge resize (long side truncated) then its centre crop
+        edge = prep.shortest_edge or size
+        short, long = (rows, cols) if rows <= cols else (cols, rows)
+        long_new = max(1, int(edge * long / short))
+        new_rows, new_cols = (edge, long_new) if rows <= cols else (long_new, edge)
+        resized = resize(image, new_rows, new_cols)
+        return _centre(resized, size)
+    square = to_square(image, size)
+    scale = size / max(rows, cols)
+    new_rows = min(size, max(1, int(rows * scale + 0.5)))
+    new_cols = min(size, max(1, int(cols * scale + 0.5)))
+    if new_rows == size and new_cols == size:
+        return square, None
+    content = np.zeros((size, size), bool)
+    top, left = (size - new_rows) // 2, (size - new_cols) // 2
+    content[top:top + new_rows, left:left + new_cols] = True
+    return square, content
+
+
+def _centre(image: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The centre size x size of `image`, zero-padded where it is smaller (as transformers' center_crop)."""
+    rows, cols = image.shape
+    out = np.zeros((size, size), np.float32)
+    content = np.zeros((size, size), bool)
+    top, left = (rows - size) // 2, (cols - size) // 2
+    src_top, src_left = max(top, 0), max(left, 0)
+    dst_top, dst_left = max(-top, 0), max(-left, 0)
+    height, width = min(rows, size), min(cols, size)
+    out[dst_top:dst_top + height, dst_left:dst_left + width] = image[src_top:src_top + height,
+                                                                     src_left:src_left + width]
+    if height == size and width == size:
+        return out, None
+    content[dst_top:dst_top + height, dst_left:dst_left + width] = True
+    return out, content
 
 
 def _check(prep: Preprocessing) -> None:
     if prep.window not in WINDOW_POLICIES or prep.combine not in COMBINE_MODES or prep.image_size < 1 \
             or any(view not in VIEW_KINDS for view in prep.views) or not prep.views \
-            or len(prep.mean) != 3 or len(prep.std) != 3 or 0 in prep.std:
+            or len(prep.mean) != 3 or len(prep.std) != 3 or 0 in prep.std or prep.resize not in RESIZE_MODES \
+            or len(prep.pad_value) != 3 or prep.scale <= 0:
         raise PreprocessError(f"invalid preprocessing settings: {prep}")

@@ -14,10 +14,11 @@ from tokenizers import Tokenizer
 
 from engine import preprocess
 from engine.bundle import BundleManifest, validate_bundle
-from engine.errors import BundleError
+from engine.errors import BundleError, GenerationError
 from engine.generation import GenerationOptions, GenerationResult, TextCallback, generate
 from engine.graphs import ModelGraphs, SessionOptions
-from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, prompt_text
+from engine.indication import study_indication
+from engine.prompts import IMPRESSION_FROM_FINDINGS, MAX_INDICATION_TOKENS, PROMPT_KINDS, layout_prompt_text, prompt_ids
 from engine.providers import ProviderChoice, choose_providers
 from engine.settings import EngineSettings
 
@@ -33,6 +34,7 @@ class StudyInput:
     pixel_values: np.ndarray
     sop_instance_uids: tuple[str, ...]
     views: tuple[str, ...]
+    indication: str | None = None  # from the study's DICOM attributes (see engine.indication)
 
 
 @dataclass(frozen=True)
@@ -81,42 +83,105 @@ class DraftModel:
         datasets = list(study) if study and isinstance(study[0], Dataset) else preprocess.load_study(study)
         prepared = preprocess.prepare_study(datasets, self.manifest.preprocessing)
         return StudyInput(prepared.pixel_values, tuple(prepared.sop_instance_uids),
-                          tuple(view or "unknown" for view in prepared.views))
+                          tuple(view or "unknown" for view in prepared.views), study_indication(datasets))
 
     def image_features(self, study: StudyInput) -> np.ndarray:
         return self.graphs.image_features(study.pixel_values)
 
-    def prompt_ids(self, kind: str, num_images: int, findings: str | None = None) -> list[int]:
+    @property
+    def takes_indication(self) -> bool:
+        return self.manifest.prompting.takes_indication
+
+    def limit_indication(self, text: str | None) -> str | None:
+        """At most MAX_INDICATION_TOKENS tokens of `text` (whitespace collapsed), None when empty."""
+        text = " ".join((text or "").split())
+        if not text:
+            return None
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if len(ids) <= MAX_INDICATION_TOKENS:
+            return text
+        return self.tokenizer.decode(ids[:MAX_INDICATION_TOKENS], skip_special_tokens=True).strip() or None
+
+    def prompt_text(self, kind: str, views: Sequence[str] | None = None, findings: str | None = None,
+                    indication: str | None = None) -> str:
+        """The rendered prompt for `kind` and `views` (default: the bundle's views)."""
+        views = tuple(views or self.manifest.preprocessing.views)
+        return layout_prompt_text(self.manifest.prompting, self.manifest.prompts, kind, views, findings, indication)
+
+    def prompt_ids(self, kind: str, num_images: int, findings: str | None = None, *,
+                   views: Sequence[str] | None = None, indication: str | None = None) -> list[int]:
         arch = self.manifest.architecture
-        text = prompt_text(self.manifest.prompts, kind, findings)
+        views = tuple(views or self.manifest.preprocessing.views[:num_images])
+        text = self.prompt_text(kind, views, findings, indication)
         return prompt_ids(self.tokenizer, text, arch.image_token_id, arch.image_tokens, num_images)
 
     def generate(self, kind: str, features: np.ndarray, options: GenerationOptions | None = None,
-                 findings: str | None = None, on_text: TextCallback | None = None) -> GenerationResult:
-        ids = self.prompt_ids(kind, features.shape[0], findings)
+                 findings: str | None = None, on_text: TextCallback | None = None, *,
+                 views: Sequence[str] | None = None, indication: str | None = None) -> GenerationResult:
+        ids = self.prompt_ids(kind, features.shape[0], findings, views=views, indication=indication)
         return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text)
 
     def draft(self, study: Sequence[Path] | Sequence[Dataset], *, options: GenerationOptions | None = None,
-              impression_from_findings: bool = False, on_piece: SectionCallback | None = None) -> Draft:
-        """Findings and Impression of one study (the DICOM files or folder of one study, or datasets)."""
+              impression_from_findings: bool = False, on_piece: SectionCallback | None = None,
+              indication: str | None = None) -> Draft:
+        """Findings and Impression of one study (the DICOM files or folder of one study, or datasets).
+
+        indication: the reason for the exam (typed by the radiologist); None takes the study's own
+        (DICOM request attributes). Used only when the bundle's prompts take one."""
         started = time.perf_counter()
         study_input = self.prepare(study)
         prepared = time.perf_counter()
         features = self.image_features(study_input)
         encoded = time.perf_counter()
-        findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"))
+        used_indication = self.limit_indication(indication if indication is not None else study_input.indication) \
+            if self.takes_indication else None
+        layout = {"views": self._prompt_views(study_input), "indication": used_indication}
+        findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"), **layout)
         kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text else "impression"
         impression = self.generate(kind, features, options, findings=findings.text,
-                                   on_text=_section(on_piece, "impression"))
+                                   on_text=_section(on_piece, "impression"), **layout)
         done = time.perf_counter()
         return Draft(
             findings=findings.text, impression=impression.text, model=self.model_id, provider=self.provider,
             variant=self.variant, images=study_input.sop_instance_uids,
-            prompts={"findings": "findings", "impression": kind},
+            prompts={"findings": "findings", "impression": kind,
+                     **({"indication": used_indication} if used_indication else {})},
             timings={"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),
                      "findings": findings.timings(), "impression": impression.timings(),
                      "total_s": round(done - started, 4)},
         )
+
+
+    def _prompt_views(self, study: StudyInput) -> tuple[str, ...]:
+        return tuple(view for view in study.views if view in self.manifest.preprocessing.views) or \
+            self.manifest.preprocessing.views[:1]
+
+    def check_fits(self) -> None:
+        """Every prompt this bundle can build (any views, the longest indication, findings as long as
+        max_new_tokens) plus max_new_tokens fits the decoder's positions; `BundleError` otherwise."""
+        arch, budget = self.manifest.architecture, self._max_new_tokens
+        indication = "x" if self.takes_indication else None
+        for kind, views in self._prompt_cases():
+            images = 1 if self.manifest.preprocessing.combine == "stitch" else len(views)
+            findings = "x" if kind == IMPRESSION_FROM_FINDINGS else None
+            try:
+                length = len(self.prompt_ids(kind, images, findings, views=views, indication=indication))
+            except GenerationError as error:
+                raise BundleError(f"model bundle {self.bundle_dir}: {error}") from None
+            # drafted findings are at most `budget` tokens; an indication is cut to MAX_INDICATION_TOKENS
+            length += (budget if findings else 0) + (MAX_INDICATION_TOKENS if indication else 0)
+            if length + budget > arch.max_positions:
+                raise BundleError(
+                    f"model bundle {self.bundle_dir}: the {kind} prompt for {'+'.join(views)} takes {length} "
+                    f"tokens; with {budget} new tokens that exceeds the model's {arch.max_positions} positions "
+                    "(lower engine.max_new_tokens or use fewer views)")
+
+    def _prompt_cases(self) -> list[tuple[str, tuple[str, ...]]]:
+        variants = self.manifest.prompting.variants
+        if variants:
+            return sorted({(v.section, tuple(v.views)) for v in variants})
+        views = self.manifest.preprocessing.views
+        return [(kind, tuple(views[:count])) for kind in PROMPT_KINDS for count in range(1, len(views) + 1)]
 
 
 def _section(callback: SectionCallback | None, section: str) -> TextCallback | None:
@@ -151,7 +216,9 @@ def load_model(bundle_dir: Path, settings: EngineSettings) -> DraftModel:
         log.warning("GPU not used: requested %s, but ONNX Runtime could not start it and runs on %s "
                     "(check the CUDA/cuDNN libraries)", choice.preferred, graphs.provider)
     log.info("model %s (%s) loaded on %s", manifest.model_id, variant, graphs.provider)
-    return DraftModel(bundle_dir, manifest, variant, graphs, tokenizer, choice, settings.max_new_tokens)
+    model = DraftModel(bundle_dir, manifest, variant, graphs, tokenizer, choice, settings.max_new_tokens)
+    model.check_fits()
+    return model
 
 
 def _load_tokenizer(path: Path) -> Tokenizer:

@@ -45,6 +45,9 @@ RECORD = "export.json"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt")
 PARTIAL_SUFFIX = ".partial"
+# Kept in step with training/export/decoder.py (not imported from there: it imports torch).
+SUPPORTED_DECODERS = ("llama", "mistral", "qwen2")
+SUPPORTED_VISION = ("clip_vision_model", "siglip_vision_model", "dinov2")
 
 # progress(done, total, what is being done now)
 Progress = Callable[[int, int, str], None]
@@ -163,8 +166,14 @@ def check_checkpoint(checkpoint_dir: Path) -> dict:
         raise ExportError(f"{where}: model_type is {model_type!r}, not 'llava'; raddraft export takes LLaVA "
                           "checkpoints (LlavaForConditionalGeneration)")
     text_type = (config.get("text_config") or {}).get("model_type", "llama")
-    if text_type != "llama":
-        raise ExportError(f"{where}: the language model is {text_type!r}; the export handles LLaMA decoders")
+    if text_type not in SUPPORTED_DECODERS:
+        raise ExportError(f"{where}: the language model is {text_type!r}; the export handles "
+                          f"{', '.join(SUPPORTED_DECODERS)} decoders")
+    vision_type = config.get("vision_config", {}).get("model_type", "clip_vision_model") \
+        if isinstance(config.get("vision_config"), dict) else None
+    if vision_type is not None and vision_type not in SUPPORTED_VISION:
+        raise ExportError(f"{where}: the vision tower is {vision_type!r}; the export handles "
+                          f"{', '.join(SUPPORTED_VISION)} towers")
     if not isinstance(config.get("vision_config"), dict):
         raise ExportError(f"{where}: config.json has no vision_config")
     strategy = config.get("vision_feature_select_strategy", "default")
@@ -315,7 +324,20 @@ def load_checkpoint(checkpoint_dir: Path):
     return model
 
 
-def architecture(model, tokenizer_file: Path) -> Architecture:
+def count_image_tokens(model, image_size: int) -> int:
+    """Features per image, measured: CLIP and Dinov2 have a CLS token that "default" drops, SigLIP has none."""
+    import torch
+
+    from training.export.graphs import VisionGraph
+
+    channels = int(getattr(model.config.vision_config, "num_channels", 3))
+    with torch.no_grad():
+        features = VisionGraph(model)(torch.zeros(1, channels, image_size, image_size))
+    return int(features.shape[1])
+
+
+def architecture(model, tokenizer_file: Path, image_size: int | None = None,
+                 stop_token_ids: tuple[int, ...] = ()) -> Architecture:
     from tokenizers import Tokenizer
 
     from training.modeling.tokenizer import BOS, EOS, IMAGE, PAD
@@ -342,8 +364,7 @@ def architecture(model, tokenizer_file: Path) -> Architecture:
     if tokenizer.get_vocab_size() > text.vocab_size:
         raise ExportError(f"the tokenizer has {tokenizer.get_vocab_size()} tokens, more than the model's "
                           f"vocabulary of {text.vocab_size}")
-    patches = (vision.image_size // vision.patch_size) ** 2
-    image_tokens = patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+    image_tokens = count_image_tokens(model, image_size or int(vision.image_size))
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     return Architecture(
         family="llava",

@@ -1,7 +1,8 @@
 """The decoder graph through optimum's exporter (ML-NOTES route 1).
 
-optimum has no LLaVA config, so the language model and `lm_head` are put back together as a
-`LlamaForCausalLM` and exported with a `LlamaOnnxConfig` whose first input is `inputs_embeds` (the engine
+optimum has no LLaVA config, so the language model and `lm_head` are put back together as the decoder's
+own `*ForCausalLM` and exported with optimum's ONNX config for that decoder type (`LlamaOnnxConfig`,
+`MistralOnnxConfig`, `Qwen2OnnxConfig`), subclassed so its first input is `inputs_embeds` (the engine
 embeds tokens itself so it can put image features in place of image tokens). The single graph takes
 `past_key_values.{i}.key/.value` of any length, including 0 for the prefill, and returns `logits` and
 `present.{i}.key/.value`: the names `engine/bundle.py` fixes.
@@ -14,21 +15,29 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM, LlavaForConditionalGeneration
+from transformers import AutoModelForCausalLM, LlavaForConditionalGeneration
 
 from training.export.errors import ExportError
 
 DECODER_OPSET = 18
+# Decoder types whose export is tested end to end (tests/training/test_checkpoints_*.py); optimum has
+# configs for more, but an untested one would fail at parity at best.
+SUPPORTED_DECODERS = ("llama", "mistral", "qwen2")
 
 
-def language_model_with_head(model: LlavaForConditionalGeneration) -> LlamaForCausalLM:
-    """A `LlamaForCausalLM` sharing the LLaVA's language model and `lm_head` (no copy of the weights)."""
+def check_decoder_type(text_type: str | None) -> None:
+    if text_type not in SUPPORTED_DECODERS:
+        raise ExportError(f"the language model is {text_type!r}; the export handles "
+                          f"{', '.join(SUPPORTED_DECODERS)} decoders")
+
+
+def language_model_with_head(model: LlavaForConditionalGeneration):
+    """The decoder's own `*ForCausalLM` sharing the LLaVA's language model and `lm_head` (no copy of the weights)."""
     text_config = model.config.text_config
-    if getattr(text_config, "model_type", None) != "llama":
-        raise ExportError(f"the language model is {text_config.model_type!r}; the export handles LLaMA decoders")
+    check_decoder_type(getattr(text_config, "model_type", None))
     text_config._attn_implementation = "eager"
     with torch.device("meta"):
-        causal = LlamaForCausalLM(text_config)
+        causal = AutoModelForCausalLM.from_config(text_config, attn_implementation="eager")
     causal.model = model.model.language_model
     causal.lm_head = model.lm_head
     causal.config = text_config
@@ -36,9 +45,23 @@ def language_model_with_head(model: LlavaForConditionalGeneration) -> LlamaForCa
     return causal
 
 
-def _onnx_config_class():
-    from optimum.exporters.onnx.model_configs import LlamaOnnxConfig
+def optimum_config_class(text_type: str):
+    """optimum's own ONNX config class for the decoder type (e.g. `MistralOnnxConfig` for "mistral")."""
+    from optimum.exporters.tasks import TasksManager
+
+    check_decoder_type(text_type)
+    try:
+        constructor = TasksManager.get_exporter_config_constructor(
+            exporter="onnx", model_type=text_type, task="text-generation-with-past", library_name="transformers")
+    except (KeyError, ValueError) as error:
+        raise ExportError(f"optimum has no ONNX config for {text_type!r} decoders ({error})") from None
+    return getattr(constructor, "func", constructor)
+
+
+def _onnx_config_class(text_type: str = "llama"):
     from optimum.utils.input_generators import DummyInputGenerator, DummyTextInputGenerator
+
+    base = optimum_config_class(text_type)
 
     class DummyEmbedsGenerator(DummyTextInputGenerator):
         """Random `inputs_embeds` [batch, sequence, hidden] for tracing."""
@@ -54,8 +77,8 @@ def _onnx_config_class():
             return self.random_float_tensor(shape, min_value=-1, max_value=1, framework=framework,
                                             dtype=float_dtype)
 
-    class EmbedsLlamaOnnxConfig(LlamaOnnxConfig):
-        DUMMY_INPUT_GENERATOR_CLASSES = (DummyEmbedsGenerator, *LlamaOnnxConfig.DUMMY_INPUT_GENERATOR_CLASSES)
+    class EmbedsOnnxConfig(base):
+        DUMMY_INPUT_GENERATOR_CLASSES = (DummyEmbedsGenerator, *base.DUMMY_INPUT_GENERATOR_CLASSES)
         # The base class pads only when it finds `input_ids`; padding is done below instead.
         PAD_ATTENTION_MASK_TO_PAST = False
 
@@ -78,7 +101,7 @@ def _onnx_config_class():
                 dummy["position_ids"] = torch.arange(past, past + seq, dtype=torch.int64).expand(batch, seq)
             return dummy
 
-    return EmbedsLlamaOnnxConfig
+    return EmbedsOnnxConfig
 
 
 def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
@@ -86,7 +109,7 @@ def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
     from optimum.exporters.onnx import onnx_export_from_model
 
     causal = language_model_with_head(model)
-    config_class = _onnx_config_class()
+    config_class = _onnx_config_class(causal.config.model_type)
     onnx_config = config_class(causal.config, task="text-generation", use_past=True, use_past_in_inputs=True)
     target = Path(target)
     work = Path(tempfile.mkdtemp(prefix=".decoder-", dir=target.parent))
