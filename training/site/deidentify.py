@@ -20,6 +20,15 @@ dates are shifted.
   body part, photometric interpretation, window and rescale. Series Description, Image Comments and
   Acquisition Device Processing Description are cleaned (Clean Descriptors Option) down to the view words
   the engine reads (`engine.preprocess`: "PA", "LATERAL", ...), so images are chosen exactly as before.
+- Clean Descriptors and Clean Structured Content beyond the table (`descriptors.py`): other free text keeps
+  only allow-listed words, coded strings only listed values, codes only what pydicom's code dictionary
+  vouches for (or a keyed stand-in value and listed words); URLs (UR) are removed.
+- Clean Pixel Data for what the encoding carries (`pixels.py`): JPEG/JPEG 2000 comment and application
+  segments removed without re-encoding (checked by decoding), bits outside Bits Stored zeroed; instances
+  where that cannot be done are refused (`PixelCleaningError`).
+- Dates: DA and DT ranges ("20240302-20240309") and multi-valued dates are shifted in every part.
+- The options applied are recorded in Patient Identity Removed, De-identification Method and its Code
+  Sequence (CID 7050).
 
 Nothing here is written to disk except the key; the caller writes what `Deidentifier.instance` returns.
 """
@@ -47,6 +56,15 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID_dictionary
 
 from dicom_node.durable import fsync_dir, write_synced_temp
 from engine.preprocess import FRONTAL_WORDS, LATERAL_WORDS, UNDECIDED_WORDS
+from training.site.descriptors import (
+    CODE_KEYWORDS,
+    FREE_TEXT_VRS,
+    clean_code_item,
+    clean_coded_string,
+    descriptor_words,
+    is_code_item,
+)
+from training.site.pixels import PixelCleaningError, clean_pixel_data
 
 log = logging.getLogger(__name__)
 
@@ -252,13 +270,18 @@ DUMMY_TEXT = "ANONYMIZED"
 BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
 MODIFIED_DATES_CODE = ("113107", "Retain Longitudinal Temporal Information Modified Dates Option")
 CLEAN_DESCRIPTORS_CODE = ("113105", "Clean Descriptors Option")
+CLEAN_PIXEL_CODE = ("113101", "Clean Pixel Data Option")
+CLEAN_STRUCTURED_CODE = ("113104", "Clean Structured Content Option")
 
 # What was done to an attribute, as the removal log names it.
 REMOVED, EMPTIED, DUMMY, NEW_UID, SHIFTED, CLEANED, PSEUDONYM = "X", "Z", "D", "U", "M", "C", "P"
+WORDS, CODED, CODE = "W", "S", "K"
 ACTION_MEANINGS = {REMOVED: "removed", EMPTIED: "emptied", DUMMY: "replaced by a dummy value",
                    NEW_UID: "UID replaced (keyed, consistent)", SHIFTED: "date shifted (per patient)",
-                   CLEANED: "reduced to view words", PSEUDONYM: "replaced by a keyed pseudonym"}
-_KEEP, _WALK = "K", "walk"
+                   CLEANED: "reduced to view words", PSEUDONYM: "replaced by a keyed pseudonym",
+                   WORDS: "reduced to allow-listed words", CODED: "unlisted coded-string values removed",
+                   CODE: "code rebuilt (dictionary meaning, or keyed stand-in value and listed words)"}
+_KEEP, _WALK = "keep", "walk"
 _TEXT_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 _NUMBER_VRS = frozenset({"DS", "FD", "FL", "IS", "SL", "SS", "SV", "UL", "US", "UV"})
 _DATE_VRS = frozenset({"DA", "DT"})
@@ -324,6 +347,7 @@ class RemovalLog:
     actions: defaultdict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     private_attributes: int = 0
     instances: int = 0
+    pixel_side_data: Counter = field(default_factory=Counter)
 
     def record(self, keyword: str, action: str) -> None:
         self.actions[keyword][action] += 1
@@ -334,6 +358,7 @@ class RemovalLog:
             "attributes": {k: dict(sorted(v.items())) for k, v in sorted(self.actions.items())},
             "private_attributes_removed": self.private_attributes,
             "instances": self.instances,
+            "pixel_side_data_removed": dict(sorted(self.pixel_side_data.items())),
         }
 
 
@@ -376,12 +401,17 @@ class Deidentifier:
         return f"2.25.{number}"
 
     # -- one instance ----------------------------------------------------------------------------------
-    def instance(self, ds: Dataset, patient: Patient) -> bytes:
-        """The de-identified Part 10 bytes of `ds` (a full dataset, changed in place). Pixel data is kept as
-        stored (same transfer syntax, same bytes)."""
+    def instance(self, ds: Dataset, patient: Patient, burned_in_kept: bool = False) -> bytes:
+        """The de-identified Part 10 bytes of `ds` (a full dataset, changed in place). Pixel data keeps its
+        transfer syntax and its decoded values; only side data the encoding carries goes (`pixels.py`).
+        Raises `PixelCleaningError` when that cannot be done without re-encoding. `burned_in_kept`: the
+        image is known or feared to hold burned-in text and was kept on request (no Clean Pixel Data
+        Option is claimed then)."""
         transfer_syntax = ds.file_meta.TransferSyntaxUID
-        descriptors_cleaned = self._clean(ds, patient)
-        self._mark(ds, descriptors_cleaned)
+        for removed in clean_pixel_data(ds):
+            self.log.pixel_side_data[removed] += 1
+        self._clean(ds, patient)
+        self._mark(ds, clean_pixels=not burned_in_kept)
         ds.file_meta = _file_meta(ds, transfer_syntax)
         ds.preamble = None
         buffer = io.BytesIO()
@@ -390,8 +420,14 @@ class Deidentifier:
         return buffer.getvalue()
 
     def _clean(self, ds: Dataset, patient: Patient) -> bool:
-        """Apply the rules to every element of `ds` and its sequences; True when a descriptor was cleaned."""
-        cleaned = False
+        """Apply the rules to every element of `ds` and its sequences; False when `ds` is a code item of
+        which nothing may stay (its sequence drops it)."""
+        code_item = is_code_item(ds)
+        if code_item:
+            if not clean_code_item(ds, self._code_stand_in):
+                self.log.record("code item", REMOVED)
+                return False
+            self.log.record("code item", CODE)
         for tag in list(ds.keys()):
             if tag.is_private:
                 del ds[tag]
@@ -403,18 +439,29 @@ class Deidentifier:
                 del ds[tag]
                 continue
             elem = ds[tag]
+            if code_item and elem.keyword in CODE_KEYWORDS:
+                continue
             name = elem.keyword or f"({tag.group:04X},{tag.element:04X})"
             action = self._action(elem)
             if action == _WALK:
-                for item in elem.value or ():
-                    cleaned |= self._clean(item, patient)
+                self._walk(elem, name, patient)
                 continue
             if action == _KEEP:
                 continue
             applied = self._apply(ds, elem, action, patient)
-            cleaned |= applied == CLEANED
-            self.log.record(name, applied)
-        return cleaned
+            if applied != _KEEP:
+                self.log.record(name, applied)
+        return True
+
+    def _walk(self, elem: DataElement, name: str, patient: Patient) -> None:
+        items = list(elem.value or ())
+        kept = [item for item in items if self._clean(item, patient)]
+        if len(kept) != len(items):
+            elem.value = Sequence(kept)
+
+    def _code_stand_in(self, original: str) -> str:
+        """A code value that cannot be vouched for becomes a keyed hash: equal codes stay equal."""
+        return "RD" + self._digest("code", original).hex()[:12].upper()
 
     def _action(self, elem: DataElement) -> str:
         keyword, vr = elem.keyword, elem.VR
@@ -435,7 +482,13 @@ class Deidentifier:
             return REMOVED
         if vr == "UI":
             return _uid_action(keyword, elem.value)
-        return _WALK if vr == "SQ" else _KEEP
+        if vr == "SQ":
+            return _WALK
+        if vr in ("UR", "AE", "AS", "UN"):
+            return REMOVED  # URLs name hosts and hold UIDs; titles name machines; unknown bytes cannot be judged
+        if vr in FREE_TEXT_VRS:
+            return WORDS
+        return CODED if vr == "CS" else _KEEP
 
     def _date_action(self, keyword: str, vr: str) -> str:
         table = PROFILE_ACTIONS.get(keyword)
@@ -463,9 +516,26 @@ class Deidentifier:
                 del ds[elem.tag]
                 return REMOVED
             elem.value = words
+        elif action == WORDS:
+            words = descriptor_words(elem.value)
+            if not words:
+                del ds[elem.tag]
+                return REMOVED
+            if words == " ".join(str(v) for v in _listed(elem.value)):
+                return _KEEP
+            elem.value = words
+        elif action == CODED:
+            values = [str(v) for v in _listed(elem.value)]
+            kept = clean_coded_string(elem.keyword, elem.value)
+            if kept == values:
+                return _KEEP
+            if not kept:
+                del ds[elem.tag]
+                return REMOVED
+            elem.value = kept if len(kept) > 1 else kept[0]
         elif action == SHIFTED:
             try:
-                elem.value = _map_values(elem.value, lambda v: _shift(v, patient.date_offset_days))
+                elem.value = _map_values(elem.value, lambda v: _shift(v, patient.date_offset_days, elem.VR))
             except ValueError:  # not a date we can read: cannot be shifted, so it goes
                 del ds[elem.tag]
                 return REMOVED
@@ -481,7 +551,7 @@ class Deidentifier:
         elem.value = Sequence() if elem.VR == "SQ" else None
         return EMPTIED
 
-    def _mark(self, ds: Dataset, descriptors_cleaned: bool) -> None:
+    def _mark(self, ds: Dataset, clean_pixels: bool) -> None:
         shifted = self.dates == "shift"
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = [
@@ -489,9 +559,10 @@ class Deidentifier:
             "UIDs and Patient ID replaced with a site key",
             "dates shifted per patient" if shifted else "dates removed",
             "private attributes removed",
-        ] + (["descriptors reduced to view words"] if descriptors_cleaned else [])
+            "descriptors and codes reduced to allow-listed words",
+        ] + (["pixel side data removed; burned-in risk excluded"] if clean_pixels else [])
         codes = [BASIC_PROFILE_CODE] + ([MODIFIED_DATES_CODE] if shifted else []) \
-            + ([CLEAN_DESCRIPTORS_CODE] if descriptors_cleaned else [])
+            + ([CLEAN_PIXEL_CODE] if clean_pixels else []) + [CLEAN_STRUCTURED_CODE, CLEAN_DESCRIPTORS_CODE]
         ds.DeidentificationMethodCodeSequence = Sequence([_code(value, meaning) for value, meaning in codes])
         ds.LongitudinalTemporalInformationModified = "MODIFIED" if shifted else "REMOVED"
 
@@ -528,8 +599,29 @@ def _map_values(value: object, change) -> object:
     return change(str(value))
 
 
-def _shift(value: str, days: int) -> str:
-    """Shift a DA "YYYYMMDD" or the date part of a DT "YYYYMMDD[HHMMSS...]"; partial dates are refused."""
+_DT_PART = r"\d{4,14}(?:\.\d{1,6})?(?:[+-]\d{4})?"
+_DT_RANGE = re.compile(rf"({_DT_PART})?-({_DT_PART})?")
+
+
+def _shift(value: str, days: int, vr: str = "DA") -> str:
+    """Shift a DA "YYYYMMDD" or the date part of a DT "YYYYMMDD[HHMMSS...]", and both ends of a range
+    ("A-B", "A-", "-B"); partial dates are refused."""
+    value = value.strip()
+    if "-" in value and (vr == "DA" or not re.fullmatch(_DT_PART, value)):
+        if vr == "DA":
+            start, _, end = value.partition("-")
+        else:
+            match = _DT_RANGE.fullmatch(value)
+            if match is None:
+                raise ValueError("not a DT range")
+            start, end = match.groups(default="")
+        if not start and not end:
+            raise ValueError("an empty range")
+        return "-".join(_shift_one(part, days) if part else "" for part in (start, end))
+    return _shift_one(value, days)
+
+
+def _shift_one(value: str, days: int) -> str:
     value = value.strip()
     if len(value) < 8 or not value[:8].isdigit():
         raise ValueError(f"not a full date: {len(value)} characters")
@@ -538,6 +630,12 @@ def _shift(value: str, days: int) -> str:
     except OverflowError as exc:
         raise ValueError(str(exc)) from None
     return shifted.strftime("%Y%m%d") + value[8:]
+
+
+def _listed(value: object) -> list[object]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
 
 
 def _view_words(value: object) -> str:
