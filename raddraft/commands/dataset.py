@@ -47,7 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dates", choices=["shift", "remove"], default="shift",
                         help="shift dates by a per-patient offset (default; keeps intervals) or remove them")
     parser.add_argument("--allow-burned-in", action="store_true",
-                        help="keep studies flagged Burned In Annotation = YES (their pixels are NOT cleaned)")
+                        help="keep studies flagged Burned In Annotation = YES and those of modalities that usually "
+                             "carry burned-in text (US, XA, RF, ES, secondary capture) without Burned In "
+                             "Annotation = NO (burned-in text is NOT removed)")
+    parser.add_argument("--link-by-name-and-birth-date", action="store_true",
+                        help="treat studies with the same patient name and birth date as one patient (besides "
+                             "Other Patient IDs): one pseudonym, one split")
     parser.add_argument("--validation-share", type=_share, default=0.1, metavar="SHARE",
                         help="share of patients in the validation split (default 0.1)")
     parser.add_argument("--test-share", type=_share, default=0.1, metavar="SHARE",
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace, config) -> int:
     try:
         options = DatasetOptions(since=args.since, modalities=tuple(args.modalities), dates=args.dates,
                                  allow_burned_in=args.allow_burned_in, overwrite=args.overwrite,
+                                 link_by_name_and_birth_date=args.link_by_name_and_birth_date,
                                  shares=SplitShares(validation=args.validation_share, test=args.test_share))
         result = build_site_dataset(config.store, args.out, options, progress=reporter.progress)
     except (SplitError, StoreNotFoundError, OutputError) as exc:

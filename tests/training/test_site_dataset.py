@@ -360,7 +360,8 @@ def _day(value: str) -> dt.date:
 def test_burned_in_studies_are_excluded_unless_allowed(site, exported, tmp_path):
     store, studies = site
     summary, log = read_json(exported / SUMMARY_NAME), read_json(exported / LOG_NAME)
-    assert summary["excluded"] == {"burned_in_annotation": 1, "no_images": 0, "unreadable": 0}
+    assert summary["excluded"] == {"burned_in_annotation": 1, "burned_in_risk": 0, "no_images": 0, "unreadable": 0,
+                                   "pixel_data_not_cleanable": 0}
     assert [e["reason"] for e in log["excluded_studies"]] == ["burned_in_annotation"]
     assert log["excluded_studies"][0]["study_uid"].startswith("2.25.")
     assert summary["total_studies"] == len(STUDIES) - 1
@@ -487,7 +488,8 @@ def test_unreadable_studies_are_excluded_and_objects_without_pixels_skipped(tmp_
         store.close()
     assert run_dataset(tmp_path / "store", tmp_path / "out") == 0
     summary, log = read_json(tmp_path / "out" / SUMMARY_NAME), read_json(tmp_path / "out" / LOG_NAME)
-    assert summary["excluded"] == {"burned_in_annotation": 0, "no_images": 0, "unreadable": 1}
+    assert summary["excluded"] == {"burned_in_annotation": 0, "burned_in_risk": 0, "no_images": 0, "unreadable": 1,
+                                   "pixel_data_not_cleanable": 0}
     assert log["objects_without_pixel_data_skipped"] == 1
     records = manifest(tmp_path / "out")
     assert len(records) == 1 and len(records[0]["images"]) == 1 and records[0]["split"] == "train"

@@ -7,10 +7,14 @@ Output folder (what `training.train.studies.read_studies` and `raddraft finetune
   `images` (paths relative to the folder), `views`, `modality`, `split`, `report` {findings, impression},
   `labels` (empty: site data has no ground truth);
 - `studies/<hash of the new study UID>/<n>.dcm`: the de-identified images;
-- `dataset.json`: counts per split, patients, what was excluded or filtered out, the options, when, from
-  which store;
+- `dataset.json`: counts per split, patients, what was excluded or filtered out, the options, when, the
+  key's fingerprint (never a path: a store's path may name the site or a user);
 - `deid-log.json`: what was removed or replaced, per attribute and action, the excluded studies (by their
   new UID) and why, and the report scrubbing counts. No original identifying value is written anywhere.
+
+Patients under several IDs are one patient (`linking.py`); each report is scrubbed of the identity of its
+study, of the patient's other studies in the store and of their other IDs. Images at risk of burned-in text
+are kept out (`risk.py`); warnings raised while reading are counted, never printed (`quiet.py`).
 
 The folder is built beside its destination under a temporary name and renamed into place when complete,
 so a crash or an error leaves no half-written dataset behind.
@@ -46,6 +50,10 @@ from training.site.deidentify import (
     key_id,
     load_or_create_key,
 )
+from training.site.linking import PatientRecord, link_patients, record_of
+from training.site.pixels import PixelCleaningError
+from training.site.quiet import values_withheld
+from training.site.risk import BURNED_IN, BURNED_IN_RISK, burned_in_reason
 from training.site.scrub import ReportScrubber, identity_of
 from training.site.split import SPLITS, SplitShares, assign_splits
 
@@ -54,7 +62,8 @@ SUMMARY_NAME = "dataset.json"
 LOG_NAME = "deid-log.json"
 FORMAT = 1
 SIGNED_STATES = frozenset({StudyState.SIGNED, StudyState.SENT})
-BURNED_IN, NO_IMAGES, UNREADABLE = "burned_in_annotation", "no_images", "unreadable"
+NO_IMAGES, UNREADABLE, PIXELS_NOT_CLEANABLE = "no_images", "unreadable", "pixel_data_not_cleanable"
+EXCLUSION_REASONS = (BURNED_IN, BURNED_IN_RISK, NO_IMAGES, UNREADABLE, PIXELS_NOT_CLEANABLE)
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 Progress = Callable[[int, int], None]
 
@@ -79,7 +88,9 @@ class NothingToExportError(DatasetError):
 class DatasetOptions:
     """since: only reports signed on or after this day (local time). modalities: only studies with a
     series of one of these modalities (empty: all). dates: "shift" or "remove". allow_burned_in: keep
-    studies flagged Burned In Annotation = YES (their pixels are not cleaned)."""
+    studies flagged Burned In Annotation = YES and those of high-risk modalities and classes (`risk.py`;
+    their burned-in text is not removed). link_by_name_and_birth_date: patients with the same name and
+    birth date are one patient (besides Other Patient IDs)."""
 
     since: dt.date | None = None
     modalities: tuple[str, ...] = ()
@@ -87,10 +98,12 @@ class DatasetOptions:
     allow_burned_in: bool = False
     shares: SplitShares = field(default_factory=SplitShares)
     overwrite: bool = False
+    link_by_name_and_birth_date: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {"since": self.since.isoformat() if self.since else None, "modalities": list(self.modalities),
                 "dates": self.dates, "allow_burned_in": self.allow_burned_in,
+                "link_by_name_and_birth_date": self.link_by_name_and_birth_date,
                 "validation_share": self.shares.validation, "test_share": self.shares.test}
 
 
@@ -129,6 +142,8 @@ class _Run:
     burned_in_kept: int = 0
     scrubbed: Counter = field(default_factory=Counter)
     objects_without_pixels: int = 0
+    warnings: Counter = field(default_factory=Counter)
+    patients: _Patients = field(default_factory=lambda: _Patients({}, {}))
 
     def exclude(self, study_uid: str, reason: str) -> None:
         self.excluded[reason] += 1
@@ -155,7 +170,9 @@ def build_site_dataset(store: StoreSettings, out: Path, options: DatasetOptions,
         temp.mkdir()
         try:
             run = _Run(deid, options, temp)
-            entries = _export_studies(opened, studies, run, progress)
+            with values_withheld(run.warnings):
+                run.patients = _link(opened, studies, options)
+                entries = _export_studies(opened, studies, run, progress)
             result = _finish(run, entries, root, out, filtered)
             _publish(temp, out, root, options.overwrite)
         finally:
@@ -218,6 +235,39 @@ def _nothing_signed(root: Path, filtered: dict[str, int]) -> str:
     return f"no signed reports left after the filters in the store {root} ({why})"
 
 
+# -- patients ------------------------------------------------------------------------------------------
+@dataclass
+class _Patients:
+    """The patient key of each study, and per key the first header of each of the patient's studies (their
+    accessions, dates and IDs are scrubbed from every report of the patient)."""
+
+    key_of: dict[str, str]
+    headers: dict[str, list[Dataset]]
+
+
+def _link(store: Store, studies: list[tuple[StudyRow, SignedReport]], options: DatasetOptions) -> _Patients:
+    all_studies = list(store.index.studies())
+    records = [_first_record(store, study) for study in all_studies]
+    key_of = link_patients((r for r, _ in records), options.link_by_name_and_birth_date)
+    wanted = {key_of[study.study_uid] for study, _ in studies}
+    headers: dict[str, list[Dataset]] = {}
+    for record, header in records:
+        if header is not None and key_of[record.study_uid] in wanted:
+            headers.setdefault(key_of[record.study_uid], []).append(header)
+    return _Patients(key_of, headers)
+
+
+def _first_record(store: Store, study: StudyRow) -> tuple[PatientRecord, Dataset | None]:
+    header = None
+    for row in store.index.instances_of(study.study_uid):
+        try:
+            header = pydicom.dcmread(store.path_of(row), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - unreadable files are excluded later, with the study
+            continue
+        break
+    return record_of(study.study_uid, study.patient_id, [header] if header is not None else []), header
+
+
 # -- exporting -------------------------------------------------------------------------------------------
 def _export_studies(store: Store, studies: list[tuple[StudyRow, SignedReport]], run: _Run,
                     progress: Progress | None) -> list[_Entry]:
@@ -241,19 +291,22 @@ def _export_study(store: Store, study: StudyRow, report: SignedReport, run: _Run
         run.exclude(study.study_uid, NO_IMAGES)
         return None
     headers = [ds for _, ds in images]
-    if any(str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES" for ds in headers):
+    reasons = {burned_in_reason(ds) for ds in headers} - {None}
+    if reasons:
         if not run.options.allow_burned_in:
-            run.exclude(study.study_uid, BURNED_IN)
+            run.exclude(study.study_uid, BURNED_IN if BURNED_IN in reasons else BURNED_IN_RISK)
             return None
         run.burned_in_kept += 1
-    patient = run.deid.patient(study.patient_id.strip() or f"no patient id: {study.study_uid}")
+    key = run.patients.key_of.get(study.study_uid) or study.patient_id.strip() or f"no patient id: {study.study_uid}"
+    patient = run.deid.patient(key)
     new_study_uid = run.deid.uid(study.study_uid)
     folder = f"studies/{hashlib.sha256(new_study_uid.encode('ascii')).hexdigest()[:16]}"
-    written = _write_images(run, folder, [path for path, _ in images], patient)
-    if written is None:
-        run.exclude(study.study_uid, UNREADABLE)
+    written = _write_images(run, folder, [path for path, _ in images], patient, bool(reasons))
+    if isinstance(written, str):
+        run.exclude(study.study_uid, written)
         return None
-    scrubber = ReportScrubber(identity_of(headers, [report.signed_by]))
+    identity = identity_of(headers + run.patients.headers.get(key, []), [report.signed_by])
+    scrubber = ReportScrubber(identity)
     findings, found_in_findings = scrubber.scrub(report.findings)
     impression, found_in_impression = scrubber.scrub(report.impression)
     run.scrubbed.update(found_in_findings + found_in_impression)
@@ -285,18 +338,22 @@ def _read_headers(store: Store, study: StudyRow, run: _Run) -> list[tuple[Path, 
     return images
 
 
-def _write_images(run: _Run, folder: str, paths: list[Path], patient: Patient) -> list[str] | None:
-    """De-identify and write the images one at a time (one image in memory); None when one cannot be read
-    whole (nothing of the study is left then)."""
+def _write_images(run: _Run, folder: str, paths: list[Path], patient: Patient,
+                  burned_in_kept: bool) -> list[str] | str:
+    """De-identify and write the images one at a time (one image in memory); the reason of the exclusion
+    when one cannot be read whole or cleaned (nothing of the study is left then)."""
     (run.folder / folder).mkdir(parents=True)
     written = []
     for number, path in enumerate(paths, 1):
         try:
             ds = pydicom.dcmread(path)
-            encoded = run.deid.instance(ds, patient)
+            encoded = run.deid.instance(ds, patient, burned_in_kept=burned_in_kept)
+        except PixelCleaningError:
+            shutil.rmtree(run.folder / folder)
+            return PIXELS_NOT_CLEANABLE
         except Exception:  # noqa: BLE001 - truncated pixel data shows only now
             shutil.rmtree(run.folder / folder)
-            return None
+            return UNREADABLE
         relative = f"{folder}/{number}.dcm"
         write_atomically(run.folder / relative, [encoded])
         written.append(relative)
@@ -309,7 +366,8 @@ def _finish(run: _Run, entries: list[_Entry], root: Path, out: Path, filtered: d
     if not entries:
         why = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(run.excluded.items()))
         raise NothingToExportError(f"every study with a signed report was excluded ({why}); nothing to write"
-                                   + ("" if run.options.allow_burned_in or not run.excluded[BURNED_IN]
+                                   + ("" if run.options.allow_burned_in
+                                      or not (run.excluded[BURNED_IN] or run.excluded[BURNED_IN_RISK])
                                       else " (--allow-burned-in keeps studies with burned-in annotation)"))
     splits = assign_splits({e.patient: e.draw for e in entries}, run.options.shares)
     for entry in entries:
@@ -318,12 +376,12 @@ def _finish(run: _Run, entries: list[_Entry], root: Path, out: Path, filtered: d
     studies = {name: sum(1 for r in records if r["split"] == name) for name in SPLITS}
     patients = {name: len({p for p, s in splits.items() if s == name}) for name in SPLITS}
     images = sum(len(r["images"]) for r in records)  # type: ignore[arg-type]
-    excluded = {reason: run.excluded[reason] for reason in (BURNED_IN, NO_IMAGES, UNREADABLE)}
+    excluded = {reason: run.excluded[reason] for reason in EXCLUSION_REASONS}
     write_text_atomically(run.folder / MANIFEST_NAME, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     summary = {
         "format": FORMAT, "kind": "raddraft site dataset",
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "source_store": str(root), "studies": studies, "total_studies": len(records), "images": images,
+        "studies": studies, "total_studies": len(records), "images": images,
         "patients": {**patients, "total": len(splits)}, "excluded": excluded,
         "burned_in_kept": run.burned_in_kept, "filtered": filtered, "options": run.options.as_dict(),
         "deidentification": {"profile": PROFILE_NAME, "dates": run.options.dates, "key_id": key_id(run.deid.key),
@@ -333,6 +391,7 @@ def _finish(run: _Run, entries: list[_Entry], root: Path, out: Path, filtered: d
     log = {
         "profile": PROFILE_NAME, "dates": run.options.dates, **run.deid.log.as_dict(),
         "objects_without_pixel_data_skipped": run.objects_without_pixels,
+        "warnings_withheld": dict(sorted(run.warnings.items())),
         "excluded_studies": sorted(run.excluded_studies, key=lambda e: (e["reason"], e["study_uid"])),
         "report_scrubbing": {"reports": len(records), **dict(sorted(run.scrubbed.items()))},
     }
