@@ -22,6 +22,21 @@ class InvalidInstanceError(NodeError):
         self.undecodable = undecodable
 
 
+class DatasetStructureError(InvalidInstanceError):
+    """The element structure of a dataset is truncated or inconsistent (lengths, items, sequences)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, undecodable=True)
+
+
+class DatasetMismatchError(InvalidInstanceError):
+    """The dataset is whole but is not what the association and the request announced (its SOP Class)."""
+
+
+class InflateLimitError(InvalidInstanceError):
+    """A deflated dataset inflates to more than the configured cap."""
+
+
 class StoreWriteError(NodeError):
     """Writing an instance to disk or to the index failed; nothing partial was left behind."""
 

@@ -65,8 +65,18 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+def _uid_text(ds: Dataset, keyword: str) -> str:
+    """A UID as received, less its padding (one trailing NUL or spaces): a NUL inside stays and fails."""
+    try:
+        value = ds.get(keyword)
+        text = "" if value is None else str(value)
+    except Exception:
+        return ""
+    return text.strip(" ").removesuffix("\x00").strip(" ")
+
+
 def _required_uid(ds: Dataset, keyword: str) -> str:
-    value = _text(ds, keyword)
+    value = _uid_text(ds, keyword)
     if not value:
         raise InvalidInstanceError(f"{keyword} is missing")
     if not is_valid_uid(value):
@@ -75,6 +85,7 @@ def _required_uid(ds: Dataset, keyword: str) -> str:
 
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
 # Every attribute the header needs sorts before this tag, so parsing stops there.

@@ -342,6 +342,27 @@ class Index:
             "UPDATE studies SET num_instances = num_instances - 1, num_series = num_series - ? WHERE study_uid = ?",
             (emptied, row.study_uid),
         )
+        Index._settle_if_empty(conn, row.study_uid)
+
+    @staticmethod
+    def _settle_if_empty(conn: sqlite3.Connection, study_uid: str) -> None:
+        """A study whose last instance went (re-sent under another study, or its file lost) must never be
+        drafted: it is removed, or, when drafts or reports refer to it, marked failed with the reason."""
+        study = conn.execute("SELECT num_instances, state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        if study is None or study[0] > 0:
+            return
+        referenced = conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM drafts WHERE study_uid = :s) OR EXISTS(SELECT 1 FROM reports WHERE "
+            "study_uid = :s) OR EXISTS(SELECT 1 FROM readings WHERE study_uid = :s)", {"s": study_uid}).fetchone()[0]
+        now = time.time()
+        if not referenced:
+            conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
+            conn.execute("DELETE FROM studies WHERE study_uid = ?", (study_uid,))
+            Index.record_store_event(conn, "study_removed", "", f"{study_uid}: no instances left", now)
+            return
+        state = StudyState(study[1])
+        if state in REOPENED_BY_NEW_INSTANCE | {StudyState.RECEIVING}:
+            Index.set_state(conn, study_uid, state, StudyState.FAILED, "no instances left", now)
 
     @staticmethod
     def reopen_if_needed(conn: sqlite3.Connection, study_uid: str, now: float) -> None:

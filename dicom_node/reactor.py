@@ -6,6 +6,11 @@ handled and answered. Here the DUL thread instead blocks in `select` on its sock
 socket that `send_pdu` pokes, and the association thread blocks on its DIMSE message queue: both
 wake the moment there is work, and stay idle when there is none.
 
+The DUL also reads each PDU against our own limits: a P-DATA-TF longer than the maximum we
+advertised, or any other PDU longer than `MAX_CONTROL_PDU_BYTES`, is an A-ABORT (PS3.8 9.3.1), before
+a byte of its body is read. Every way out of an association (release, abort, timeout, a vanished
+peer) closes its socket, drops the temp files of datasets still arriving, and frees its slot.
+
 The replacements are swapped onto pynetdicom's own objects (pinned to pynetdicom 3.x) right after
 they are created; they add behaviour, not state, apart from the wake-up socket pair.
 """
@@ -18,13 +23,21 @@ import queue
 import select
 import socket
 import ssl
+import struct
+from collections.abc import Callable
 
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+
+from dicom_node.incoming import StreamingDIMSE, discard_pending_datasets
+from dicom_node.transport import ABORT_INVALID_PARAMETER_PDU, ABORT_PDU, ABORT_UNRECOGNIZED_PDU, send_quietly
 
 log = logging.getLogger(__name__)
+
+# An A-ASSOCIATE-RQ is a few kilobytes; release and abort PDUs are 10 bytes (Orthanc caps at 1 MB too).
+MAX_CONTROL_PDU_BYTES = 1 << 20
+_P_DATA_TF = 0x04
 
 _IDLE_WAIT_S = 0.05  # upper bound on a wait; timers (ARTIM, kill flags) are checked at least this often
 _MESSAGE_WAIT_S = 0.01  # how long the association thread blocks before it checks release/abort
@@ -48,6 +61,8 @@ class EventDrivenDUL(DULServiceProvider):
         raw = getattr(assoc_socket, "socket", None) if assoc_socket is not None else None
         if raw is None or not getattr(assoc_socket, "_is_connected", False):
             readable = [self._wake_r]
+        elif getattr(assoc_socket, "has_pushback", False):
+            return
         elif isinstance(raw, ssl.SSLSocket) and raw.pending():
             return
         else:
@@ -97,21 +112,102 @@ class EventDrivenDUL(DULServiceProvider):
             self._wake_r.close()
             self._wake_w.close()
 
-    def _abort_hard(self) -> None:
-        abort_pdu = A_ABORT_RQ()
-        abort_pdu.source = 0x02
-        abort_pdu.reason_diagnostic = 0x00
+    def _read_pdu_data(self) -> None:
+        """pynetdicom's PDU read, with the claimed length checked against our limits before the body is read."""
+        sock = self.socket
         try:
-            self.socket.send(abort_pdu.encode())
+            header = sock.recv(6)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")  # the peer went away, or stalled inside a PDU header
+            return
+        if len(header) < 6:
+            self.event_queue.put("Evt17")
+            return
+        pdu_type, _, length = struct.unpack(">BBL", header)
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            log.warning("unknown PDU type 0x%02X from %s; aborting", pdu_type, self.assoc.requestor.address)
+            self._abort_hard(ABORT_UNRECOGNIZED_PDU)
+            return
+        limit = self._limit_for(pdu_type)
+        if limit and length > limit:
+            log.warning("PDU of type 0x%02X claims %d bytes, over our limit of %d; aborting",
+                        pdu_type, length, limit)
+            self._abort_hard(ABORT_INVALID_PARAMETER_PDU)
+            return
+        try:
+            body = sock.recv(length)
+        except (OSError, TimeoutError):
+            self.event_queue.put("Evt17")
+            return
+        if len(body) != length:
+            self.event_queue.put("Evt17")
+            return
+        try:
+            pdu, event = self._decode_pdu(header + body)
         except Exception:
+            log.warning("undecodable PDU from %s", self.assoc.requestor.address)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _limit_for(self, pdu_type: int) -> int:
+        if pdu_type == _P_DATA_TF:
+            return int(self.assoc.acceptor.maximum_length or 0)  # 0: no limit was advertised
+        return MAX_CONTROL_PDU_BYTES
+
+    def _abort_hard(self, pdu: bytes = ABORT_PDU) -> None:
+        raw = getattr(self.socket, "socket", None)
+        if raw is not None:
+            send_quietly(raw, pdu)
+        mark_dead(self.assoc)
+        self.socket.close()
+
+
+def mark_dead(assoc: Association) -> None:
+    assoc.is_aborted = True
+    assoc.is_established = False
+    assoc._kill = True
+    assoc.dul._kill_thread = True
+    assoc._reactor_checkpoint.set()
+
+
+def abort_now(assoc: Association) -> None:
+    """Abort without waiting on the peer or on pynetdicom's state machine: send an A-ABORT, shut the
+    socket (which wakes a read blocked on it) and let both threads run out."""
+    raw = getattr(assoc.dul.socket, "socket", None)
+    if raw is not None:
+        try:
+            raw.settimeout(1.0)
+        except OSError:
             pass
-        self.assoc.is_aborted = True
-        self.assoc.is_established = False
-        self.assoc._kill = True
-        self._kill_thread = True
+        send_quietly(raw, ABORT_PDU)
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    mark_dead(assoc)
 
 
 class EventDrivenAssociation(Association):
+    on_finished: Callable[[], None] | None = None
+
+    def run_reactor(self) -> None:
+        try:
+            super().run_reactor()
+        finally:
+            self._release_resources()
+
+    def _release_resources(self) -> None:
+        if self.dul.is_alive():
+            mark_dead(self)
+            self.dul.join(timeout=2.0)
+        discard_pending_datasets(self.dimse)
+        if self.dul.socket is not None:
+            self.dul.socket._shutdown_socket()
+        if self.on_finished is not None:
+            self.on_finished()
+
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop without its 1 ms nap: `dimse.get_msg` blocks briefly instead."""
         self._is_paused = False
@@ -146,8 +242,7 @@ class EventDrivenAssociation(Association):
             return True
         if self.dul.idle_timer_expired():
             log.error("network timeout reached; aborting the association")
-            self.abort()
-            self.kill()
+            abort_now(self)
             return True
         return False
 
@@ -159,9 +254,12 @@ def _blocking_get_msg(msg_queue: queue.Queue, block: bool = False):
         return None, None
 
 
-def make_event_driven(assoc) -> None:
-    """Swap the waits of a freshly created acceptor association (before its threads start)."""
+def make_event_driven(assoc, sink_factory) -> None:
+    """Swap the waits of a freshly created acceptor association (before its threads start), and
+    stream its C-STORE datasets through `sink_factory` (see incoming.StreamingDIMSE)."""
     assoc.dul.__class__ = EventDrivenDUL
+    assoc.dimse.__class__ = StreamingDIMSE
+    assoc.dimse.sink_factory = sink_factory
     assoc.dul.prepare_wakeup()
     # Thread.__init__ captured the old bound method as the thread's target.
     assoc.dul._target = assoc.dul.run_reactor

@@ -6,23 +6,27 @@ associations finish (up to `shutdown_grace_s`), then aborts the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
 from pynetdicom import AE, _config, evt
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.sop_class import Verification, _STORAGE_CLASSES
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.events import NodeEvents
-from dicom_node.handlers import handle_echo, handle_store
-from dicom_node.reactor import make_event_driven
+from dicom_node.gate import AdmissionGate, GateLimits, Slots
+from dicom_node.handlers import handle_echo, handle_store, open_incoming
+from dicom_node.reactor import abort_now, make_event_driven
 from dicom_node.settings import NodeSettings
 from dicom_node.stability import StabilityTracker
 from dicom_node.store import Store
+from dicom_node.transport import NodeAssociationSocket
 
 log = logging.getLogger(__name__)
 
@@ -73,45 +77,34 @@ class _QuickAckSocket(socket.socket):
             pass
 
 
-class _NodeAssociationSocket(AssociationSocket):
-    """Reads a PDU with few large `recv_into` calls instead of pynetdicom's 4 KiB slices."""
-
-    def recv(self, nr_bytes: int) -> bytearray:
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
-        received = 0
-        sock = self.socket
-        while received < nr_bytes:
-            n = sock.recv_into(view[received:], nr_bytes - received)
-            if n == 0:  # connection closed: return what arrived, as pynetdicom does
-                view.release()
-                del buffer[received:]
-                break
-            received += n
-        return buffer
-
-
 class _NodeRequestHandler(RequestHandler):
+    """pynetdicom's handler for one admitted connection: the A-ASSOCIATE-RQ the gate read is pushed
+    back into the association's socket, and the slot is given back when the association ends."""
+
+    def __init__(self, request, client_address, server, pushback: bytes, on_finished, sink_factory) -> None:
+        self._pushback = pushback
+        self._on_finished = on_finished
+        self._sink_factory = sink_factory
+        super().__init__(request, client_address, server)
+
     def _create_association(self):
         assoc = super()._create_association()
         # A second AssociationSocket would queue a second "connection open" event; the subclass
-        # adds no state, so switching the class of the one pynetdicom made is enough.
-        assoc.dul.socket.__class__ = _NodeAssociationSocket
-        make_event_driven(assoc)
+        # adds no state but the pushback, so switching the class of the one pynetdicom made is enough.
+        assoc.dul.socket.__class__ = NodeAssociationSocket
+        assoc.dul.socket.adopt_pushback(self._pushback)
+        make_event_driven(assoc, self._sink_factory)
+        assoc.on_finished = self._on_finished
         return assoc
 
 
-class _NodeServer(ThreadedAssociationServer):
-    quickack = False
-
-    def get_request(self):
-        client, address = self.socket.accept()
+def _prepare_socket(quickack: bool) -> Callable[[socket.socket], socket.socket]:
+    def prepare(client: socket.socket) -> socket.socket:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.quickack and _TCP_QUICKACK is not None and not self.ssl_context:
+        if quickack and _TCP_QUICKACK is not None:
             client = _QuickAckSocket(client.family, client.type, client.proto, fileno=client.detach())
-        if self.ssl_context:
-            client = self.ssl_context.wrap_socket(client, server_side=True)
-        return client, address
+        return client
+    return prepare
 
 
 def _tls_context(settings: NodeSettings) -> ssl.SSLContext | None:
@@ -134,8 +127,9 @@ class DicomNode:
         self.events = events
         self.tracker = StabilityTracker(store, events, settings.stable_after_s)
         self._ae: AE | None = None
-        self._server: _NodeServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self._gate: AdmissionGate | None = None
+        self._slots = Slots(settings.max_associations)
 
     @property
     def port(self) -> int:
@@ -148,7 +142,9 @@ class DicomNode:
         _config.LOG_HANDLER_LEVEL = "none"
         s = self.settings
         ae = AE(ae_title=s.ae_title)
-        ae.maximum_associations = s.max_associations
+        # The gate's slots are the limit; pynetdicom's own count (threads, which linger a moment after
+        # their association ends) must never refuse an association the gate admitted.
+        ae.maximum_associations = 2 * s.max_associations + 2
         ae.maximum_pdu_size = s.max_pdu_bytes
         ae.acse_timeout = s.acse_timeout_s
         ae.dimse_timeout = s.dimse_timeout_s
@@ -173,38 +169,63 @@ class DicomNode:
             (self.settings.host, self.settings.port),
             ae_title=self.settings.ae_title,
             contexts=storage_contexts(),
-            ssl_context=_tls_context(self.settings),
             evt_handlers=handlers,
-            server_class=_NodeServer,
-            request_handler=_NodeRequestHandler,
+            server_class=ThreadedAssociationServer,
         )
-        server.quickack = self.settings.tcp_quickack
-        ae._servers.append(server)  # as AE.start_server does; server.shutdown() removes it
-        self._ae, self._server = ae, server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="raddraft-dicom-accept", daemon=True)
-        self._thread.start()
-        log.info("DICOM node %s listening on %s:%d", self.settings.ae_title, self.settings.host, self.port)
+        ae._servers.append(server)  # as AE.start_server does
+        s = self.settings
+        limits = GateLimits(s.artim_timeout_s, s.max_pending_per_peer, s.max_pending_connections)
+        tls = _tls_context(s)
+        gate = AdmissionGate(server.socket, limits, self._admit,
+                             prepare=_prepare_socket(s.tcp_quickack and tls is None), ssl_context=tls)
+        self._ae, self._server, self._gate = ae, server, gate
+        gate.start()
+        log.info("DICOM node %s listening on %s:%d", s.ae_title, s.host, self.port)
+
+    def _admit(self, client: socket.socket, address: tuple, associate_rq: bytes) -> bool:
+        """Start an association for a connection whose A-ASSOCIATE-RQ has arrived; False if no slot is free."""
+        if not self._slots.try_take():
+            return False
+        try:
+            client.setblocking(True)
+            # Every later read and write waits at most this long: a peer stuck in a PDU ends its association.
+            client.settimeout(self.settings.network_timeout_s)
+            sink_factory = functools.partial(open_incoming, store=self.store,
+                                             max_inflated_bytes=self.settings.max_inflated_bytes)
+            _NodeRequestHandler(client, address, self._server, associate_rq, self._slots.give_back, sink_factory)
+        except BaseException:
+            self._slots.give_back()
+            raise
+        return True
 
     def active_associations(self) -> int:
         return len(self._server.active_associations) if self._server else 0
 
+    @property
+    def pending_connections(self) -> int:
+        """Connections accepted but without a whole A-ASSOCIATE-RQ yet."""
+        return self._gate.pending if self._gate else 0
+
     def stop(self) -> None:
-        """Stop accepting, let in-flight associations finish, then stop the stability tracker."""
-        server = self._server
-        if server is None:
+        """Stop accepting, let in-flight associations finish (up to shutdown_grace_s), abort the rest,
+        then stop the stability tracker. Always returns: a stuck peer cannot hold it."""
+        server, gate = self._server, self._gate
+        if server is None or gate is None:
             return
-        server.shutdown()  # stops serve_forever and closes the listening socket
+        gate.stop()
         deadline = time.monotonic() + self.settings.shutdown_grace_s
         while server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
-        for assoc in server.active_associations:
+        left = server.active_associations
+        for assoc in left:
             log.warning("aborting association with %s at shutdown", assoc.requestor.ae_title)
-            assoc.abort()
-        if self._thread:
-            self._thread.join(timeout=5)
+            abort_now(assoc)
+        for assoc in left:
+            assoc.join(timeout=5)
+        if self._ae is not None and server in self._ae._servers:
+            self._ae._servers.remove(server)
         self.tracker.stop()
-        self._server = None
+        self._server = self._gate = None
         log.info("DICOM node stopped")
 
 

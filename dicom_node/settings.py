@@ -62,6 +62,16 @@ class NodeSettings:
     tcp_quickack: bool = True
     # Seconds to let in-flight associations finish at shutdown before they are aborted.
     shutdown_grace_s: float = 30.0
+    # ARTIM (PS3.8 9.1.5): a connection that has not sent a whole A-ASSOCIATE-RQ by then is closed.
+    artim_timeout_s: float = 10.0
+    # Connections from one address still waiting for their A-ASSOCIATE-RQ; a new one beyond this
+    # closes that address's oldest such connection (a scan or a stuck peer cannot lock out a PACS).
+    max_pending_per_peer: int = 16
+    # The same, over all addresses.
+    max_pending_connections: int = 256
+    # A deflated dataset that inflates to more than this is refused (the inflated bytes are never
+    # kept, only walked, so this bounds time, not memory).
+    max_inflated_bytes: int = 4 << 30
     tls: TlsSettings = field(default_factory=TlsSettings)
 
     def __post_init__(self) -> None:
@@ -76,7 +86,10 @@ class NodeSettings:
             raise SettingsError("max_associations", f"must be at least 1, got {self.max_associations}")
         if self.stable_after_s <= 0:
             raise SettingsError("stable_after_s", f"must be positive, got {self.stable_after_s}")
-        for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s"):
+        for name in ("max_pending_per_peer", "max_pending_connections", "max_inflated_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s", "artim_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
         if self.max_pdu_bytes != 0 and self.max_pdu_bytes < 4096:

@@ -18,13 +18,14 @@ import sqlite3
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 import pydicom
 
-from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_atomically, write_synced_temp
+from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_synced_temp
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
 from dicom_node.header import InstanceHeader, read_header_from_dataset
 from dicom_node.index import Index, InstanceRow
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 QUARANTINE_DIR = "quarantine"
+INCOMING_DIR = "incoming"  # datasets being received (temp files only; swept at start)
 INDEX_FILE = "index.sqlite3"
 _LOCK_STRIPES = 64
+_DIGEST_CHUNK = 1 << 20
 
 
 class PutOutcome(StrEnum):
@@ -105,12 +108,34 @@ def dataset_offset(part10: bytes | memoryview) -> int:
     return 144 + group_length
 
 
-def _same_dataset(path: Path, dataset: bytes | bytearray | memoryview) -> bool:
+def dataset_digest(dataset: bytes | bytearray | memoryview) -> bytes:
+    return hashlib.sha256(dataset).digest()
+
+
+def stored_dataset_digest(path: Path) -> bytes | None:
+    """SHA-256 of the dataset of a stored Part 10 file, read in bounded chunks; None if unreadable."""
     try:
-        stored = path.read_bytes()
-        return stored[dataset_offset(stored):] == dataset
+        with path.open("rb") as f:
+            start = f.read(144)
+            f.seek(dataset_offset(start))
+            digest = hashlib.sha256()
+            while chunk := f.read(_DIGEST_CHUNK):
+                digest.update(chunk)
+            return digest.digest()
     except (OSError, InvalidInstanceError):
-        return False
+        return None
+
+
+@dataclass(frozen=True)
+class StreamedInstance:
+    """An instance already written, as it arrived, to a synced temp file in the store's incoming folder."""
+
+    temp_path: Path
+    digest: bytes  # SHA-256 of the dataset (after the Part 10 prefix)
+    size: int
+    transfer_syntax: str
+    header: InstanceHeader
+    calling_ae: str = ""
 
 
 class Store:
@@ -121,6 +146,7 @@ class Store:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / DATA_DIR).mkdir(exist_ok=True)
+            self.incoming_folder.mkdir(exist_ok=True)
             self.index = Index(self.root / INDEX_FILE)
         except (OSError, sqlite3.Error) as exc:
             raise StoreWriteError(f"cannot open the store at {self.root}: {exc}") from exc
@@ -128,6 +154,11 @@ class Store:
 
     def close(self) -> None:
         self.index.close()
+
+    @property
+    def incoming_folder(self) -> Path:
+        """Where datasets stream while they arrive: same file system as the store, so a rename commits."""
+        return self.root / INCOMING_DIR
 
     def path_of(self, row: InstanceRow) -> Path:
         return self.root / row.path
@@ -139,7 +170,20 @@ class Store:
         Raises StoreWriteError (StoreIndexError for the index) for any failure of the disk or the
         index; nothing partial is left in either case.
         """
-        header = instance.header
+        return self._put(instance.header, instance.transfer_syntax, instance.calling_ae, instance.size,
+                         dataset_digest(instance.dataset), lambda final: write_synced_temp(final, instance.chunks()))
+
+    def put_streamed(self, instance: StreamedInstance) -> PutResult:
+        """As `put`, for an instance streamed to a temp file while it arrived; the temp file is consumed
+        (renamed into place, or removed for a duplicate or a failure)."""
+        try:
+            return self._put(instance.header, instance.transfer_syntax, instance.calling_ae, instance.size,
+                             instance.digest, lambda final: instance.temp_path)
+        finally:
+            instance.temp_path.unlink(missing_ok=True)
+
+    def _put(self, header: InstanceHeader, transfer_syntax: str, calling_ae: str, size: int, digest: bytes,
+             make_temp: Callable[[Path], Path]) -> PutResult:
         rel = relative_path_for(header.study_uid, header.sop_instance_uid)
         final = self.root / rel
         lock = self._locks[hash(header.sop_instance_uid) % _LOCK_STRIPES]
@@ -149,22 +193,22 @@ class Store:
                 sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
                 series_uid=header.series_uid, study_uid=header.study_uid,
                 instance_number=header.instance_number, view_position=header.view_position,
-                transfer_syntax=instance.transfer_syntax, path=rel, size=instance.size, received_at=time.time(),
-                calling_ae=instance.calling_ae,
+                transfer_syntax=transfer_syntax, path=rel, size=size, received_at=time.time(),
+                calling_ae=calling_ae,
             )
             if existing is not None and existing.path == rel:
-                if _same_dataset(final, instance.dataset):
+                if stored_dataset_digest(final) == digest:
                     return PutResult(PutOutcome.DUPLICATE, header, final)
-                self._replace_same_path(final, instance, existing, row)
+                self._replace_same_path(final, header, make_temp, existing, row)
                 return PutResult(PutOutcome.REPLACED, header, final)
-            self._write_new(final, instance, row, existing)
+            self._write_new(final, header, make_temp, row, existing)
             return PutResult(PutOutcome.REPLACED if existing else PutOutcome.STORED, header, final)
 
-    def _write_new(self, final: Path, instance: ReceivedInstance, row: InstanceRow,
+    def _write_new(self, final: Path, header: InstanceHeader, make_temp: Callable[[Path], Path], row: InstanceRow,
                    previous: InstanceRow | None) -> None:
         try:
             make_dirs_durable(final.parent, self.root)
-            write_atomically(final, instance.chunks())
+            commit_temp(make_temp(final), final)
         except OSError as exc:
             raise StoreWriteError(_describe_os_error("write", exc)) from exc
         try:
@@ -176,20 +220,20 @@ class Store:
                         f"moved from {previous.path} ({previous.size} bytes) to {row.path} ({row.size} bytes)",
                         row.received_at,
                     )
-                self.index.add_instance(conn, instance.header, row, row.received_at)
+                self.index.add_instance(conn, header, row, row.received_at)
         except sqlite3.Error as exc:
             self._unlink_quietly(final)
             raise StoreIndexError(f"index insert failed, instance not kept: {exc}") from exc
         if previous is not None:
             self._unlink_quietly(self.root / previous.path)
 
-    def _replace_same_path(self, final: Path, instance: ReceivedInstance, previous: InstanceRow,
-                           row: InstanceRow) -> None:
+    def _replace_same_path(self, final: Path, header: InstanceHeader, make_temp: Callable[[Path], Path],
+                           previous: InstanceRow, row: InstanceRow) -> None:
         # The new content waits in a synced temp file until the index has committed, so a failure
         # of either step leaves the previous, complete instance in place.
         try:
             make_dirs_durable(final.parent, self.root)
-            temp = write_synced_temp(final, instance.chunks())
+            temp = make_temp(final)
         except OSError as exc:
             raise StoreWriteError(_describe_os_error("write", exc)) from exc
         try:
@@ -226,6 +270,9 @@ class Store:
         """
         started = time.monotonic()
         temps = indexed = quarantined = 0
+        for stray in self.incoming_folder.iterdir() if self.incoming_folder.is_dir() else ():
+            stray.unlink(missing_ok=True)  # a dataset that was still arriving when the process ended
+            temps += 1
         rows = self.index.all_instance_paths()
         on_disk: set[str] = set()
         data = self.root / DATA_DIR
