@@ -30,6 +30,7 @@ from engine.bundle import (
     GenerationDefaults,
     GraphFiles,
     Preprocessing,
+    PromptLayout,
     Prompts,
     validate_bundle,
     write_manifest,
@@ -88,7 +89,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                   parity: bool = True, progress: Progress | None = None, overwrite: bool = False,
                   card_notes: str | None = None, intended_use: str | None = None,
                   quantize_options=None, threads: int | None = None,
-                  include_checkpoint: bool = False) -> ExportReport:
+                  include_checkpoint: bool = False, prompt_spec=None) -> ExportReport:
     """Export the LLaVA checkpoint in `checkpoint_dir` as a bundle in `out_dir`.
 
     quantize: extra variants ("int8", "fp16") besides fp32. parity: check fp32 (fatal) and the variants
@@ -97,7 +98,14 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
     `overwrite`. include_checkpoint: copy the checkpoint into the bundle (`checkpoint/`) so a site can
     fine-tune the bundle itself (`raddraft finetune --from BUNDLE`). Raises `ExportError` (and leaves
     `out_dir` untouched) on any failure.
+
+    Unless given, preprocessing comes from the checkpoint's `preprocessor_config.json` and the prompts from
+    its chat template, rendered for `prompt_spec` (a `training.export.layout.PromptSpec`; default: the
+    checkpoint's `raddraft_prompts.json`, else one frontal view and plain instructions); stop tokens are
+    every EOS of its `generation_config.json`.
     """
+    from training.export.layout import PromptSpec, read_preprocessing, read_prompt_spec
+
     started = time.monotonic()
     checkpoint_dir = Path(checkpoint_dir)
     out_dir = Path(os.path.abspath(out_dir))
@@ -105,11 +113,14 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
     _check_identity(name, version)
     config = check_checkpoint(checkpoint_dir)
     _check_target(out_dir, overwrite)
-    prompts = prompts or Prompts()
+    spec = prompt_spec or read_prompt_spec(checkpoint_dir) or PromptSpec()
+    spec.check()
     generation = generation or GenerationDefaults()
     vision_size = int(config["vision_config"].get("image_size", 224))
-    preprocessing = preprocessing or Preprocessing(image_size=vision_size)
-    if preprocessing.image_size != vision_size:
+    preprocessing = preprocessing or read_preprocessing(checkpoint_dir, vision_size, spec) or \
+        Preprocessing(image_size=vision_size, views=spec.views, combine=spec.combine)
+    interpolates = config["vision_config"].get("model_type") == "dinov2"  # Dinov2 resizes its position table
+    if preprocessing.image_size != vision_size and not interpolates:
         raise ExportError(f"preprocessing.image_size {preprocessing.image_size} differs from the vision encoder's "
                           f"image size {vision_size}; the vision graph takes {vision_size}x{vision_size} images")
 
@@ -131,7 +142,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                                   provenance=dict(provenance or {}), metrics=dict(metrics or {}),
                                   parity=parity, card_notes=card_notes, intended_use=intended_use,
                                   quantize_options=quantize_options, threads=threads,
-                                  include_checkpoint=include_checkpoint)
+                                  include_checkpoint=include_checkpoint, spec=spec)
         timer.finish()
         report.seconds = time.monotonic() - started
         _write_record(staging, report, checkpoint_dir)
@@ -222,21 +233,28 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
                  variants: list[str], preprocessing: Preprocessing, prompts: Prompts,
                  generation: GenerationDefaults, provenance: dict, metrics: dict, parity: bool,
                  card_notes: str | None, intended_use: str | None, quantize_options, threads: int | None,
-                 include_checkpoint: bool = False) -> ExportReport:
+                 include_checkpoint: bool = False, spec=None) -> ExportReport:
     from training.export.card import render_card
     from training.export.decoder import export_decoder
     from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
+    from training.export.layout import render_prompts, stop_token_ids
     from training.export.parity import check_variant, make_inputs, torch_reference
     from training.export.quantize import QuantizeOptions, make_variant
 
     timer.start("load checkpoint")
     model = load_checkpoint(checkpoint_dir)
-    arch = architecture(model, checkpoint_dir / TOKENIZER)
+    stops = stop_token_ids(checkpoint_dir, model.config.text_config.eos_token_id)
+    arch = architecture(model, checkpoint_dir / TOKENIZER, image_size=preprocessing.image_size,
+                        stop_token_ids=stops)
     parameters = parameter_counts(model)
     shutil.copyfile(checkpoint_dir / TOKENIZER, folder / TOKENIZER)
+    layout = PromptLayout()
+    if prompts is None:
+        rendered = render_prompts(checkpoint_dir, spec, folder / TOKENIZER)
+        prompts, layout = rendered if rendered else (Prompts(), PromptLayout())
 
     timer.start("export vision graph")
-    export_vision(model, folder / FP32.vision)
+    export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
     timer.start("export embedding graph")
     export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")
@@ -253,11 +271,13 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     if parity:
         timer.start("run torch reference")
         channels = int(getattr(model.config.vision_config, "num_channels", 3))
-        inputs = make_inputs(folder / TOKENIZER, arch, prompts, preprocessing.image_size, channels=channels)
+        images = 1 if preprocessing.combine == "stitch" else len(preprocessing.views)
+        inputs = make_inputs(folder / TOKENIZER, arch, prompts, preprocessing.image_size, channels=channels,
+                             num_images=images)
         if len(inputs.prompt_ids) + inputs.new_tokens > arch.max_positions:
             raise ExportError(f"the findings prompt ({len(inputs.prompt_ids)} tokens) leaves no room in the "
                               f"model's {arch.max_positions} positions")
-        reference = torch_reference(model, inputs, arch.eos_token_id)
+        reference = torch_reference(model, inputs, arch.stop_token_ids)
         timer.start("check fp32 parity")
         result = check_variant("fp32", folder, FP32, arch, inputs, reference, threads=threads)
         results["fp32"] = result
@@ -290,7 +310,8 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     provenance["export"] = _export_provenance(checkpoint_dir, results, failed, options, variants)
     manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
                               variants=graph_variants, default_variant="fp32", prompts=prompts,
-                              generation=generation, tokenizer=TOKENIZER, card=CARD, provenance=provenance,
+                              generation=generation, prompting=layout, tokenizer=TOKENIZER, card=CARD,
+                              provenance=provenance,
                               metrics=metrics, checkpoint=CHECKPOINT if include_checkpoint else None)
     if include_checkpoint:
         copy_checkpoint(checkpoint_dir, folder / CHECKPOINT)
@@ -368,6 +389,9 @@ def architecture(model, tokenizer_file: Path, image_size: int | None = None,
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     return Architecture(
         family="llava",
+        decoder=str(text.model_type),
+        vision=str(vision.model_type),
+        stop_token_ids=tuple(stop_token_ids),
         hidden_size=int(text.hidden_size),
         num_layers=int(text.num_hidden_layers),
         num_kv_heads=int(getattr(text, "num_key_value_heads", None) or text.num_attention_heads),
@@ -376,11 +400,21 @@ def architecture(model, tokenizer_file: Path, image_size: int | None = None,
         max_positions=int(text.max_position_embeddings),
         image_token_id=image_token_id,
         image_tokens=int(image_tokens),
-        bos_token_id=token_id(text.bos_token_id, BOS, "start"),
+        bos_token_id=_optional_token_id(text.bos_token_id, tokenizer.token_to_id(BOS)),
         eos_token_id=token_id(text.eos_token_id, EOS, "end"),
-        pad_token_id=token_id(text.pad_token_id if text.pad_token_id is not None else config.pad_token_id, PAD,
-                              "padding"),
+        pad_token_id=_optional_token_id(
+            text.pad_token_id if text.pad_token_id is not None else config.pad_token_id,
+            tokenizer.token_to_id(PAD), fallback=token_id(text.eos_token_id, EOS, "end")),
     )
+
+
+def _optional_token_id(configured, in_tokenizer: int | None, fallback: int | None = None) -> int | None:
+    if isinstance(configured, (list, tuple)):
+        configured = configured[0] if configured else None
+    for value in (configured, in_tokenizer, fallback):
+        if value is not None:
+            return int(value)
+    return None
 
 
 def parameter_counts(model) -> dict[str, int]:

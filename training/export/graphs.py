@@ -56,8 +56,8 @@ class EmbedGraph(nn.Module):
         return self.embed(input_ids)
 
 
-def export_vision(model: LlavaForConditionalGeneration, target: Path) -> Path:
-    size = model.config.vision_config.image_size
+def export_vision(model: LlavaForConditionalGeneration, target: Path, image_size: int | None = None) -> Path:
+    size = image_size or model.config.vision_config.image_size
     channels = getattr(model.config.vision_config, "num_channels", 3)
     example = torch.zeros(2, channels, size, size, dtype=torch.float32)
     images = torch.export.Dim("images", min=1, max=64)

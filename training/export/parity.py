@@ -26,7 +26,7 @@ FP32_RTOL = 1e-4  # of the largest reference logit: trained models have logits f
 class ParityInputs:
     """What both sides are given: one image and the findings prompt with its image tokens expanded."""
 
-    pixel_values: np.ndarray  # float32 [1, 3, H, W]
+    pixel_values: np.ndarray  # float32 [images, 3, H, W]
     prompt_ids: list[int]
     new_tokens: int = PARITY_NEW_TOKENS
 
@@ -67,17 +67,18 @@ class ParityResult:
 
 
 def make_inputs(tokenizer_file: Path, arch: Architecture, prompts: Prompts, image_size: int, channels: int = 3,
-                new_tokens: int = PARITY_NEW_TOKENS, seed: int = PARITY_SEED) -> ParityInputs:
+                new_tokens: int = PARITY_NEW_TOKENS, seed: int = PARITY_SEED, num_images: int = 1) -> ParityInputs:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    ids = prompt_ids(tokenizer, prompt_text(prompts, "findings"), arch.image_token_id, arch.image_tokens)
+    ids = prompt_ids(tokenizer, prompt_text(prompts, "findings"), arch.image_token_id, arch.image_tokens,
+                     num_images)
     rng = np.random.default_rng(seed)
-    pixels = rng.standard_normal((1, channels, image_size, image_size)).astype(np.float32)
+    pixels = rng.standard_normal((num_images, channels, image_size, image_size)).astype(np.float32)
     return ParityInputs(pixel_values=pixels, prompt_ids=ids, new_tokens=new_tokens)
 
 
-def torch_reference(model, inputs: ParityInputs, eos_token_id: int) -> TorchReference:
+def torch_reference(model, inputs: ParityInputs, eos_token_id: int | tuple[int, ...]) -> TorchReference:
     import torch
 
     ids = torch.tensor([inputs.prompt_ids], dtype=torch.int64)
@@ -85,7 +86,8 @@ def torch_reference(model, inputs: ParityInputs, eos_token_id: int) -> TorchRefe
     with torch.no_grad():
         generated = model.generate(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids),
                                    max_new_tokens=inputs.new_tokens, min_new_tokens=inputs.new_tokens,
-                                   do_sample=False, num_beams=1, eos_token_id=eos_token_id,
+                                   do_sample=False, num_beams=1,
+                                   eos_token_id=list(eos_token_id) if isinstance(eos_token_id, tuple) else eos_token_id,
                                    pad_token_id=model.config.text_config.pad_token_id)
         tokens = generated[0, ids.shape[1]:].tolist()
         full = torch.tensor([inputs.prompt_ids + tokens[:-1]], dtype=torch.int64)
@@ -142,7 +144,7 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
     diff = np.abs(logits - reference.logits)
     prompt_length = len(inputs.prompt_ids)
     continuation = logits[prompt_length - 1:].copy()
-    continuation[:, arch.eos_token_id] = -np.inf  # as generate's min_new_tokens does
+    continuation[:, list(arch.stop_token_ids)] = -np.inf  # as generate's min_new_tokens does
     top1 = float(np.mean(np.argmax(continuation, axis=-1) == np.array(reference.tokens)))
     same = 0
     for ours, theirs in zip(tokens, reference.tokens):
