@@ -11,7 +11,7 @@ import logging
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from dicom_node.errors import DatasetMismatchError, InvalidInstanceError, StoreIndexError, StoreWriteError
+from dicom_node.errors import DatasetMismatchError, InflateLimitError, InvalidInstanceError, StoreIndexError, StoreWriteError
 from dicom_node.events import InstanceStored, NodeEvents
 from dicom_node.header import is_valid_uid
 from dicom_node.incoming import IncomingDataset
@@ -38,7 +38,7 @@ def failure(status: int, comment: str) -> Dataset:
     """A status dataset with an Error Comment (at most 64 characters) that the sender can log."""
     ds = Dataset()
     ds.Status = status
-    ds.ErrorComment = comment[:64]
+    ds.ErrorComment = comment.replace("\\", "/")[:64]  # a backslash would split it into values
     return ds
 
 
@@ -106,6 +106,9 @@ def _check_and_store(event, request, incoming: IncomingDataset | None, store: St
             raise DatasetMismatchError("the dataset's SOP Class differs from the context's")
         result = store.put_streamed(StreamedInstance(incoming.take_file(), incoming.digest, incoming.size + incoming.prefix_size,
                                                      incoming.transfer_syntax, header, calling_ae))
+    except InflateLimitError as exc:
+        log.warning("refused instance %s from %s: %s", announced_uid, calling_ae, exc)
+        return failure(OUT_OF_RESOURCES, str(exc))
     except DatasetMismatchError as exc:
         log.warning("rejected instance %s from %s: %s", announced_uid, calling_ae, exc)
         return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))

@@ -265,3 +265,4 @@ def make_event_driven(assoc, sink_factory) -> None:
     assoc.dul._target = assoc.dul.run_reactor
     assoc.dimse.get_msg = functools.partial(_blocking_get_msg, assoc.dimse.msg_queue)
     assoc.__class__ = EventDrivenAssociation
+    assoc._target = assoc.run_reactor  # as for the DUL: the thread captured the old bound method
