@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
     parser.add_argument("--impression-from-findings", action="store_true",
                         help="condition the impression on the drafted findings")
+    parser.add_argument("--indication", metavar="TEXT",
+                        help="the reason for the exam, for models whose prompt takes one (default: the study's "
+                             "DICOM request attributes)")
     parser.add_argument("--stream", action="store_true", help="stream the text to stderr as it is generated")
 
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace, config) -> int:
             ("temperature", args.temperature), ("top_p", args.top_p),
             ("repetition_penalty", args.repetition_penalty), ("seed", args.seed)) if value is not None}
         draft = model.draft(args.paths, options=model.default_options(**changes),
-                            impression_from_findings=args.impression_from_findings,
+                            impression_from_findings=args.impression_from_findings, indication=args.indication,
                             on_piece=_stream_to_stderr if args.stream else None)
     except EngineError as error:
         print(f"raddraft draft: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a bundle")
     parser.add_argument("--with-checkpoint", action="store_true",
                         help="carry the checkpoint in the bundle (checkpoint/) so it can be fine-tuned later")
+    parser.add_argument("--prompts", type=Path, metavar="FILE.json",
+                        help="prompt layout for checkpoints with a chat template: instructions, system, views, "
+                             "view_words, indication (default: the checkpoint's raddraft_prompts.json, else one "
+                             "frontal view; see docs/models.md)")
     parser.add_argument("--card-notes", type=Path, metavar="FILE.md",
                         help="markdown to put at the top of MODEL_CARD.md (e.g. a not-for-clinical-use notice)")
 
@@ -41,6 +46,19 @@ def run(args: argparse.Namespace, config) -> int:
             print(f"raddraft export: cannot read {args.card_notes}: {getattr(exc, 'strerror', None) or exc}",
                   file=sys.stderr)
             return 2
+    spec = None
+    if args.prompts is not None:
+        from training.export.layout import PromptSpec
+
+        try:
+            spec = PromptSpec.from_dict(json.loads(args.prompts.read_text(encoding="utf-8")), str(args.prompts))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            print(f"raddraft export: cannot read {args.prompts}: {getattr(exc, 'strerror', None) or exc}",
+                  file=sys.stderr)
+            return 2
+        except ExportError as exc:
+            print(f"raddraft export: {exc}", file=sys.stderr)
+            return 2
     name = args.name or args.checkpoint.resolve().name
     bar = tqdm(total=1, desc="export", unit="step", file=sys.stderr, disable=None, leave=False)
 
@@ -53,7 +71,8 @@ def run(args: argparse.Namespace, config) -> int:
     try:
         report = export_bundle(args.checkpoint, args.out, name=name, version=args.model_version,
                                quantize=args.quantize, parity=args.parity, overwrite=args.overwrite,
-                               card_notes=notes, progress=progress, include_checkpoint=args.with_checkpoint)
+                               card_notes=notes, progress=progress, include_checkpoint=args.with_checkpoint,
+                               prompt_spec=spec)
     except ExportError as exc:
         bar.close()
         print(f"raddraft export: {exc}", file=sys.stderr)

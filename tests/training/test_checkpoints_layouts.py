@@ -204,3 +204,85 @@ def test_drafting_a_study_end_to_end(case, phantom_studies):
     draft = case["engine"].draft(phantom_studies[0]["paths"], options=case["engine"].default_options(max_new_tokens=6))
     assert draft.model == f"{case['layout'].name}@0.0.1"
     assert draft.timings["findings"]["prompt_tokens"] > case["engine"].manifest.architecture.image_tokens
+
+
+def test_mistral_sliding_window_is_honoured(case):
+    """The window (24) is shorter than the prompt: the graphs follow it, and it changes the logits."""
+    if case["layout"] is not MISTRAL:
+        pytest.skip("the Mistral layout only")
+    from transformers import LlavaForConditionalGeneration
+
+    engine = case["engine"]
+    ids = engine.prompt_ids("findings", 1)
+    assert len(ids) > 2 * MISTRAL.sliding_window
+    pixels = np.random.default_rng(2).standard_normal((1, 3, 56, 56)).astype(np.float32)
+    from engine.generation import prompt_embeddings
+
+    graphs = engine.graphs
+    ours = graphs.logits(prompt_embeddings(graphs, ids, graphs.image_features(pixels)), graphs.empty_past(), 0)[0]
+    inputs = {"input_ids": torch.tensor([ids]), "pixel_values": torch.from_numpy(pixels)}
+    with torch.inference_mode():
+        windowed = case["torch"](**inputs).logits[0].numpy()
+        unwindowed_model = LlavaForConditionalGeneration.from_pretrained(
+            case["checkpoint"], attn_implementation="eager", text_config={"sliding_window": None}).eval()
+        assert unwindowed_model.config.text_config.sliding_window is None
+        unwindowed = unwindowed_model(**inputs).logits[0].numpy()
+    np.testing.assert_allclose(ours, windowed, atol=1e-4)
+    assert np.abs(windowed - unwindowed)[-1].max() > 1e-3
+
+
+def test_a_stitched_two_view_layout_gives_one_image_block(tmp_path, two_view_study):
+    checkpoint = save_checkpoint(LLAVA_15, tmp_path / "checkpoint", seed=1)
+    spec = PromptSpec(views=("frontal", "lateral"), combine="stitch")
+    report = export_bundle(checkpoint, tmp_path / "bundle", name="stitched", version="1", prompt_spec=spec)
+    engine = load_model(report.bundle_dir, CPU)
+    study = engine.prepare(two_view_study["paths"])
+    assert study.pixel_values.shape[0] == 1 and study.views == ("frontal", "lateral")
+    text = engine.prompt_text("findings", ("frontal", "lateral"))
+    assert text.count("<image>") == 1 and text.startswith("<s>USER: <image>\n")
+    ids = engine.prompt_ids("findings", 1, views=study.views)
+    assert ids.count(engine.manifest.architecture.image_token_id) == engine.manifest.architecture.image_tokens
+    assert engine.draft(two_view_study["paths"], options=engine.default_options(max_new_tokens=4)).findings is not None
+
+
+@pytest.mark.parametrize("part, model_type, message", [
+    ("text_config", "gemma", "the language model is 'gemma'; the export handles llama, mistral, qwen2 decoders"),
+    ("vision_config", "vit", "the vision tower is 'vit'; the export handles clip_vision_model, siglip_vision_model, "
+                             "dinov2 towers"),
+])
+def test_unsupported_decoder_or_tower_is_refused_by_name(tmp_path, part, model_type, message):
+    from training.export import ExportError
+
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    config = {"model_type": "llava", "text_config": {"model_type": "llama"},
+              "vision_config": {"model_type": "clip_vision_model"}}
+    config[part]["model_type"] = model_type
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match=message):
+        export_bundle(folder, tmp_path / "out", name="x", version="1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_export_takes_a_prompt_file_and_draft_an_indication(tmp_path, two_view_study, capsys):
+    from raddraft.cli import main
+
+    checkpoint = save_checkpoint(DINOV2_TWO_VIEW, tmp_path / "checkpoint", seed=2)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"views": ["frontal", "lateral"], "view_words": VIEW_WORDS,
+                                   "indication": "Indication: {indication}",
+                                   "instructions": {"findings": "Describe the findings."}}))
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(bundle), "--prompts", str(prompts),
+                 "--no-parity"]) == 0
+    capsys.readouterr()
+    assert main(["draft", "--model", str(bundle), "--max-new-tokens", "4", "--indication", "Chest pain.",
+                 *map(str, two_view_study["paths"])]) == 0
+    draft = json.loads(capsys.readouterr().out)
+    assert draft["prompts"]["indication"] == "Chest pain."
+    manifest = load_model(bundle, CPU).manifest
+    assert "Describe the findings." in manifest.prompts.findings
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"views": ["oblique"]}))
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b2"), "--prompts", str(bad)]) == 2
+    assert "views must list some of" in capsys.readouterr().err
