@@ -274,11 +274,11 @@ class ReportScrubber:
             ("emails", _EMAIL, EMAIL),
             ("dates", _alternation([_date_pattern(d) for d in identity.dates], r"(?<![\w.])", r"(?![\w]|\.\d)"), DATE),
             ("other_dates", _ANY_DATE, DATE),
+            ("phones", _PHONE, PHONE),
             ("ids", _alternation([p for v in identity.ids for p in _id_patterns(v)], "", ""), ID),
             ("institutions", _alternation([_phrase(v) for v in identity.institutions]), INSTITUTION),
             ("addresses", _alternation([_phrase(v) for v in identity.addresses]), ADDRESS),
             ("addresses", _STREET, ADDRESS),  # matched in the original text (see `_ORIGINAL_CASE`)
-            ("phones", _PHONE, PHONE),
             ("names", _name_alternation(identity.names | _address_words(identity.addresses)), NAME),
             ("ids", _UID, ID),
             ("numbers", _LONG_DIGITS, ID),
