@@ -12,10 +12,11 @@ RADDRAFT_AE ?= RADDRAFT
 
 .PHONY: run service test test-fast lint setup bench model screenshots clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/nlp-no-deps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e '.[cpu]'
+	$(PIP) install --quiet --no-deps -r requirements/nlp-no-deps.txt
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
@@ -71,6 +72,7 @@ installer:
 	test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
 	$(GPU_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(GPU_VENV)/bin/python -m pip install --quiet -e '.[gpu,installer]'
+	$(GPU_VENV)/bin/python -m pip install --quiet --no-deps -r requirements/nlp-no-deps.txt
 	$(GPU_VENV)/bin/python installer/build.py
 else
 installer: $(INSTALLER_STAMP)

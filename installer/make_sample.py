@@ -28,7 +28,7 @@ from raddraft.resources import embedded_model_dir, resources_dir
 from raddraft.self_test import GROUND_TRUTH_NAME, SAMPLE_NAME, compare_labels
 from training.data.findings import Finding, labels_from_findings
 from training.data.phantoms import PhantomConfig, plan_study, write_study
-from training.evaluation.labeler import label_report
+from engine.findings.labeler import label_report
 
 SEED = 8008
 FINDINGS = (Finding("pleural_effusion", side="right", severity="moderate"),)

@@ -27,8 +27,8 @@ from dicom_node.store import Store
 from engine.events import DraftEvents, DraftFailed, DraftFinished
 from raddraft.config import AppConfig
 from raddraft.resources import resolve_model, resources_dir
-from training.evaluation.labeler import label_report
-from training.vocabulary import LABEL_KEYS, NOT_MENTIONED, PRESENT
+from engine.findings.labeler import label_report
+from engine.findings.vocabulary import LABEL_KEYS, NOT_MENTIONED, PRESENT
 
 SAMPLE_NAME = "phantom-effusion"
 GROUND_TRUTH_NAME = "ground_truth.json"

@@ -7,23 +7,14 @@ Consolidation, Edema, Atelectasis, Support Devices, No Finding); `nodule` covers
 
 from __future__ import annotations
 
-FINDING_KEYS: tuple[str, ...] = (
-    "cardiomegaly",
-    "pleural_effusion",
-    "pneumothorax",
-    "consolidation",
-    "nodule",
-    "edema",
-    "atelectasis",
-    "support_device",
+from engine.findings.vocabulary import (  # noqa: F401 - one vocabulary, kept where the runtime can read it
+    ABSENT,
+    FINDING_KEYS,
+    LABEL_KEYS,
+    LABEL_VALUES,
+    NO_FINDING,
+    NOT_MENTIONED,
+    PATHOLOGY_KEYS,
+    PRESENT,
+    UNCERTAIN,
 )
-NO_FINDING = "no_finding"
-LABEL_KEYS: tuple[str, ...] = FINDING_KEYS + (NO_FINDING,)
-# Findings that make a study abnormal. A support device alone does not (as in CheXpert's "No Finding").
-PATHOLOGY_KEYS: tuple[str, ...] = tuple(k for k in FINDING_KEYS if k != "support_device")
-
-PRESENT = "present"
-ABSENT = "absent"
-UNCERTAIN = "uncertain"
-NOT_MENTIONED = "not_mentioned"
-LABEL_VALUES: tuple[str, ...] = (PRESENT, ABSENT, UNCERTAIN, NOT_MENTIONED)

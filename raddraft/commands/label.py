@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config) -> int:
-    from training.evaluation.labeler import label_report
+    from engine.findings.labeler import label_report
 
     data = sys.stdin.read()
     stripped = data.lstrip()

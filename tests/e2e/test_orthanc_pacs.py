@@ -26,7 +26,7 @@ from raddraft.workstation import Workstation
 from tests.conftest import REQUIRE_PEERS, require_tool
 from training.data.findings import Finding
 from training.data.phantoms import PhantomConfig, plan_study, write_study
-from training.evaluation.labeler import label_report
+from engine.findings.labeler import label_report
 from training.vocabulary import PRESENT
 
 PACS_AE, RADDRAFT_AE, ROUTE = "ORTHANC", "RADDRAFT", "raddraft"

@@ -11,7 +11,7 @@ from labeler_cases import CASES
 
 from training.data.findings import FindingSampling, sample_findings
 from training.data.reports import ReportWriter
-from training.evaluation.labeler import LabelerError, label_report
+from engine.findings.labeler import LabelerError, label_report
 from training.vocabulary import FINDING_KEYS, LABEL_KEYS
 
 

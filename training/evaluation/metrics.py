@@ -5,7 +5,7 @@ Implementations (papers differ, so the output JSON states them too):
 - BLEU: sacrebleu `corpus_bleu` (BLEU(max_ngram_order=n, lowercase=True, tokenize="13a", smooth_method="exp"));
   BLEU-n is the cumulative score over 1..n-grams, as in pycocoevalcap; scaled to 0..1.
 - ROUGE-L: rouge-score `RougeScorer(["rougeL"], use_stemmer=False)`, the F-measure per report, averaged.
-- Clinical: `training.evaluation.labeler.label_report` on the prediction and on the reference (findings +
+- Clinical: `engine.findings.labeler.label_report` on the prediction and on the reference (findings +
   impression); positive = "present"; F1 per finding key, micro (pooled counts) and macro (mean over keys
   with any positive in prediction or reference). "uncertain" is counted separately, never as positive.
   Where the references carry ground-truth `labels` (a phantom manifest), the same is computed against them.
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from training.evaluation.labeler import label_report
+from engine.findings.labeler import label_report
 from training.vocabulary import LABEL_KEYS, LABEL_VALUES, PRESENT, UNCERTAIN
 
 SECTIONS = ("findings", "impression")
@@ -27,7 +27,7 @@ IMPLEMENTATION = {
     "bleu": "sacrebleu corpus_bleu, BLEU(max_ngram_order=n, lowercase=True, tokenize='13a', smooth_method='exp'); "
             "cumulative BLEU-n, scaled to 0..1",
     "rouge_l": "rouge-score RougeScorer(['rougeL'], use_stemmer=False); mean F-measure over reports",
-    "clinical": "rule-based labeler (training.evaluation.labeler), positive = present; micro F1 pools counts "
+    "clinical": "labeler (engine.findings.labeler: medspaCy ConText over target rules), positive = present; micro F1 pools counts "
                 "over keys, macro F1 averages keys with any positive; uncertain reported separately",
 }
 

@@ -97,7 +97,7 @@ def quality_section(results: Mapping[str, Mapping[str, Any]], test_set: str) -> 
     names = list(results)
     first = results[names[0]]
     intro = (f"Measured on {first['n_studies']} held-out studies ({test_set}), greedy decoding. Clinical F1: the "
-             "rule-based labeler (`training/evaluation/labeler.py`) on the draft against the labeler on the "
+             "labeler (`engine/findings/labeler.py`, medspaCy ConText over target rules) on the draft against the labeler on the "
              "reference report (finding present = positive; micro F1 pools all findings) and against the "
              "ground-truth labels of the phantoms. Hedged reference statements (\"possible ...\") count as "
              "uncertain, not present, so F1 against ground truth stays below 1 even for a perfect copy of the "

@@ -1,0 +1,297 @@
+"""The findings labeler: medspaCy's ConText algorithm over target rules per finding, on a blank spaCy pipeline.
+
+`Labeler().label(text)` returns, for every key of `LABEL_KEYS`, one of "present", "absent", "uncertain" or
+"not_mentioned"; `Labeler().mentions(text)` returns every mention with its status, sentence, section and
+side, which the checks before signing and the critical findings read.
+
+The pipeline: a sentence splitter (full stops, blank lines, numbered items), medspaCy's TargetMatcher with
+the rules of `engine.findings.rules`, medspaCy's ConText (its default modifiers plus radiology's own) and
+medspaCy's Sectionizer. Mentions in the indication, history or comparison sections are not the study's
+findings and are left out. A mention's status:
+- inherent ABSENT / UNCERTAIN (normal and equivocal statements) stands as it is;
+- otherwise negated → absent; possible or hypothetical → uncertain; historical only → not counted; else present.
+Per finding, the statuses aggregate present > uncertain > absent > not mentioned (as CheXpert).
+`no_finding` is present when no pathology (support devices do not count) is present or uncertain and the
+report says anything at all; absent otherwise; not_mentioned for an empty report.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.findings.rules import (
+    CRITICAL_TARGETS,
+    DROPPED_DEFAULT_MODIFIERS,
+    IGNORE,
+    MODIFIERS,
+    TARGETS,
+    TRAILING_HEDGE,
+    Target,
+)
+from engine.findings.vocabulary import (
+    ABSENT,
+    FINDING_KEYS,
+    LABEL_KEYS,
+    NO_FINDING,
+    NOT_MENTIONED,
+    PATHOLOGY_KEYS,
+    PRESENT,
+    UNCERTAIN,
+)
+
+
+class LabelerError(ValueError):
+    """The input cannot be labeled (not text)."""
+
+
+NOT_FINDINGS_SECTIONS = frozenset({"indication", "history_of_present_illness", "past_medical_history",
+                                   "comparison", "technique", "reason_for_exam", "patient_instructions",
+                                   "family_history", "social_history", "medications", "allergies"})
+_SIDES = (("bilateral", re.compile(r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical)\b")),
+          ("left", re.compile(r"\bleft\b|\blt\b")), ("right", re.compile(r"\bright\b|\brt\b")))
+_NUMBERED_ITEM = re.compile(r"(?:(?<=\s)|^)\d{1,2}[.)]\s+(?=[A-Za-z])")
+_BLANK_LINE = re.compile(r"\n\s*\n")
+_ABBREVIATIONS = ((re.compile(r"\b[Ee]\.[Tt]\.(?=\s)"), "ET"), (re.compile(r"\b[Nn]\.[Gg]\.(?=\s)"), "NG"),
+                  (re.compile(r"\bvs\.", re.IGNORECASE), "vs"), (re.compile(r"\bapprox\.", re.IGNORECASE), "approx"),
+                  (re.compile(r"\b[Dd]r\."), "Dr"))
+
+
+@dataclass(frozen=True)
+class Mention:
+    key: str  # a finding key, or a critical-finding key ("free_air", "malpositioned_tube")
+    status: str  # present / absent / uncertain
+    text: str  # the words that name it
+    sentence: str
+    section: str  # the section the sectionizer found ("" when the text has no headers)
+    start: int  # character offsets of the mention in the labeled text
+    end: int
+    side: str  # "left", "right", "bilateral" or "" as the sentence says around the mention
+    historical: bool = False
+
+
+def _register_extensions() -> None:
+    from spacy.tokens import Span
+
+    if not Span.has_extension("inherent"):
+        Span.set_extension("inherent", default=PRESENT)
+
+
+class Labeler:
+    """One spaCy pipeline, built on first use (importing spaCy takes about two seconds) and shared by threads."""
+
+    def __init__(self) -> None:
+        self._nlp: Any = None
+        self._lock = threading.Lock()
+
+    # -- the pipeline ------------------------------------------------------------------------------
+    @property
+    def nlp(self) -> Any:
+        with self._lock:
+            if self._nlp is None:
+                self._nlp = _build_pipeline()
+            return self._nlp
+
+    def warm_up(self) -> None:
+        """Build the pipeline now (on a worker thread), so the first label is fast."""
+        self.nlp
+
+    # -- labeling ---------------------------------------------------------------------------------
+    def mentions(self, text: str) -> list[Mention]:
+        if not isinstance(text, str):
+            raise LabelerError(f"report text must be a string, got {type(text).__name__}")
+        doc = self.nlp(_normalise(text))
+        return _mentions_of(doc)
+
+    def label(self, text: str) -> dict[str, str]:
+        """Labels for every key of `LABEL_KEYS`: "present", "absent", "uncertain" or "not_mentioned"."""
+        return labels_from_mentions(self.mentions(text), said_anything=bool(re.search(r"\w", text or "")))
+
+    def label_many(self, texts: list[str]) -> list[dict[str, str]]:
+        for text in texts:
+            if not isinstance(text, str):
+                raise LabelerError(f"report text must be a string, got {type(text).__name__}")
+        docs = self.nlp.pipe(_normalise(text) for text in texts)
+        return [labels_from_mentions(_mentions_of(doc), said_anything=bool(re.search(r"\w", text)))
+                for doc, text in zip(docs, texts)]
+
+
+def labels_from_mentions(mentions: list[Mention], *, said_anything: bool) -> dict[str, str]:
+    statuses: dict[str, list[str]] = {key: [] for key in FINDING_KEYS}
+    for mention in mentions:
+        if mention.key in statuses and not mention.historical:
+            statuses[mention.key].append(mention.status)
+    labels = {key: aggregate(statuses[key]) for key in FINDING_KEYS}
+    if not said_anything:
+        labels[NO_FINDING] = NOT_MENTIONED
+    elif any(labels[key] in (PRESENT, UNCERTAIN) for key in PATHOLOGY_KEYS):
+        labels[NO_FINDING] = ABSENT
+    else:
+        labels[NO_FINDING] = PRESENT
+    return {key: labels[key] for key in LABEL_KEYS}
+
+
+def aggregate(statuses: list[str]) -> str:
+    for status in (PRESENT, UNCERTAIN, ABSENT):
+        if status in statuses:
+            return status
+    return NOT_MENTIONED
+
+
+# -- building the pipeline ---------------------------------------------------------------------------
+def _label(target: Target) -> str:
+    return f"{target.key}|{target.hides}".upper()
+
+
+def _build_pipeline() -> Any:
+    with warnings.catch_warnings():  # medspaCy warns about regex target rules and its QuickUMLS sample
+        warnings.simplefilter("ignore")
+        _import_spacy_without_torch()
+        import spacy
+        from medspacy.context import ConTextRule
+        from medspacy.target_matcher import TargetRule
+
+        _register_extensions()
+        nlp = spacy.blank("en")
+        nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n\n"]})
+        matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "group", "prune": False})
+        matcher.add([TargetRule(literal=target.key, category=_label(target), pattern=target.pattern,
+                                attributes={"inherent": target.inherent})
+                     for target in TARGETS + CRITICAL_TARGETS])
+        context = nlp.add_pipe("medspacy_context", config={"input_span_type": "group", "rules": None,
+                                                           "span_attrs": "default"})
+        defaults = ConTextRule.from_json(str(_default_context_rules()))
+        context.add([rule for rule in defaults if rule.literal.lower() not in DROPPED_DEFAULT_MODIFIERS])
+        context.add([ConTextRule(literal, category, direction=direction, pattern=pattern)
+                     for literal, category, direction, pattern in MODIFIERS])
+        nlp.add_pipe("medspacy_sectionizer", config={"input_span_type": "group"})
+    return nlp
+
+
+def _import_spacy_without_torch() -> None:
+    """Import spaCy and medspaCy without thinc's optional torch backend.
+
+    thinc imports torch whenever it is installed (a developer's or a trainer's environment), which would load
+    the training stack into the runtime for nothing: the labeler uses no neural component. While spaCy is
+    first imported, `import torch` fails (a None entry in sys.modules); the entry is removed right after, so
+    a process that needs torch later imports it as usual. Where torch is already loaded nothing is blocked.
+    """
+    import sys
+
+    block = "torch" not in sys.modules
+    if block:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        import medspacy  # noqa: F401 - registers the medspacy_* components
+        import spacy  # noqa: F401
+    finally:
+        if block and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+def _default_context_rules() -> Path:
+    """medspaCy's own ConText rules for English (shipped beside the package, and in the installed app)."""
+    import medspacy
+
+    path = Path(medspacy.__file__).resolve().parents[1] / "resources" / "en" / "context_rules.json"
+    if not path.is_file():
+        raise LabelerError(f"medspaCy's ConText rules are missing ({path})")
+    return path
+
+
+def _normalise(text: str) -> str:
+    """Blank lines and numbered items ("1. ...") end sentences; abbreviations with full stops ("E.T. tube",
+    "vs.") do not. Offsets are kept: every replacement has the length of what it replaces."""
+    for pattern, replacement in _ABBREVIATIONS:
+        text = pattern.sub(lambda m: replacement.ljust(len(m.group())), text)
+    text = _BLANK_LINE.sub(lambda m: " ." + m.group()[2:] if len(m.group()) > 2 else "\n\n", text)
+    return _NUMBERED_ITEM.sub(lambda m: " . " + " " * (len(m.group()) - 3), text)
+
+
+# -- reading the document -----------------------------------------------------------------------------
+def _mentions_of(doc: Any) -> list[Mention]:
+    spans = list(doc.spans.get("medspacy_spans", []))
+    hiders = [span for span in spans if span.label_.startswith(IGNORE.upper() + "|")]
+    found: list[Mention] = []
+    taken: dict[str, list[tuple[int, int]]] = {}
+    # longest first, so a normal statement ("heart size is normal") wins over the bare mention inside it
+    for span in sorted(spans, key=lambda s: (-(s.end_char - s.start_char), s.start_char)):
+        key = span.label_.split("|")[0].lower()
+        if key == IGNORE:
+            continue
+        if any(h.label_.split("|")[1].lower() == key and _overlap(h, span) for h in hiders):
+            continue
+        if any(start < span.end_char and span.start_char < end for start, end in taken.get(key, [])):
+            continue
+        section = span._.section_category if span.has_extension("section_category") else None
+        if section in NOT_FINDINGS_SECTIONS:
+            continue
+        taken.setdefault(key, []).append((span.start_char, span.end_char))
+        status = _status(span)
+        if status == PRESENT and _hedged_after(span, spans):
+            status = UNCERTAIN
+        found.append(Mention(key=key, status=status, text=span.text, sentence=span.sent.text.strip(" .\n"),
+                             section=section or "", start=span.start_char, end=span.end_char, side=_side(span),
+                             historical=bool(span._.is_historical) and not span._.is_negated))
+    return sorted(found, key=lambda m: (m.start, m.key))
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    return a.start_char < b.end_char and b.start_char < a.end_char
+
+
+def _hedged_after(span: Any, spans: list[Any]) -> bool:
+    """"Nodule, possibly a nipple shadow" hedges the nodule; "opacity, which may represent atelectasis" hedges
+    atelectasis only: a hedge after a mention applies to it when no other finding follows the hedge."""
+    sentence = span.sent
+    hedge = TRAILING_HEDGE.search(span.doc.text[span.end_char:sentence.end_char])
+    if hedge is None:
+        return False
+    hedge_end = span.end_char + hedge.end()
+    return not any(other.start_char >= hedge_end and other.end_char <= sentence.end_char
+                   and not other.label_.startswith(IGNORE.upper() + "|") for other in spans)
+
+
+def _status(span: Any) -> str:
+    inherent = span._.inherent
+    if inherent != PRESENT:
+        return inherent
+    if span._.is_negated:
+        return ABSENT
+    if span._.is_uncertain or span._.is_hypothetical:
+        return UNCERTAIN
+    return PRESENT
+
+
+def _side(span: Any) -> str:
+    """The side a mention is on: the words of its own phrase first, then its sentence before it, then after."""
+    sentence = span.sent
+    around = [span.text.lower(), sentence.doc.text[sentence.start_char:span.start_char].lower()[-60:],
+              sentence.doc.text[span.end_char:sentence.end_char].lower()[:40]]
+    for piece in around:
+        sides = [name for name, pattern in _SIDES if pattern.search(piece)]
+        if sides:
+            return "bilateral" if "bilateral" in sides or {"left", "right"} <= set(sides) else sides[-1] \
+                if piece is around[1] else sides[0]
+    return ""
+
+
+@functools.cache
+def shared_labeler() -> Labeler:
+    """The process's labeler: its pipeline is built once and never changes afterwards."""
+    return Labeler()
+
+
+def label_report(text: str) -> dict[str, str]:
+    """Labels for every key of `LABEL_KEYS` ("present", "absent", "uncertain", "not_mentioned")."""
+    return shared_labeler().label(text)
+
+
+def label_mentions(text: str) -> list[Mention]:
+    """Every mention in the report with its status: the labeler's reasoning, for checks and debugging."""
+    return shared_labeler().mentions(text)
