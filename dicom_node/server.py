@@ -46,6 +46,7 @@ ACCEPTED_TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.5",  # RLE Lossless
 )
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_LISTEN_BACKLOG = 1024
 
 
 def storage_contexts() -> list[PresentationContext]:
@@ -173,6 +174,9 @@ class DicomNode:
             server_class=ThreadedAssociationServer,
         )
         ae._servers.append(server)  # as AE.start_server does
+        # socketserver listens with a backlog of 5: a burst of connections (a scan, a flood) would leave
+        # a real sender waiting on SYN retries for seconds before the gate ever sees it.
+        server.socket.listen(_LISTEN_BACKLOG)
         s = self.settings
         limits = GateLimits(s.artim_timeout_s, s.max_pending_per_peer, s.max_pending_connections)
         tls = _tls_context(s)
