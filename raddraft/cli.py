@@ -16,7 +16,7 @@ from pathlib import Path
 from raddraft import __version__
 
 COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "dataset",
-                   "finetune", "model", "self_test")
+                   "finetune", "model", "self_test", "import_checkpoint")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -31,10 +31,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
     modules: dict[str, object] = {}
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"raddraft.commands.{name}")
-        command = sub.add_parser(name.replace("_", "-"), help=module.HELP, description=module.HELP,
-                                 parents=[common])
+        command_name = getattr(module, "COMMAND", name.replace("_", "-"))  # `import` is a Python keyword
+        command = sub.add_parser(command_name, help=module.HELP, description=module.HELP, parents=[common])
         module.add_arguments(command)
-        modules[name.replace("_", "-")] = module
+        modules[command_name] = module
     return parser, modules
 
 

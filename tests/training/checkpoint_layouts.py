@@ -77,8 +77,9 @@ class Layout:
     processor: dict = field(default_factory=dict)  # preprocessor_config.json overrides
 
 
-def sentencepiece_tokenizer(folder: Path):
-    """A Llama-format SentencePiece BPE with byte fallback, as `LlamaTokenizerFast` with `<image>` added."""
+def sentencepiece_tokenizer(folder: Path, with_image: bool = True):
+    """A Llama-format SentencePiece BPE with byte fallback, as `LlamaTokenizerFast` with `<image>` added
+    (`with_image=False`: as the original LLaVA releases ship it, without `<image>` and `<pad>`)."""
     import sentencepiece as spm
     from transformers import LlamaTokenizerFast
 
@@ -92,7 +93,8 @@ def sentencepiece_tokenizer(folder: Path):
         minloglevel=2, hard_vocab_limit=False)
     tokenizer = LlamaTokenizerFast(vocab_file=str(prefix) + ".model", legacy=False, add_bos_token=True,
                                    add_eos_token=False, from_slow=True)
-    tokenizer.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": [IMAGE]})
+    if with_image:
+        tokenizer.add_special_tokens({"pad_token": "<pad>", "additional_special_tokens": [IMAGE]})
     tokenizer.model_input_names = ["input_ids", "attention_mask"]
     return tokenizer
 
