@@ -175,7 +175,9 @@ class RawPeer:
         pdu = self.read_pdu()
         if pdu is None or pdu[0] != 0x02:
             raise ConnectionError(f"association not accepted: {pdu!r:.80}")
-        return _accepted_contexts(pdu[1])
+        results, max_pdu = _accepted_contexts(pdu[1])
+        self.max_pdu = min(max_pdu or (1 << 20), 1 << 20)
+        return results
 
     def send_store(self, context_id: int, command: bytes, dataset: Iterable[bytes], *, last: bool = True) -> None:
         """A C-STORE-RQ: the command, then the dataset's chunks in fragments of at most max_pdu."""
@@ -228,15 +230,24 @@ def _reslice(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def _accepted_contexts(body: bytes) -> dict[int, int]:
+def _accepted_contexts(body: bytes) -> tuple[dict[int, int], int]:
+    """({context id: result}, the acceptor's maximum PDU length or 0) from an A-ASSOCIATE-AC body."""
     results: dict[int, int] = {}
+    max_pdu = 0
     offset = 68
     while offset + 4 <= len(body):
         item_type, _, length = struct.unpack_from(">BBH", body, offset)
         if item_type == 0x21:
             results[body[offset + 4]] = body[offset + 6]
+        elif item_type == 0x50:
+            sub = offset + 4
+            while sub + 4 <= offset + 4 + length:
+                sub_type, _, sub_length = struct.unpack_from(">BBH", body, sub)
+                if sub_type == 0x51:
+                    (max_pdu,) = struct.unpack_from(">L", body, sub + 4)
+                sub += 4 + sub_length
         offset += 4 + length
-    return results
+    return results, max_pdu
 
 
 def _status_of(command: bytes) -> Response:
@@ -245,3 +256,39 @@ def _status_of(command: bytes) -> Response:
 
     ds = read_dataset(io.BytesIO(command), is_implicit_VR=True, is_little_endian=True)
     return Response("status", int(ds.Status), str(ds.get("ErrorComment", "")))
+
+
+def _unclosed_sequence(encoded: bytes) -> bytes:
+    # An undefined-length sequence with one open item and no delimiters, as the last element.
+    return encoded + b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff" \
+        + b"\x08\x00\x50\x11UI\x04\x001.2\0"
+
+
+@dataclass(frozen=True)
+class BrokenStore:
+    """A C-STORE that must not succeed: its dataset bytes, the context's syntax and SOP classes."""
+
+    dataset: bytes
+    syntax: str
+    command_sop_class: str = CT_IMAGE_STORAGE
+    context_sop_class: str = CT_IMAGE_STORAGE
+
+
+def broken_stores(ds: Dataset) -> dict[str, BrokenStore]:
+    """The cases the hostile-sender review found stored with success, built from one whole CT dataset
+    (Pixel Data last): each must be answered with a failure and leave nothing stored."""
+    explicit = encode_dataset(ds, implicit=False)
+    deflated = deflate(explicit)
+    other_class = ds.copy()
+    other_class.SOPClassUID = MR_IMAGE_STORAGE
+    return {
+        "unclosed sequence": BrokenStore(_unclosed_sequence(explicit), EXPLICIT),
+        "Pixel Data longer than sent": BrokenStore(explicit[:-1000], EXPLICIT),
+        "explicit VR bytes, implicit context": BrokenStore(explicit, IMPLICIT),
+        "implicit VR bytes, explicit context": BrokenStore(encode_dataset(ds, implicit=True), EXPLICIT),
+        "native pixels, JPEG Baseline context": BrokenStore(explicit, JPEG_BASELINE),
+        "deflate stream cut at 60 %": BrokenStore(deflated[: len(deflated) * 6 // 10], DEFLATED),
+        "dataset SOP Class differs": BrokenStore(encode_dataset(other_class, implicit=False), EXPLICIT),
+        "C-STORE on the Verification context": BrokenStore(encode_dataset(ds, implicit=True), IMPLICIT,
+                                                          context_sop_class=VERIFICATION),
+    }
