@@ -142,6 +142,11 @@ class DraftPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.critical = QLabel("")
+        self.critical.setWordWrap(True)
+        self.critical.setStyleSheet("background: #d0021b; color: white; font-weight: bold; padding: 4px;"
+                                    " border-radius: 3px;")
+        self.critical.hide()
         self.title = QLabel("No study open")
         self.title.setStyleSheet("font-weight: bold; font-size: 14px;")
         self.source = QLabel("")
@@ -183,6 +188,7 @@ class DraftPanel(QWidget):
         for button in (self.accept, self.sign, self.send, self.export):
             actions.addWidget(button)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.critical)
         layout.addWidget(self.title)
         layout.addWidget(self.source)
         layout.addLayout(grid, 1)
@@ -201,6 +207,7 @@ class DraftPanel(QWidget):
 
     def set_study(self, title: str | None) -> None:
         self.title.setText(title or "No study open")
+        self.show_critical(())
         self.signed = False
         for editor in (self.findings, self.impression):
             editor.show_text("")
@@ -208,6 +215,12 @@ class DraftPanel(QWidget):
         self.source.setText("")
         self.set_message("")
         self._update_buttons(has_study=title is not None)
+
+    def show_critical(self, findings) -> None:
+        """The banner of a study whose draft states a critical finding (empty: no banner)."""
+        self.critical.setText("Critical finding in the draft: " + "; ".join(findings) +
+                              ". Communicate it before signing." if findings else "")
+        self.critical.setVisible(bool(findings))
 
     def show_draft(self, draft) -> None:
         """A stored draft (dicom_node.drafts.DraftRecord): its sections as unreviewed AI text."""

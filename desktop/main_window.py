@@ -18,6 +18,7 @@ from desktop.draft_panel import DraftPanel
 from desktop.models_page import ModelsDialog, ModelsPage
 from desktop.pdf import write_report_pdf
 from desktop.settings_dialog import SettingsDialog
+from desktop.sign_dialog import SignDialog
 from desktop.signals import EventBridge
 from desktop.status import MessageBanner, StatusBar
 from desktop.tasks import Background
@@ -59,7 +60,8 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.banner)
         layout.addWidget(split, 1)
         self.setCentralWidget(central)
-        self.feed = WorklistFeed(self.background, workstation.worklist, self.worklist.set_rows, parent=self)
+        self.feed = WorklistFeed(self.background, workstation.worklist, self._show_rows, parent=self)
+        self.sign_dialog: SignDialog | None = None  # the last one shown (tests answer it)
         self.opened = None  # raddraft.workstation.OpenedStudy on screen
         self._opening: str | None = None
         self.generating: set[str] = set()  # sections being drafted on demand
@@ -128,6 +130,10 @@ class MainWindow(QMainWindow):
 
         self.background.run(self.ws.status, done, lambda error: setattr(self, "_status_busy", False))
 
+    def _show_rows(self, rows) -> None:
+        self.worklist.set_rows(rows)
+        self.status_bar.show_critical(self.worklist.critical_count())
+
     def _show_new_problems(self) -> None:
         """Problems that arose while running (a model that would not load when the current one changed)."""
         for problem in self.ws.problems:
@@ -166,6 +172,8 @@ class MainWindow(QMainWindow):
         self.panel.set_study(f"{person_name(study.patient_name)} · {study.patient_id} · "
                              f"{format_date(study.study_date)} · {study.study_description}")
         self.viewer.open_study(opened)
+        critical = tuple(opened.draft.detail.get("critical", ())) if opened.draft is not None else ()
+        self.panel.show_critical(critical if opened.report is None else ())
         if opened.report is not None:
             self.panel.show_signed(opened.report, opened.sends)
         elif opened.draft is not None:
@@ -265,6 +273,18 @@ class MainWindow(QMainWindow):
         uid, draft = self.opened.study.study_uid, self.opened.draft
         self.panel.sign.setEnabled(False)
 
+        def checked(checks) -> None:
+            review = None
+            if checks.problems or checks.critical:
+                dialog = self.sign_dialog = SignDialog(checks, self)
+                if dialog.exec() != SignDialog.DialogCode.Accepted:
+                    self.panel.sign.setEnabled(True)
+                    self.panel.set_message("Not signed: fix the text, then sign again.")
+                    return
+                review = dialog.review()
+            self.background.run(lambda: self.ws.sign(uid, snapshot, draft.id if draft else None, review),
+                                signed, failed)
+
         def signed(report) -> None:
             self.status_bar.notify(f"Report signed ({report.ai_share_kept:.0%} of the AI text kept).")
             self.feed.request()
@@ -274,7 +294,8 @@ class MainWindow(QMainWindow):
             self.panel.sign.setEnabled(True)
             self.panel.set_message(f"Not signed: {error}", error=True)
 
-        self.background.run(lambda: self.ws.sign(uid, snapshot, draft.id if draft else None), signed, failed)
+        findings, impression = snapshot["findings"].text, snapshot["impression"].text
+        self.background.run(lambda: self.ws.sign_checks(uid, findings, impression), checked, failed)
 
     def send(self) -> None:
         report = self.opened.report if self.opened else None

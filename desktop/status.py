@@ -10,8 +10,10 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QStatusBar, QToolButt
 class StatusBar(QStatusBar):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.critical = QLabel("")
+        self.critical.setStyleSheet("color: #d0021b; font-weight: bold;")
         self.node, self.today, self.model, self.queue, self.pacs = (QLabel("…") for _ in range(5))
-        for label in (self.node, self.today, self.model, self.queue, self.pacs):
+        for label in (self.critical, self.node, self.today, self.model, self.queue, self.pacs):
             label.setContentsMargins(6, 0, 6, 0)
             self.addPermanentWidget(label)
 
@@ -23,6 +25,11 @@ class StatusBar(QStatusBar):
         self.model.setText(f"Model {status.model}" + (f" on {status.provider}" if status.provider else ""))
         self.queue.setText(f"Queue {status.queue_length}")
         self.pacs.setText(f"PACS {status.pacs}" + (f" ({status.outbox_pending} to send)" if status.outbox_pending else ""))
+
+    def show_critical(self, count: int) -> None:
+        """How many studies with a critical finding wait to be read."""
+        self.critical.setText(f"⚠ {count} critical" if count else "")
+        self.critical.setVisible(bool(count))
 
     def notify(self, text: str, error: bool = False) -> None:
         self.setStyleSheet("QStatusBar { color: #b03a2e; }" if error else "")

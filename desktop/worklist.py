@@ -40,15 +40,18 @@ from dicom_node.worklist import BADGES, WorklistRow
 STUDY_UID_ROLE = Qt.ItemDataRole.UserRole + 1
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 BADGE_ROLE = Qt.ItemDataRole.UserRole + 3
+CRITICAL_ROLE = Qt.ItemDataRole.UserRole + 4
+CRITICAL = "critical"
 
 BADGE_COLOURS = {
     "receiving": "#6b7c93", "stable": "#8a8f98", "drafting": "#c98a00", "drafted": "#2f6fdb", "failed": "#c0392b",
-    "signed": "#1e8e5a", "sending": "#3c9d8f", "send failed": "#d35400", "sent": "#166b43",
+    "signed": "#1e8e5a", "sending": "#3c9d8f", "send failed": "#d35400", "sent": "#166b43", CRITICAL: "#d0021b",
 }
 STATE_FILTERS = {
     "All studies": None,
-    "To read": {"receiving", "stable", "drafting", "drafted", "failed"},
-    "Drafted": {"drafted"},
+    "To read": {"receiving", "stable", "drafting", "drafted", "failed", CRITICAL},
+    "Drafted": {"drafted", CRITICAL},
+    "Critical": {CRITICAL},
     "Signed / sent": {"signed", "sending", "send failed", "sent"},
     "Problems": {"failed", "send failed"},
 }
@@ -61,8 +64,14 @@ def _received(row: WorklistRow) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", when)
 
 
+def shown_badge(row: WorklistRow) -> str:
+    """A study with an unsigned critical finding shows a red "critical" badge instead of its state."""
+    return CRITICAL if row.critical_unread else row.badge
+
+
 def _state_text(row: WorklistRow) -> str:
-    return f"{row.badge} · in progress" if row.in_progress else row.badge
+    badge = shown_badge(row)
+    return f"{badge} · in progress" if row.in_progress else badge
 
 
 # (header, display text, sort key)
@@ -75,7 +84,7 @@ COLUMNS: tuple[tuple[str, Callable[[WorklistRow], str], Callable[[WorklistRow], 
     ("Study date", lambda r: format_date(r.study_date), lambda r: r.study_date + r.study_time),
     ("Received", _received, lambda r: r.last_received),
     ("Images", lambda r: str(r.num_instances), lambda r: r.num_instances),
-    ("State", _state_text, lambda r: BADGES.index(r.badge) if r.badge in BADGES else 99),
+    ("State", _state_text, lambda r: -1 if r.critical_unread else BADGES.index(r.badge) if r.badge in BADGES else 99),
 )
 STATE_COLUMN = len(COLUMNS) - 1
 RECEIVED_COLUMN = 6
@@ -109,12 +118,20 @@ class WorklistModel(QAbstractTableModel):
         if role == STUDY_UID_ROLE:
             return row.study_uid
         if role == BADGE_ROLE:
-            return row.badge, row.in_progress
+            return shown_badge(row), row.in_progress
+        if role == CRITICAL_ROLE:
+            return row.critical_unread
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == STATE_COLUMN:
-            return row.badge_detail or None
+            critical = f"Critical: {', '.join(row.critical)}" if row.critical_unread else ""
+            return "; ".join(p for p in (critical, row.badge_detail) if p) or None
+        if role == Qt.ItemDataRole.ForegroundRole and row.critical_unread:
+            return QColor(BADGE_COLOURS[CRITICAL])
         if role == Qt.ItemDataRole.TextAlignmentRole and index.column() == 7:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def critical_count(self) -> int:
+        return sum(row.critical_unread for row in self._rows)
 
     def row_of(self, study_uid: str) -> WorklistRow | None:
         return next((r for r in self._rows if r.study_uid == study_uid), None)
@@ -159,6 +176,14 @@ class WorklistFilter(QSortFilterProxyModel):
         else:  # pragma: no cover - older Qt
             self.badges = badges
             self.invalidateFilter()
+
+    def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:
+        """Studies with an unsigned critical finding come first, whatever the column and order."""
+        left_critical, right_critical = bool(left.data(CRITICAL_ROLE)), bool(right.data(CRITICAL_ROLE))
+        if left_critical != right_critical:
+            ascending = self.sortOrder() == Qt.SortOrder.AscendingOrder
+            return left_critical if ascending else right_critical
+        return super().lessThan(left, right)
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:
         if self.badges is not None:
@@ -233,6 +258,9 @@ class WorklistPanel(QWidget):
 
     def set_rows(self, rows: list[WorklistRow]) -> None:
         self.model.set_rows(rows)
+
+    def critical_count(self) -> int:
+        return self.model.critical_count()
 
     def current_study_uid(self) -> str | None:
         index = self.view.currentIndex()

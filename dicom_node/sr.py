@@ -46,6 +46,8 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
 REPORT_TITLE = code("18748-4", "LN", "Diagnostic Imaging Report")
 FINDINGS_SECTION, FINDING = code("121070", "DCM", "Findings"), code("121071", "DCM", "Finding")
 IMPRESSIONS_SECTION, IMPRESSION = code("121072", "DCM", "Impressions"), code("121073", "DCM", "Impression")
+# No DCM or LOINC code names the communication of a critical result; a local scheme ("99" prefix) does.
+CRITICAL_COMMUNICATION = code("CRITCOMM", "99RADDRAFT", "Communication of critical findings")
 
 
 def clean_text(text: str) -> str:
@@ -67,11 +69,19 @@ def _text_item(name: Dataset, text: str) -> Dataset:
     return item
 
 
-def _section(heading: Dataset, entry: Dataset, text: str) -> Dataset:
+def _section(heading: Dataset, entry: Dataset, text: str, *extra: Dataset) -> Dataset:
     section = _item("CONTAINS", "CONTAINER", heading)
     section.ContinuityOfContent = "SEPARATE"
-    section.ContentSequence = DicomSequence([_text_item(entry, text)])
+    section.ContentSequence = DicomSequence([_text_item(entry, text), *extra])
     return section
+
+
+def _communication_items(report: SignedReport) -> list[Dataset]:
+    """The communication of critical findings, as recorded at signing: a TEXT item of the Impressions
+    section (TID 2000 leaves a section's text items open; the concept is a local code)."""
+    communication = report.detail.get("critical_communication") if isinstance(report.detail, dict) else None
+    text = communication.get("text", "") if isinstance(communication, dict) else ""
+    return [_text_item(CRITICAL_COMMUNICATION, text)] if text.strip() else []
 
 
 def _observer_context(name: str) -> list[Dataset]:
@@ -172,7 +182,7 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
         _language(),
         *_observer_context(report.signed_by),
         _section(FINDINGS_SECTION, FINDING, report.findings),
-        _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression),
+        _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression, *_communication_items(report)),
     ])
     return ds
 
@@ -202,7 +212,12 @@ def section_texts(ds: Dataset) -> dict[str, str]:
             continue
         meaning = section.ConceptNameCodeSequence[0].CodeValue
         key = {"121070": "findings", "121072": "impression"}.get(meaning)
-        if key:
-            texts[key] = "\n".join(str(item.TextValue) for item in section.get("ContentSequence", [])
-                                   if item.ValueType == "TEXT")
+        if not key:
+            continue
+        for item in section.get("ContentSequence", []):
+            if item.ValueType != "TEXT":
+                continue
+            name = item.ConceptNameCodeSequence[0].CodeValue
+            slot = "critical_communication" if name == CRITICAL_COMMUNICATION.CodeValue else key
+            texts[slot] = "\n".join(filter(None, (texts.get(slot, ""), str(item.TextValue))))
     return texts

@@ -7,6 +7,7 @@ study whose SR is waiting or failing to go out ("sending", "send failed").
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -36,6 +37,12 @@ class WorklistRow:
     send_status: str  # "" (never queued), "pending" or "sent" (the latest send of the latest report)
     send_attempts: int
     send_error: str
+    critical: tuple[str, ...] = ()  # critical findings the current draft states ("pneumothorax (tension or large)")
+
+    @property
+    def critical_unread(self) -> bool:
+        """A critical finding waits for a radiologist: the study goes to the top of the worklist."""
+        return bool(self.critical) and self.state not in (StudyState.SIGNED, StudyState.SENT)
 
     @property
     def in_progress(self) -> bool:
@@ -69,7 +76,9 @@ SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
        EXISTS(SELECT 1 FROM drafts d WHERE d.study_uid = s.study_uid AND d.stale = 0) AS has_draft,
        r.opened_at, COALESCE(r.opened_by, '') AS opened_by,
        COALESCE(o.status, '') AS send_status, COALESCE(o.attempts, 0) AS send_attempts,
-       COALESCE(o.last_error, '') AS send_error
+       COALESCE(o.last_error, '') AS send_error,
+       COALESCE((SELECT json_extract(d.detail, '$.critical') FROM drafts d
+                 WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1), '[]') AS critical
 FROM studies s
 LEFT JOIN readings r ON r.study_uid = s.study_uid
 LEFT JOIN outbox o ON o.id = (SELECT MAX(id) FROM outbox x WHERE x.study_uid = s.study_uid)
@@ -90,6 +99,8 @@ def _row(row: object) -> WorklistRow:
     values = dict(row)  # type: ignore[call-overload]
     values["state"] = StudyState(values["state"])
     values["has_draft"] = bool(values["has_draft"])
+    critical = json.loads(values["critical"] or "[]")
+    values["critical"] = tuple(str(c) for c in critical) if isinstance(critical, list) else ()
     return WorklistRow(**values)
 
 

@@ -21,6 +21,7 @@ from dicom_node.index import StudyState
 from dicom_node.store import Store
 from engine.errors import EngineError
 from engine.events import DraftEvents, DraftFailed, DraftFinished, DraftPiece, DraftStarted
+from engine.findings.critical import DEFAULT_CRITICAL_FINDINGS, check_critical_names, find_critical
 from engine.runtime import Draft
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ class Drafter(Protocol):
 
 
 class DraftingQueue:
-    def __init__(self, store: Store, model: Drafter, events: DraftEvents | None = None) -> None:
+    def __init__(self, store: Store, model: Drafter, events: DraftEvents | None = None,
+                 critical_findings: tuple[str, ...] = DEFAULT_CRITICAL_FINDINGS) -> None:
         self._store = store
         self._model = model
+        self._critical = check_critical_names(critical_findings)
         self.events = events or DraftEvents()
         self._pending: deque[str] = deque()
         self._queued: set[str] = set()
@@ -152,11 +155,20 @@ class DraftingQueue:
             study_uid=study_uid, model=draft.model, provider=draft.provider, findings=draft.findings,
             impression=draft.impression,
             detail={"variant": draft.variant, "images": list(draft.images), "prompts": draft.prompts,
-                    "timings": draft.timings}))
+                    "timings": draft.timings, "critical": self._critical_in(draft)}))
         total = float(draft.timings.get("total_s", 0.0))  # type: ignore[arg-type]
         log.info("study %s drafted by %s in %.2f s%s", study_uid, draft.model, total,
                  " (stale: new images arrived meanwhile)" if record.stale else "")
         self.events.finished.publish(DraftFinished(study_uid, record.id, draft.model, total, record.stale))
+
+    def _critical_in(self, draft: Draft) -> list[str]:
+        """The critical findings the draft states, flagged in the worklist as soon as the draft is saved."""
+        try:
+            found = find_critical({"findings": draft.findings, "impression": draft.impression}, self._critical)
+        except Exception:  # the draft is worth keeping even when the labeler fails
+            log.exception("critical findings of a draft could not be read")
+            return []
+        return [finding.title for finding in found]
 
     def _fail(self, study_uid: str, error: Exception) -> None:
         if isinstance(error, EngineError):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_node.errors import SettingsError
+from engine.findings.critical import DEFAULT_CRITICAL_FINDINGS, CriticalSettingsError, check_critical_names
 
 PROVIDER_NAMES = ("tensorrt", "cuda", "directml", "coreml", "cpu")
 VARIANTS = ("auto", "fp32", "fp16", "int8")
@@ -25,6 +26,8 @@ class EngineSettings:
     intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
     draft_on_stable: the drafting queue drafts each study as soon as it is complete.
     max_new_tokens: per section; 0 keeps the bundle's default.
+    critical_findings: flagged in every draft and asked about at signing (engine.findings.critical): any of
+        pneumothorax, free_air, malpositioned_tube and the labeler's finding keys.
     """
 
     model: Path | None = None
@@ -36,8 +39,13 @@ class EngineSettings:
     inter_op_threads: int = 0
     draft_on_stable: bool = True
     max_new_tokens: int = 0
+    critical_findings: tuple[str, ...] = DEFAULT_CRITICAL_FINDINGS
 
     def __post_init__(self) -> None:
+        try:
+            check_critical_names(self.critical_findings)
+        except CriticalSettingsError as error:
+            raise SettingsError("critical_findings", str(error)) from error
         unknown = [p for p in self.providers if p not in PROVIDER_NAMES]
         if unknown:
             raise SettingsError("providers", f"unknown provider {unknown[0]!r}; known: {', '.join(PROVIDER_NAMES)}")

@@ -63,7 +63,7 @@ def start_drafting(config: AppConfig, store: Store, events: NodeEvents) -> Draft
     model, choice = _load_chosen(config, choice)
     if model is None:
         return None
-    queue = DraftingQueue(store, model)
+    queue = DraftingQueue(store, model, critical_findings=config.engine.critical_findings)
     queue.start(events)
 
     def switch(installed, new_model) -> None:

@@ -41,6 +41,8 @@ from dicom_node.server import DicomNode
 from dicom_node.store import Store
 from dicom_node.worklist import WorklistRow, start_of_today, studies_received_since, worklist_rows
 from engine.events import DraftEvents
+from engine.findings.checks import SignProblem, SignReview
+from engine.findings.critical import CriticalFinding
 from engine.provenance import SectionText, signing_metrics, validate_for_signing
 from raddraft.config import AppConfig, default_config_path
 from raddraft.resources import (
@@ -97,6 +99,40 @@ class OpenedStudy:
     report: SignedReport | None
     sends: tuple[OutboxItem, ...]
     series: tuple[SeriesRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class SignChecks:
+    problems: tuple[SignProblem, ...]
+    critical: tuple[CriticalFinding, ...]
+
+
+class SignReviewNeeded(SigningError):
+    """The report has problems or critical findings the radiologist has not answered yet."""
+
+    def __init__(self, message: str, checks: SignChecks) -> None:
+        super().__init__(message)
+        self.checks = checks
+
+
+def review_detail(checks: SignChecks, review: SignReview | None) -> dict[str, Any]:
+    """What goes into the signed report's record: the problems signed over and why, the critical findings
+    and their communication."""
+    detail: dict[str, Any] = {}
+    if checks.problems:
+        detail["sign_checks"] = {
+            "problems": [{"kind": p.kind, "message": p.message, "sentences": list(p.sentences)}
+                         for p in checks.problems],
+            "override_reason": review.override_reason.strip() if review else ""}
+    if checks.critical:
+        communication = review.communication if review else None
+        detail["critical_findings"] = [finding.title for finding in checks.critical]
+        if communication is not None:
+            detail["critical_communication"] = {
+                "recipient": communication.recipient.strip(), "communicated_at": communication.communicated_at.strip(),
+                "method": communication.method,
+                "text": communication.as_text(finding.title for finding in checks.critical)}
+    return detail
 
 
 class Workstation:
@@ -200,7 +236,8 @@ class Workstation:
     def _start_queue(self) -> None:
         from engine.queue import DraftingQueue
 
-        self.queue = DraftingQueue(self.store, self.model, self.draft_events)
+        self.queue = DraftingQueue(self.store, self.model, self.draft_events,
+                                   critical_findings=self.config.engine.critical_findings)
         self.queue.start(self.node_events)
 
     def _start_node(self) -> None:
@@ -289,12 +326,32 @@ class Workstation:
             return model.generate(kind, features, findings=findings, on_text=on_piece).text
 
     # -- signing and sending -----------------------------------------------------------------------
-    def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None) -> SignedReport:
-        """Validate, record the AI share and edit distance, save and (when configured) queue the SR."""
+    def sign_checks(self, study_uid: str, findings: str, impression: str) -> SignChecks:
+        """The checks before signing and the critical findings of the text about to be signed."""
+        from engine.findings.checks import check_report
+        from engine.findings.critical import find_critical
+
+        critical_names = self.config.engine.critical_findings
+        has_prior = False  # priors are not fetched yet (the priors issue): no study has one
+        problems = check_report(findings, impression, has_prior=has_prior, critical=critical_names)
+        critical = find_critical({"findings": findings, "impression": impression}, critical_names)
+        return SignChecks(tuple(problems), tuple(critical))
+
+    def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None,
+             review: SignReview | None = None) -> SignedReport:
+        """Validate, run the checks before signing (their problems need a reason, critical findings a
+        communication record, both in `review`), record the AI share and edit distance, save and (when
+        configured) queue the SR."""
+        from engine.findings.checks import review_problems
+
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
         problems = validate_for_signing(sections)
         if problems:
             raise SigningError(" ".join(problems))
+        checks = self.sign_checks(study_uid, sections["findings"].text, sections["impression"].text)
+        missing = review_problems(list(checks.problems), list(checks.critical), review)
+        if missing:
+            raise SignReviewNeeded("Not signed: " + "; ".join(missing) + ".", checks)
         metrics = signing_metrics(sections)
         pacs = self.config.pacs
         report = sign_report(self.store.index, SignedReport(
@@ -303,7 +360,7 @@ class Workstation:
             draft_id=draft_id, ai_share_kept=round(metrics.ai_share_kept, 4), edit_distance=metrics.edit_distance,
             detail={"ai_characters_written": metrics.ai_characters_written,
                     "ai_characters_kept": metrics.ai_characters_kept, "sections": metrics.sections,
-                    "model": self.model.model_id if self.model else ""}),
+                    "model": self.model.model_id if self.model else "", **review_detail(checks, review)}),
             queue_send=pacs.configured and pacs.send_on_sign)
         try:
             ensure_report_sr(self.store, report.id, self.config.reading.organization)
