@@ -258,14 +258,16 @@ def _link(store: Store, studies: list[tuple[StudyRow, SignedReport]], options: D
 
 
 def _first_record(store: Store, study: StudyRow) -> tuple[PatientRecord, Dataset | None]:
-    header = None
-    for row in store.index.instances_of(study.study_uid):
-        try:
-            header = pydicom.dcmread(store.path_of(row), stop_before_pixels=True)
-        except Exception:  # noqa: BLE001 - unreadable files are excluded later, with the study
-            continue
-        break
+    headers = (_header(store.path_of(row)) for row in store.index.instances_of(study.study_uid))
+    header = next((h for h in headers if h is not None), None)
     return record_of(study.study_uid, study.patient_id, [header] if header is not None else []), header
+
+
+def _header(path: Path) -> Dataset | None:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - unreadable files are excluded later, with their study
+        return None
 
 
 # -- exporting -------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ from training.site.descriptors import (
     descriptor_words,
     is_code_item,
 )
-from training.site.pixels import PixelCleaningError, clean_pixel_data
+from training.site.pixels import clean_pixel_data
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ def values_of(value: object) -> list[str]:
 def descriptor_words(value: object) -> str:
     """The listed words of a free-text value, upper case, in their order."""
     text = " ".join(values_of(value)).upper()
-    return " ".join(word for word in _WORD_SPLIT.split(text) if word in DESCRIPTOR_WORDS)
+    return " ".join(word for word in _WORD_SPLIT.split(text) if len(word) >= 2 and word in DESCRIPTOR_WORDS)
 
 
 def clean_coded_string(keyword: str, value: object) -> list[str]:

@@ -40,6 +40,6 @@ def is_high_risk(ds: Dataset) -> bool:
     modality = str(ds.get("Modality", "") or "").strip().upper()
     sop_class = str(ds.get("SOPClassUID", "") or "").strip()
     image_type = " ".join(values_of(ds.get("ImageType"))).upper().replace("_", " ")
-    return (modality in RISKY_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE)
-            or sop_class.startswith(_VIDEO_AND_VISIBLE_LIGHT) or sop_class in _RISKY_CLASSES
+    return (modality in RISKY_MODALITIES or sop_class.startswith((_SECONDARY_CAPTURE, _VIDEO_AND_VISIBLE_LIGHT))
+            or sop_class in _RISKY_CLASSES
             or "ConversionType" in ds or any(word in image_type for word in _SCREENSHOT_WORDS))

@@ -47,9 +47,10 @@ ID_KEYWORDS = frozenset({
     "PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "AdmissionID", "MedicalRecordLocator",
     "RequestedProcedureID", "ScheduledProcedureStepID", "PerformedProcedureStepID", "ServiceEpisodeID",
     "PlacerOrderNumberImagingServiceRequest", "FillerOrderNumberImagingServiceRequest", "IssuerOfPatientID",
-    "DeviceSerialNumber", "StationName", "DetectorID", "PlateID", "CassetteID", "PatientTelephoneNumbers",
-    "PersonTelephoneNumbers", "ReferringPhysicianTelephoneNumbers", "OrderCallbackPhoneNumber",
+    "DeviceSerialNumber", "StationName", "DetectorID", "PlateID", "CassetteID",
 })
+PHONE_KEYWORDS = frozenset({"PatientTelephoneNumbers", "PersonTelephoneNumbers", "ReferringPhysicianTelephoneNumbers",
+                            "OrderCallbackPhoneNumber"})
 _ID_SUFFIXES = ("ID", "IDs", "Number", "Identifier")
 # Titles written with plain-text names ("Dr. Reed Halloway"): not identifying, and common words of reports.
 HONORIFICS = frozenset({"dr", "mr", "mrs", "ms", "miss", "mx", "prof", "md", "phd", "jr", "sr", "herr", "frau",
@@ -109,9 +110,10 @@ _ANY_DATE = re.compile(
     r")(?![\w]|\.\d)"
     rf"|{_CJK_DATES}",
 )
-_URL = re.compile(r"(?:https?|ftp|dicom|file)://[^\s<>\"')\]]+|www\.[^\s<>\"')\]]+"
+_URL_TAIL = r"[^\s<>\"')\]]*[^\s<>\"')\].,;:!?]"  # a sentence's full stop is not part of the URL
+_URL = re.compile(rf"(?:https?|ftp|dicom|file)://{_URL_TAIL}|www\.{_URL_TAIL}"
                   r"|(?<![\w@.])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|edu|gov|local|lan|intra|internal)\b"
-                  r"(?:/[^\s<>\"')\]]*)?")
+                  rf"(?:/{_URL_TAIL})?")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"(?<![\w+])(?:(?:\+|00)\d{1,3}[\s./-]?)?(?:\(\d{1,5}\)[\s./-]?)?\d{2,8}(?:[\s./-]\d{2,8}){0,4}"
                     r"(?![\w])")
@@ -143,12 +145,14 @@ class StudyIdentity:
     dates: frozenset[dt.date]
     institutions: frozenset[str]
     addresses: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
 
 
 def identity_of(datasets: Iterable[Dataset], extra_names: Iterable[str] = ()) -> StudyIdentity:
     """Collect names, identifiers, dates, institutions and addresses from the public attributes of
     `datasets` (sequences included) and `extra_names` (the signer: "Family^Given" or plain text)."""
-    found: dict[str, set] = {"names": set(), "ids": set(), "dates": set(), "institutions": set(), "addresses": set()}
+    found: dict[str, set] = {"names": set(), "ids": set(), "dates": set(), "institutions": set(), "addresses": set(),
+                             "phones": set()}
     for ds in datasets:
         _collect(ds, found)
     for name in extra_names:
@@ -182,6 +186,8 @@ def _collect(ds: Dataset, found: dict[str, set]) -> None:
             found["ids"].update(v.strip() for v in texts if v.strip() and v.strip() not in UID_dictionary)
         elif elem.keyword in INSTITUTION_KEYWORDS:
             found["institutions"].update(v.strip() for v in texts if len(v.strip()) >= 3)
+        elif elem.keyword in PHONE_KEYWORDS:
+            found["phones"].update(v.strip() for v in texts if sum(c.isdigit() for c in v) >= 5)
         elif elem.keyword in ADDRESS_KEYWORDS:
             found["addresses"].update(v.strip() for v in texts if len(v.strip()) >= 3)
         elif _is_identifier(elem.keyword, vr):
@@ -230,16 +236,17 @@ def _long_enough(value: str) -> bool:
 
 def _name_parts(value: str) -> set[str]:
     """Family, given and middle names (each whole, and split at spaces, hyphens and apostrophes) of a
-    DICOM person name or of plain text; prefixes and suffixes ("Dr", "Jr") are not identifying. CJK names
-    also give every character run split as surname + given name (written together, or one character)."""
+    DICOM person name or of plain text; prefixes and suffixes ("Dr", "Jr") are not identifying. A CJK name
+    written without "^" is also split as surname + given name (one or two characters of surname)."""
     parts: set[str] = set()
     for group in value.split("="):
-        components = group.split("^")[:3] if "^" in group else [group]
+        split = "^" in group
+        components = group.split("^")[:3] if split else [group]
         for component in components:
             component = component.strip()
             for piece in [component, *re.split(r"[\s\-'’.,]+", component)]:
                 if is_cjk(piece):
-                    parts.update(_cjk_parts(piece))
+                    parts.update({piece} if split else _cjk_parts(piece))
                 elif len(piece) >= 2 and any(c.isalpha() for c in piece) and piece.lower() not in HONORIFICS:
                     parts.add(piece)
     return parts
@@ -274,8 +281,9 @@ class ReportScrubber:
             ("emails", _EMAIL, EMAIL),
             ("dates", _alternation([_date_pattern(d) for d in identity.dates], r"(?<![\w.])", r"(?![\w]|\.\d)"), DATE),
             ("other_dates", _ANY_DATE, DATE),
-            ("phones", _PHONE, PHONE),
+            ("phones", _alternation([_phone_pattern(v) for v in identity.phones], r"(?<!\d)", r"(?!\d)"), PHONE),
             ("ids", _alternation([p for v in identity.ids for p in _id_patterns(v)], "", ""), ID),
+            ("phones", _PHONE, PHONE),
             ("institutions", _alternation([_phrase(v) for v in identity.institutions]), INSTITUTION),
             ("addresses", _alternation([_phrase(v) for v in identity.addresses]), ADDRESS),
             ("addresses", _STREET, ADDRESS),  # matched in the original text (see `_ORIGINAL_CASE`)
@@ -355,6 +363,12 @@ def _id_patterns(value: str) -> list[str]:
         patterns.append(rf"(?<![{_LATIN}])" + r"[-_\s./]?".join(re.escape(c) for c in characters) + rf"(?![{_LATIN}])")
     patterns += [rf"(?<!\d)0*{run}(?!\d)" for run in re.findall(r"\d{5,}", folded)]
     return patterns
+
+
+def _phone_pattern(value: str) -> str:
+    """A known phone number by its last seven or more digits, whatever separates them."""
+    digits = re.sub(r"\D", "", value)
+    return r"[\s()./+-]*".join(digits[-max(7, min(len(digits), 9)):]) if len(digits) >= 7 else re.escape(digits)
 
 
 def _is_phone(match: re.Match, folded: str) -> bool:

@@ -51,12 +51,14 @@ def variants(text: str) -> set[str]:
     plain = fold(text)
     transliterated = fold("".join(_TRANSLITERATED.get(c.lower(), c) for c in text))
     forms = {plain, transliterated}
-    for form in list(forms):
-        reduced = form
-        for digraph, single in _ASCII_DIGRAPHS:
-            reduced = reduced.replace(digraph, single)
-        forms.add(reduced)
+    forms |= {_without_digraphs(form) for form in forms}
     return {f for f in forms if f}
+
+
+def _without_digraphs(form: str) -> str:
+    for digraph, single in _ASCII_DIGRAPHS:
+        form = form.replace(digraph, single)
+    return form
 
 
 def is_cjk(text: str) -> bool:
