@@ -18,7 +18,13 @@ from engine.errors import BundleError, GenerationError
 from engine.generation import GenerationOptions, GenerationResult, TextCallback, generate
 from engine.graphs import ModelGraphs, SessionOptions
 from engine.indication import study_indication
-from engine.prompts import IMPRESSION_FROM_FINDINGS, MAX_INDICATION_TOKENS, PROMPT_KINDS, layout_prompt_text, prompt_ids
+from engine.prompts import (
+    IMPRESSION_FROM_FINDINGS,
+    MAX_INDICATION_TOKENS,
+    PROMPT_KINDS,
+    layout_prompt_text,
+    prompt_ids,
+)
 from engine.providers import ProviderChoice, choose_providers
 from engine.settings import EngineSettings
 

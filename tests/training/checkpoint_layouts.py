@@ -183,9 +183,9 @@ def _text(layout: Layout, tokenizer):
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     heads, kv_heads = layout.kv_heads
-    common = dict(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, intermediate_size=256,
-                  num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
-                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    common = {"vocab_size": len(tokenizer), "hidden_size": 128, "num_hidden_layers": 2, "intermediate_size": 256,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "max_position_embeddings": 1024,
+              "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     if layout.decoder == "mistral":
         return MistralConfig(bos_token_id=tokenizer.bos_token_id, sliding_window=layout.sliding_window,
                              head_dim=128 // heads, **common)

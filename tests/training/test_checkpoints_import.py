@@ -29,8 +29,9 @@ IMAGE_SIZE, PATCH = 56, 14
 def tiny_language_model(kind: str, vocab: int, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    common = dict(vocab_size=vocab, hidden_size=128, num_hidden_layers=2, intermediate_size=256,
-                  max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    common = {"vocab_size": vocab, "hidden_size": 128, "num_hidden_layers": 2, "intermediate_size": 256,
+              "max_position_embeddings": 512, "bos_token_id": tokenizer.bos_token_id,
+              "eos_token_id": tokenizer.eos_token_id}
     torch.manual_seed(1)
     if kind == "mistral":
         return MistralForCausalLM(MistralConfig(num_attention_heads=32, num_key_value_heads=8, head_dim=4,
@@ -122,7 +123,7 @@ def test_original_llava_release_imports_and_exports(tmp_path, kind, with_tower):
                            tmp_path / "clip", with_tower)
     report = import_checkpoint(source, tmp_path / "hf")
     assert (report.layout, report.text_model) == (f"llava_{kind}", kind)
-    model, inputs, logits, text = imported_logits(tmp_path / "hf", [phantom_picture()])
+    _, inputs, logits, text = imported_logits(tmp_path / "hf", [phantom_picture()])
     assert report.image_token_id == len(tokenizer)  # appended after the original vocabulary
     expected = reference_logits(language_model, projector, tower, inputs["input_ids"], inputs["pixel_values"],
                                 report.image_token_id)

@@ -10,7 +10,6 @@ Qwen2 + SigLIP + ChatML; Dinov2 with two views, per-view words and an indication
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 pytest.importorskip("optimum.exporters.onnx")
 
-from checkpoint_layouts import DINOV2_TWO_VIEW, LLAVA_15, MISTRAL, QWEN2_SIGLIP, VICUNA_V1_SYSTEM, save_checkpoint
+from checkpoint_layouts import (
+    DINOV2_TWO_VIEW,
+    LLAVA_15,
+    MISTRAL,
+    QWEN2_SIGLIP,
+    VICUNA_V1_SYSTEM,
+    save_checkpoint,
+)
 
 from engine.runtime import load_model
 from engine.settings import EngineSettings
@@ -41,21 +47,33 @@ SPECS = {
 LAYOUTS = [LLAVA_15, MISTRAL, QWEN2_SIGLIP, DINOV2_TWO_VIEW]
 
 
-@pytest.fixture(scope="module", params=LAYOUTS, ids=[layout.name for layout in LAYOUTS])
-def case(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Each layout's checkpoint, exported bundle, loaded engine, HF processor and torch model, built once."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    layout = request.param
-    root = tmp_path_factory.mktemp(layout.name)
-    checkpoint = save_checkpoint(layout, root / "checkpoint")
-    report = export_bundle(checkpoint, root / "bundle", name=layout.name, version="0.0.1",
-                           prompt_spec=SPECS[layout.name])
-    return {
-        "layout": layout, "checkpoint": checkpoint, "report": report,
-        "engine": load_model(report.bundle_dir, CPU),
-        "processor": AutoProcessor.from_pretrained(checkpoint),
-        "torch": LlavaForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval(),
-    }
+    built: dict[str, dict] = {}
+
+    def get(layout):
+        if layout.name not in built:
+            root = tmp_path_factory.mktemp(layout.name)
+            checkpoint = save_checkpoint(layout, root / "checkpoint")
+            report = export_bundle(checkpoint, root / "bundle", name=layout.name, version="0.0.1",
+                                   prompt_spec=SPECS[layout.name])
+            built[layout.name] = {
+                "layout": layout, "checkpoint": checkpoint, "report": report,
+                "engine": load_model(report.bundle_dir, CPU),
+                "processor": AutoProcessor.from_pretrained(checkpoint),
+                "torch": LlavaForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval(),
+            }
+        return built[layout.name]
+
+    return get
+
+
+@pytest.fixture(params=LAYOUTS, ids=[layout.name for layout in LAYOUTS])
+def case(request, cases):
+    return cases(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -182,9 +200,8 @@ def test_bundle_prompts_are_the_chat_templates_rendering(case):
         assert manifest.prompts.findings.startswith("<s>")
 
 
-def test_two_views_each_get_their_own_image_block_and_the_indication(case, two_view_study, phantom_studies):
-    if case["layout"] is not DINOV2_TWO_VIEW:
-        pytest.skip("the two-view layout only")
+def test_two_views_each_get_their_own_image_block_and_the_indication(cases, two_view_study, phantom_studies):
+    case = cases(DINOV2_TWO_VIEW)
     engine = case["engine"]
     arch = engine.manifest.architecture
     images, views = study_images(case, two_view_study["paths"])
@@ -206,12 +223,11 @@ def test_drafting_a_study_end_to_end(case, phantom_studies):
     assert draft.timings["findings"]["prompt_tokens"] > case["engine"].manifest.architecture.image_tokens
 
 
-def test_mistral_sliding_window_is_honoured(case):
+def test_mistral_sliding_window_is_honoured(cases):
     """The window (24) is shorter than the prompt: the graphs follow it, and it changes the logits."""
-    if case["layout"] is not MISTRAL:
-        pytest.skip("the Mistral layout only")
     from transformers import LlavaForConditionalGeneration
 
+    case = cases(MISTRAL)
     engine = case["engine"]
     ids = engine.prompt_ids("findings", 1)
     assert len(ids) > 2 * MISTRAL.sliding_window
@@ -247,8 +263,8 @@ def test_a_stitched_two_view_layout_gives_one_image_block(tmp_path, two_view_stu
 
 @pytest.mark.parametrize("part, model_type, message", [
     ("text_config", "gemma", "the language model is 'gemma'; the export handles llama, mistral, qwen2 decoders"),
-    ("vision_config", "vit", "the vision tower is 'vit'; the export handles clip_vision_model, siglip_vision_model, "
-                             "dinov2 towers"),
+    ("vision_config", "vit", ("the vision tower is 'vit'; the export handles clip_vision_model, "
+                              "siglip_vision_model, dinov2 towers")),
 ])
 def test_unsupported_decoder_or_tower_is_refused_by_name(tmp_path, part, model_type, message):
     from training.export import ExportError

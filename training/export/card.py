@@ -24,7 +24,7 @@ def render_card(manifest: BundleManifest, *, parameters: Mapping[str, int], pari
     lines += ["## Intended use", "", (intended_use or DEFAULT_INTENDED_USE).strip(), ""]
 
     lines += ["## Architecture", "",
-              "LLaVA: a vision encoder and projector feeding a LLaMA-style decoder.", "",
+              f"LLaVA: a {arch.vision} vision encoder and projector feeding a {arch.decoder} decoder.", "",
               "| | |", "|---|---|"]
     for label, key in (("vision encoder", "vision_tower"), ("projector", "projector"),
                        ("language model", "language_model"), ("output head", "lm_head"), ("total", "total")):
@@ -36,8 +36,16 @@ def render_card(manifest: BundleManifest, *, parameters: Mapping[str, int], pari
         f"| context | {arch.max_positions} positions |",
         f"| image | {prep.image_size}x{prep.image_size} pixels -> {arch.image_tokens} image tokens |",
         f"| views | {', '.join(prep.views)} (combined as {prep.combine}) |",
+        f"| pixels | resize {prep.resize}, mean {_triple(prep.mean)}, std {_triple(prep.std)}, scale {prep.scale:g} |",
+        f"| stop tokens | {', '.join(map(str, arch.stop_token_ids))} |",
         "",
     ]
+    layout = manifest.prompting
+    lines += ["## Prompts", "",
+              (f"Rendered by the checkpoint's chat template (`{layout.chat_template}`)" if layout.chat_template
+               else "Plain prompts (the checkpoint has no chat template)")
+              + (f", indication as `{layout.indication}`" if layout.indication else ", no indication") + ".", "",
+              "```", manifest.prompts.findings, "```", ""]
 
     lines += ["## Provenance", ""]
     provenance = {k: v for k, v in manifest.provenance.items() if k != "export"}
@@ -87,6 +95,10 @@ def _new_tokens(parity: Mapping[str, ParityResult]) -> int | str:
         if result.torch_tokens:
             return len(result.torch_tokens)
     return "—"
+
+
+def _triple(values) -> str:
+    return "/".join(f"{v:.4g}" for v in values)
 
 
 def _count(n: int) -> str:

@@ -202,8 +202,14 @@ def legacy_hf_key(key: str) -> str | None:
 def _convert(config: dict, state: dict, tokenizer_dir: Path, vision_dir: Path, staging: Path) -> ImportReport:
     import torch
     from safetensors.torch import save_file
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, GenerationConfig, LlavaConfig, \
-        LlavaForConditionalGeneration
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoTokenizer,
+        GenerationConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     text_type = ORIGINAL_TYPES.get(str(config.get("model_type")))
     if text_type is None:
