@@ -46,8 +46,8 @@ def code(value: str, scheme: str, meaning: str) -> Dataset:
 REPORT_TITLE = code("18748-4", "LN", "Diagnostic Imaging Report")
 FINDINGS_SECTION, FINDING = code("121070", "DCM", "Findings"), code("121071", "DCM", "Finding")
 IMPRESSIONS_SECTION, IMPRESSION = code("121072", "DCM", "Impressions"), code("121073", "DCM", "Impression")
-# No DCM or LOINC code names the communication of a critical result; a local scheme ("99" prefix) does.
-CRITICAL_COMMUNICATION = code("CRITCOMM", "99RADDRAFT", "Communication of critical findings")
+# No DCM code names the communication of a critical result: it is a Comment of the Impressions section.
+CRITICAL_COMMUNICATION = code("121106", "DCM", "Comment")
 
 
 def clean_text(text: str) -> str:
@@ -78,7 +78,7 @@ def _section(heading: Dataset, entry: Dataset, text: str, *extra: Dataset) -> Da
 
 def _communication_items(report: SignedReport) -> list[Dataset]:
     """The communication of critical findings, as recorded at signing: a TEXT item of the Impressions
-    section (TID 2000 leaves a section's text items open; the concept is a local code)."""
+    section (TID 2000 leaves a section's text items open)."""
     communication = report.detail.get("critical_communication") if isinstance(report.detail, dict) else None
     text = communication.get("text", "") if isinstance(communication, dict) else ""
     return [_text_item(CRITICAL_COMMUNICATION, text)] if text.strip() else []

@@ -1,8 +1,7 @@
 """What the installed app may and may not contain, and a check of a built one-folder bundle.
 
-The runtime is dicom_node, engine, desktop and raddraft on numpy + onnxruntime + tokenizers + Qt. Of the
-training code only the two stdlib-only modules that `raddraft self-test` and `raddraft label` use are
-shipped; the training stack (torch and friends) never is. The spec filters its analysis with
+The runtime is dicom_node, engine, desktop and raddraft on numpy + onnxruntime + tokenizers + spaCy/medspaCy
+(the labeler) + Qt. None of the training code is shipped, and the training stack (torch and friends) never is. The spec filters its analysis with
 `is_forbidden_module`, and the build and the tests check the result with `forbidden_contents`.
 """
 
@@ -15,7 +14,8 @@ from pathlib import Path
 FORBIDDEN_PACKAGES = ("torch", "torchvision", "transformers", "peft", "optimum", "accelerate", "onnx",
                       "onnxscript", "onnx_ir", "safetensors", "sacrebleu", "rouge_score", "matplotlib",
                       "triton", "huggingface_hub", "datasets")
-ALLOWED_TRAINING_MODULES = ("training", "training.vocabulary", "training.evaluation", "training.evaluation.labeler")
+# The labeler and its vocabulary moved to engine.findings: nothing of training/ is shipped.
+ALLOWED_TRAINING_MODULES: tuple[str, ...] = ()
 # Modules whose absence matters in a way the analysis cannot see (loaded by name at run time).
 TRAINING_EXCLUDES = ("training.data", "training.train", "training.export", "training.modeling", "training.site",
                      "training.evaluation.metrics")
@@ -49,8 +49,8 @@ def forbidden_files(bundle_dir: Path) -> list[str]:
             stem = name.split(".")[0]
             training_stack = stem in FORBIDDEN_PACKAGES or (
                 name.endswith(".dist-info") and _dist_name(name) in FORBIDDEN_PACKAGES)
-            other_training = relative.parts[-1:] == ("training",) and stem not in ("__init__", "vocabulary",
-                                                                                    "evaluation")
+            # our training/ package, not another package's folder of that name (spacy/training)
+            other_training = relative.parts[-1:] == ("training",) and len(relative.parts) <= 2
             if training_stack or other_training:
                 found.append(str(relative / name))
     return found

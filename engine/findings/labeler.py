@@ -163,8 +163,6 @@ def _build_pipeline() -> Any:
         matcher.add([TargetRule(literal=target.key, category=_label(target), pattern=target.pattern,
                                 attributes={"inherent": target.inherent})
                      for target in TARGETS + CRITICAL_TARGETS])
-        # one token pattern too: spaCy's token matcher warns on every document when it has none
-        matcher.add([TargetRule(literal="ptx", category="PNEUMOTHORAX|", pattern=[{"LOWER": "ptx"}])])
         context = nlp.add_pipe("medspacy_context", config={"input_span_type": "group", "rules": None,
                                                            "span_attrs": "default"})
         defaults = ConTextRule.from_json(str(_default_context_rules()))
@@ -172,6 +170,8 @@ def _build_pipeline() -> Any:
         context.add([ConTextRule(literal, category, direction=direction, pattern=pattern)
                      for literal, category, direction, pattern in MODIFIERS])
         nlp.add_pipe("medspacy_sectionizer", config={"input_span_type": "group"})
+    # A token matcher inside medspaCy with no patterns says so on every document.
+    warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
     return nlp
 
 

@@ -136,7 +136,7 @@ CRITICAL_TARGETS: tuple[Target, ...] = (
            r"(?:in|into|within|enters?|entering|terminat\w+\s+in|extends?\s+into|tip\s+in)\s+the\s+"
            r"(?:right|left)?\s*(?:mainstem|main\s+stem|main)\s+bronchus"
            r"|\b(?:endotracheal|et|nasogastric|ng|enteric|feeding|orogastric|og)\s+tube(?:\s+[\w,-]+){0,8}?\s+"
-           r"(?:in|into|within)\s+the\s+(?:\w+\s+)?(?:bronch\w+|airway|trachea|lung)(?!\s+is\s+(?:clear|normal))"
+           r"(?:in|into|within)\s+the\s+(?:\w+\s+){0,3}?(?:bronch\w+|airway|trachea|lung)(?!\s+is\s+(?:clear|normal))"
            r"|\bett?\s+(?:tube\s+)?(?:is\s+)?(?:too\s+(?:low|deep|high)|malpositioned|in\s+the\s+(?:right|left)\s+mainstem)"
            r"|\b(?:endotracheal|nasogastric|enteric|feeding|orogastric|ng|og|et)\s+tube\s+(?:is\s+)?"
            r"(?:malpositioned|misplaced|coiled\s+in\s+the\s+(?:esophagus|pharynx|hypopharynx))"

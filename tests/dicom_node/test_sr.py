@@ -78,3 +78,21 @@ def test_written_sr_reads_back_and_passes_dciodvfy(signed):
 
 def test_clean_text_drops_control_characters_only():
     assert clean_text("a\x00b\tc\r\nd\x7fe\ufffd ") == "a b\tc\nd e"
+
+
+def test_critical_communication_is_a_text_item_of_the_impressions_and_passes_dciodvfy(tmp_path, signed):
+    store, report = signed
+    text = "Critical finding (pneumothorax (tension or large)) communicated to Dr Lee by telephone on 2026-12-01 10:05."
+    report = SignedReport(**{**report.__dict__, "detail": {"critical_communication": {"text": text}}})
+    ds = build_report_sr(report, store.index.study(report.study_uid), store.index.instances_of(report.study_uid))
+    impressions = ds.ContentSequence[-1]
+    assert [item.ConceptNameCodeSequence[0].CodeMeaning for item in impressions.ContentSequence] == [
+        "Impression", "Comment"]
+    texts = section_texts(ds)
+    assert texts["critical_communication"] == text and texts["impression"] == "Effusion  (small)."
+    path = tmp_path / "critical-sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    dciodvfy = require_tool("dciodvfy")
+    verdict = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    output = verdict.stdout + verdict.stderr
+    assert "Error" not in output and "Warning" not in output, output
