@@ -143,8 +143,7 @@ def plant(ds: Dataset, source: Source, person: Person, uids: dict[str, str]) -> 
         ds.PatientName = person.name
     ds.PatientID = source.patient_id
     others = [i for i in person.ids if i != source.patient_id]
-    if others:
-        ds.OtherPatientIDsSequence = Sequence([_other_id(i) for i in others])
+    ds.OtherPatientIDsSequence = Sequence([_other_id(i) for i in others])  # the sample's own would link people
     ds.PatientBirthDate = person.birth_date
     ds.PatientAddress = person.address
     ds.PatientTelephoneNumbers = person.phone
@@ -468,6 +467,9 @@ def test_descriptors_codes_dates_and_markers(exported):
         for image in record["images"]:
             ds = pydicom.dcmread(out / image)
             assert "RetrieveURL" not in ds
+            assert ds.Modality == record["modality"]  # a coded string the allow-list must keep
+            for keyword in ("PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "SOPClassUID"):
+                assert ds.get(keyword) not in (None, ""), keyword
             codes = [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
             assert codes == ["113100", "113107", "113101", "113104", "113105"]
             anatomy = ds.AnatomicRegionSequence[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import logging
 import struct
 import warnings
@@ -289,3 +290,39 @@ def test_folding():
     assert fold("MÜLLER") == "muller" and fold("Øster") == "oster" and fold("２０２４") == "2024"
     assert variants("STRAUß") == {"strauss"} and {"muller", "mueller"} <= variants("Müller")
     assert "mueller" in variants("MUELLER") and "muller" in variants("MUELLER")
+
+
+def test_the_command_links_by_name_and_birth_date_only_when_asked(tmp_path):
+    from dicom_node.index import StudyState
+    from dicom_node.reports import SignedReport, sign_report
+    from dicom_node.settings import StoreSettings
+    from dicom_node.store import ReceivedInstance, Store
+    from raddraft.cli import main
+
+    store = Store(StoreSettings(tmp_path / "store"))
+    try:
+        for patient_id, name in (("A-100", "MÜLLER^JÖRG"), ("B-200", "Muller^Jorg"), ("C-300", "OTHER^PERSON")):
+            ds = sample("CT_small.dcm")
+            ds.PatientID, ds.PatientName, ds.PatientBirthDate = patient_id, name, "19560710"
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            del ds.OtherPatientIDsSequence  # the sample's own other IDs would link all three
+            ds.StudyInstanceUID, ds.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            buffer = io.BytesIO()
+            ds.save_as(buffer, enforce_file_format=True)
+            store.put(ReceivedInstance.from_part10(buffer.getvalue()))
+            store.index.transition(ds.StudyInstanceUID, StudyState.STABLE)
+            sign_report(store.index, SignedReport(study_uid=ds.StudyInstanceUID, findings="Clear.", impression="Normal.",
+                                                  signed_by="READER^ONE"))
+    finally:
+        store.close()
+
+    def pseudonyms(*extra: str) -> list[str]:
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["dataset", "--from-store", str(tmp_path / "store"), "--out", str(out), "--progress", "none",
+                     *extra]) == 0
+        return sorted(json.loads(line)["patient_id"] for line in (out / "manifest.jsonl").read_text().splitlines())
+
+    assert len(set(pseudonyms())) == 3
+    linked = pseudonyms("--link-by-name-and-birth-date")
+    assert len(set(linked)) == 2 and max(linked.count(p) for p in linked) == 2

@@ -61,7 +61,19 @@ CODED_WORDS = frozenset(_words("""
     SKIN ALL BOTH SINGLE MULTIPLE
 """))
 
-DESCRIPTOR_WORDS = VIEW_WORDS | PROCEDURE_WORDS | ANATOMY_WORDS | CODED_WORDS
+# Modality defined terms (PS3.3 C.7.3.1.1.1), so that Modality itself survives the coded-string rule.
+MODALITIES = frozenset(_words("""
+    ANN AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DMS DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD IO IOL
+    IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN POS PR PT PX
+    REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV SEG SM SMR SR SRF STAIN
+    TEXTUREMAP TG US VA XA XAPROTOCOL XC
+"""))
+# MR sequence terms (Scanning Sequence, Sequence Variant, Scan Options).
+MR_TERMS = frozenset(_words("""
+    SE IR GR EP RM SK MTC SS TRSS SP MP OSP TOF PER RG CG PPG FC PFF PFP SFS FS SAT1 SAT2 SAT3 IR_GR EPI
+"""))
+
+DESCRIPTOR_WORDS = VIEW_WORDS | PROCEDURE_WORDS | ANATOMY_WORDS | CODED_WORDS | MODALITIES | MR_TERMS
 # Single letters coded strings use (laterality, sex, orientation); never kept in free text.
 CODED_LETTERS = frozenset("LRBUMFOAPHS")
 # Patient-orientation letters (anterior, posterior, left, right, head, foot) in any order.
