@@ -145,3 +145,52 @@ def test_swapped_model_drafts_the_next_study(store, model, tiny_bundle: Path, ph
     finally:
         queue.stop()
     assert latest_draft(store.index, study_uid).detail["variant"] == "int8"
+
+
+class DictatedDrafter:
+    """The real tiny model drafting, with its sections replaced by given text (what a trained model would
+    write for this study): the queue's handling of critical findings does not depend on the model."""
+
+    def __init__(self, model, findings: str, impression: str) -> None:
+        self.model, self.findings, self.impression = model, findings, impression
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    def draft(self, study, *, on_piece=None):
+        import dataclasses
+
+        return dataclasses.replace(self.model.draft(study, on_piece=on_piece), findings=self.findings,
+                                   impression=self.impression)
+
+
+def test_critical_findings_are_flagged_when_the_draft_is_saved(store, model, phantom_studies) -> None:
+    from dicom_node.worklist import worklist_row
+
+    uid = put_study(store, phantom_studies[0]["paths"])
+    drafter = DictatedDrafter(model, "Large right pneumothorax with mediastinal shift. No effusion.",
+                              "Large right pneumothorax.")
+    queue = DraftingQueue(store, drafter)
+    queue.start()
+    try:
+        queue.enqueue(uid)
+        assert queue.wait_idle(60)
+    finally:
+        queue.stop()
+    draft = latest_draft(store.index, uid)
+    assert draft.detail["critical"] == ["pneumothorax (tension or large)"]
+    row = worklist_row(store.index, uid)
+    assert row.critical == ("pneumothorax (tension or large)",) and row.critical_unread
+
+    quiet = put_study(store, phantom_studies[1]["paths"])
+    queue = DraftingQueue(store, DictatedDrafter(model, "No pneumothorax.", "Normal chest."),
+                          critical_findings=("free_air",))
+    queue.start()
+    try:
+        queue.enqueue(quiet)
+        assert queue.wait_idle(60)
+    finally:
+        queue.stop()
+    assert latest_draft(store.index, quiet).detail["critical"] == []
+    assert not worklist_row(store.index, quiet).critical_unread
