@@ -21,6 +21,10 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
 _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
                         b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
+_PLAIN_LONG_VRS = _LONG_VRS - {b"SQ", b"UN"}  # long-length VRs whose value is opaque bytes
+_EXPLICIT_HEADER = struct.Struct("<HH2sH")
+_IMPLICIT_HEADER = struct.Struct("<HHI")
+_U32 = struct.Struct("<I")
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -31,6 +35,7 @@ _MAX_DEPTH = 32
 
 _READ, _SKIP = 0, 1
 _Request = tuple[int, int, bool]  # (read or skip, byte count, at a top-level element boundary)
+_AT_TOP: _Request = (_READ, 4, True)  # the one request the walk makes between top-level elements
 _Walk = Generator[_Request, bytes | None, None]
 
 
@@ -51,6 +56,7 @@ class StructureWalker:
         self._header_last_tag = header_last_tag
         self._pending = bytearray()
         self._error: DatasetStructureError | None = None
+        self._fast_skip = False  # a skip started by `_scan_plain_elements`, outside the walk
         self._walk = self._top_level()
         self._request: _Request = next(self._walk)
 
@@ -64,6 +70,10 @@ class StructureWalker:
         view = memoryview(data).cast("B")
         pos, size = 0, len(view)
         while pos < size:
+            if self._request is _AT_TOP and not self._pending:
+                pos = self._scan_plain_elements(view, pos, size)
+                if pos >= size:
+                    return
             kind, need, _ = self._request
             if kind == _SKIP:
                 take = min(need, size - pos)
@@ -72,6 +82,10 @@ class StructureWalker:
                 if take < need:
                     self._request = (_SKIP, need - take, False)
                     return
+                if self._fast_skip:
+                    self._fast_skip = False
+                    self._request = _AT_TOP
+                    continue
                 self._advance(None)
             else:
                 take = min(need - len(self._pending), size - pos)
@@ -85,6 +99,42 @@ class StructureWalker:
                 self._advance(chunk)
             if self._error is not None:
                 return
+
+    def _scan_plain_elements(self, view: memoryview, pos: int, size: int) -> int:
+        """The common case without a generator step per element: top-level elements of defined length that
+        are not sequences, nor Pixel Data, read straight from the chunk. Stops (leaving the rest to the
+        walk) at anything else, at a header cut by the chunk's end, or at a value that runs past it
+        (skipped here, after which the walk resumes at the next top-level element)."""
+        explicit, header_last = self._explicit, self._header_last_tag
+        short_vrs, long_vrs = _SHORT_VRS, _PLAIN_LONG_VRS
+        while pos + 12 <= size:
+            if explicit:
+                group, element, vr, length = _EXPLICIT_HEADER.unpack_from(view, pos)
+                if vr in short_vrs:
+                    header = 8
+                elif vr in long_vrs:
+                    length, header = _U32.unpack_from(view, pos + 8)[0], 12
+                else:
+                    break
+            else:
+                group, element, length = _IMPLICIT_HEADER.unpack_from(view, pos)
+                header = 8
+            tag = group << 16 | element
+            if group == 0xFFFE or tag == _PIXEL_DATA:
+                break
+            if length == UNDEFINED_LENGTH:
+                break
+            if self.header_end is None and tag > header_last:
+                self.header_end = self.offset
+            end = pos + header + length
+            if end > size:
+                self.offset += size - pos
+                self._request = (_SKIP, end - size, False)
+                self._fast_skip = True
+                return size
+            self.offset += end - pos
+            pos = end
+        return pos
 
     def finish(self) -> None:
         """Raise DatasetStructureError unless everything fed so far is one whole dataset."""
@@ -119,7 +169,7 @@ class StructureWalker:
                 if self.offset > end:
                     raise self._fail("an element runs past the end of its item")
                 return
-            raw = yield (_READ, 4, top)
+            raw = yield (_AT_TOP if top else (_READ, 4, False))
             group, element = struct.unpack("<HH", raw)
             tag = group << 16 | element
             if group == 0xFFFE:
