@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.durable import write_atomically, write_text_atomically
+from engine.findings.quality import labeler_quality
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MARKDOWN = "comparison.md"
@@ -86,7 +87,7 @@ def comparison_record(current_model: Mapping[str, str], candidate_model: Mapping
                       **extra: Any) -> dict[str, Any]:
     return {"current": dict(current_model), "candidate": dict(candidate_model), "test_studies": studies,
             "metrics": {"current": dict(current), "candidate": dict(candidate)}, "decision": asdict(decision),
-            **extra}
+            "labeler": labeler_quality(), **extra}
 
 
 def markdown_table(record: Mapping[str, Any]) -> str:
@@ -111,6 +112,12 @@ def markdown_table(record: Mapping[str, Any]) -> str:
     decision = record["decision"]
     verdict = "promote" + (" (forced)" if decision["forced"] else "") if decision["promote"] else "keep the current model"
     lines += ["", f"**Decision: {verdict}.**", ""] + [f"- {reason}" for reason in decision["reasons"]]
+    labeler = record.get("labeler")
+    if labeler:
+        per_finding = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in labeler["per_finding_f1"].items())
+        lines += ["", f"The F1 figures above come from the findings labeler, whose own macro F1 is "
+                      f"{labeler['macro_f1']:.3f} on {labeler['set']} ({per_finding}): differences smaller than "
+                      "its errors on a finding deserve caution."]
     return "\n".join(lines) + "\n"
 
 
