@@ -192,8 +192,10 @@ class DicomNode:
             return False
         try:
             client.setblocking(True)
-            # Every later read and write waits at most this long: a peer stuck in a PDU ends its association.
-            client.settimeout(self.settings.network_timeout_s)
+            # The DUL reads only once select() saw bytes, so this bounds the waits inside a PDU (and each
+            # send): a peer stuck in the middle of one ends its association. Idle time between PDUs is
+            # the network timeout's.
+            client.settimeout(self.settings.pdu_timeout_s)
             sink_factory = functools.partial(open_incoming, store=self.store,
                                              max_inflated_bytes=self.settings.max_inflated_bytes)
             _NodeRequestHandler(client, address, self._server, associate_rq, self._slots.give_back, sink_factory)

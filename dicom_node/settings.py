@@ -54,7 +54,11 @@ class NodeSettings:
     stable_after_s: float = 10.0
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
-    network_timeout_s: float = 120.0
+    # An association with no PDU for this long is aborted (Orthanc's DicomScpTimeout is 30 s too).
+    network_timeout_s: float = 30.0
+    # Inside a PDU, the longest wait for its next bytes (and for a send to drain): a peer that stops
+    # mid-PDU loses its association after this, not after the idle timeout.
+    pdu_timeout_s: float = 10.0
     # Largest PDU we accept; 0 means no limit. Larger PDUs cost fewer round trips per image.
     max_pdu_bytes: int = 262144
     # Re-arm TCP_QUICKACK after every read so senders that leave Nagle on do not stall on our
@@ -89,7 +93,8 @@ class NodeSettings:
         for name in ("max_pending_per_peer", "max_pending_connections", "max_inflated_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s", "artim_timeout_s"):
+        for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s", "artim_timeout_s",
+                     "pdu_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
         if self.max_pdu_bytes != 0 and self.max_pdu_bytes < 4096:

@@ -24,7 +24,7 @@ from peers.hostile import CT_IMAGE_STORAGE, EXPLICIT, IMPLICIT, JPEG_BASELINE, R
 from tests.conftest import copy_with_fresh_uids, sample_path
 from tests.dicom_node.conftest import associate
 
-FAST = dict(artim_timeout_s=0.5, network_timeout_s=1.0, acse_timeout_s=2.0, shutdown_grace_s=0.5)
+FAST = dict(artim_timeout_s=0.5, network_timeout_s=1.0, pdu_timeout_s=0.5, acse_timeout_s=2.0, shutdown_grace_s=0.5)
 
 
 def _rss_bytes() -> int:
@@ -195,13 +195,13 @@ def test_idle_and_half_header_connections_do_not_starve_a_sender(make_node, tmp_
 
 
 def test_a_peer_stuck_inside_a_pdu_loses_its_association(make_node):
-    node = make_node(**FAST)
+    node = make_node(**{**FAST, "network_timeout_s": 30.0})  # the PDU timeout, not the idle one, must end it
     with RawPeer("127.0.0.1", node.port, timeout=4) as peer:
         peer.associate([(1, CT_IMAGE_STORAGE, [EXPLICIT])])
         peer.send(hostile.pdu_header(0x04, 1000) + b"\0" * 100)  # half a P-DATA-TF, then silence
         started = time.monotonic()
         assert peer.closed_by_node()
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 2.0
     assert _wait_until(lambda: node.node.active_associations() == 0, 3)
 
 
@@ -243,7 +243,8 @@ def test_sigterm_with_stuck_peers_exits_0_after_the_grace(tmp_path):
     from tests.conftest import start_service
 
     config = tmp_path / "node.toml"
-    config.write_text("[node]\nshutdown_grace_s = 1.0\nnetwork_timeout_s = 120.0\nartim_timeout_s = 60.0\n")
+    config.write_text("[node]\nshutdown_grace_s = 1.0\nnetwork_timeout_s = 120.0\npdu_timeout_s = 60.0\n"
+                      "artim_timeout_s = 60.0\n")
     service = start_service(tmp_path / "store", "--no-draft", "--config", str(config))
     try:
         peer = RawPeer("127.0.0.1", service.port, timeout=10)
