@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from engine.findings.labeler import Labeler  # noqa: E402
-from engine.findings.vocabulary import ABSENT, PRESENT  # noqa: E402
-from training.evaluation.real_reports import SCORED_KEYS, read_reports, score  # noqa: E402
+from engine.findings.labeler import Labeler
+from engine.findings.vocabulary import ABSENT, PRESENT
+from training.evaluation.real_reports import SCORED_KEYS, read_reports, score
 
 # The baseline of the labeler issue: a mention regex per finding, negated when a negation word precedes it
 # in the sentence.

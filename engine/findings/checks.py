@@ -118,8 +118,6 @@ def _name(key: str) -> str:
     return CRITICAL_NAMES.get(key, key.replace("_", " "))
 
 
-__all__ = ["NOT_MENTIONED", "SignProblem", "check_report"]
-
 
 COMMUNICATION_METHODS = ("telephone", "in person", "secure message", "page", "other")
 

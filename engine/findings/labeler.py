@@ -99,7 +99,7 @@ class Labeler:
 
     def warm_up(self) -> None:
         """Build the pipeline now (on a worker thread), so the first label is fast."""
-        self.nlp
+        _ = self.nlp
 
     # -- labeling ---------------------------------------------------------------------------------
     def mentions(self, text: str) -> list[Mention]:
@@ -210,7 +210,7 @@ def _normalise(text: str) -> str:
     """Blank lines and numbered items ("1. ...") end sentences; abbreviations with full stops ("E.T. tube",
     "vs.") do not. Offsets are kept: every replacement has the length of what it replaces."""
     for pattern, replacement in _ABBREVIATIONS:
-        text = pattern.sub(lambda m: replacement.ljust(len(m.group())), text)
+        text = pattern.sub(lambda m, word=replacement: word.ljust(len(m.group())), text)
     text = _BLANK_LINE.sub(lambda m: " ." + m.group()[2:] if len(m.group()) > 2 else "\n\n", text)
     return _NUMBERED_ITEM.sub(lambda m: " . " + " " * (len(m.group()) - 3), text)
 

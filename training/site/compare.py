@@ -115,9 +115,9 @@ def markdown_table(record: Mapping[str, Any]) -> str:
     labeler = record.get("labeler")
     if labeler:
         per_finding = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in labeler["per_finding_f1"].items())
-        lines += ["", f"The F1 figures above come from the findings labeler, whose own macro F1 is "
-                      f"{labeler['macro_f1']:.3f} on {labeler['set']} ({per_finding}): differences smaller than "
-                      "its errors on a finding deserve caution."]
+        lines += ["", (f"The F1 figures above come from the findings labeler, whose own macro F1 is "
+                       f"{labeler['macro_f1']:.3f} on {labeler['set']} ({per_finding}): differences smaller than "
+                       "its errors on a finding deserve caution.")]
     return "\n".join(lines) + "\n"
 
 
