@@ -165,7 +165,7 @@ class DraftingQueue:
         """The critical findings the draft states, flagged in the worklist as soon as the draft is saved."""
         try:
             found = find_critical({"findings": draft.findings, "impression": draft.impression}, self._critical)
-        except Exception:  # noqa: BLE001 - the draft is worth keeping even when the labeler fails
+        except Exception:  # the draft is worth keeping even when the labeler fails
             log.exception("critical findings of a draft could not be read")
             return []
         return [finding.title for finding in found]
