@@ -165,32 +165,29 @@ class DictatedDrafter:
                                    impression=self.impression)
 
 
+def draft_once(queue: DraftingQueue, study_uid: str) -> None:
+    queue.start()
+    try:
+        queue.enqueue(study_uid)
+        assert queue.wait_idle(60)
+    finally:
+        queue.stop()
+
+
 def test_critical_findings_are_flagged_when_the_draft_is_saved(store, model, phantom_studies) -> None:
     from dicom_node.worklist import worklist_row
 
     uid = put_study(store, phantom_studies[0]["paths"])
     drafter = DictatedDrafter(model, "Large right pneumothorax with mediastinal shift. No effusion.",
                               "Large right pneumothorax.")
-    queue = DraftingQueue(store, drafter)
-    queue.start()
-    try:
-        queue.enqueue(uid)
-        assert queue.wait_idle(60)
-    finally:
-        queue.stop()
+    draft_once(DraftingQueue(store, drafter), uid)
     draft = latest_draft(store.index, uid)
     assert draft.detail["critical"] == ["pneumothorax (tension or large)"]
     row = worklist_row(store.index, uid)
     assert row.critical == ("pneumothorax (tension or large)",) and row.critical_unread
 
     quiet = put_study(store, phantom_studies[1]["paths"])
-    queue = DraftingQueue(store, DictatedDrafter(model, "No pneumothorax.", "Normal chest."),
-                          critical_findings=("free_air",))
-    queue.start()
-    try:
-        queue.enqueue(quiet)
-        assert queue.wait_idle(60)
-    finally:
-        queue.stop()
+    draft_once(DraftingQueue(store, DictatedDrafter(model, "No pneumothorax.", "Normal chest."),
+                             critical_findings=("free_air",)), quiet)
     assert latest_draft(store.index, quiet).detail["critical"] == []
     assert not worklist_row(store.index, quiet).critical_unread
