@@ -27,7 +27,7 @@ import pydicom
 
 from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_synced_temp
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
-from dicom_node.header import InstanceHeader, read_header_from_dataset
+from dicom_node.header import InstanceHeader, header_from_dataset, read_header_from_dataset
 from dicom_node.index import Index, InstanceRow
 from dicom_node.settings import StoreSettings
 
@@ -302,8 +302,7 @@ class Store:
 
     def _index_orphan(self, path: Path) -> bool:
         try:
-            instance = ReceivedInstance.from_part10(path.read_bytes())
-            header = instance.header
+            transfer_syntax, header = _read_stored_header(path)
             rel = relative_path_for(header.study_uid, header.sop_instance_uid)
             if (self.root / rel) != path:
                 raise InvalidInstanceError(f"file name does not match its UIDs (expected {rel})")
@@ -311,7 +310,7 @@ class Store:
                 sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
                 series_uid=header.series_uid, study_uid=header.study_uid,
                 instance_number=header.instance_number, view_position=header.view_position,
-                transfer_syntax=instance.transfer_syntax, path=rel, size=instance.size,
+                transfer_syntax=transfer_syntax, path=rel, size=path.stat().st_size,
                 received_at=path.stat().st_mtime, calling_ae="",
             )
             with self.index.transaction() as conn:
@@ -327,6 +326,18 @@ class Store:
             shutil.move(path, target)
             log.error("unindexable file %s moved to %s: %s", path, target, exc)
             return False
+
+
+def _read_stored_header(path: Path) -> tuple[str, InstanceHeader]:
+    """Transfer syntax and header of a stored file, reading only small values (an orphan may be huge)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=4096)
+        transfer_syntax = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        return transfer_syntax, header_from_dataset(ds)
+    except InvalidInstanceError:
+        raise
+    except Exception as exc:  # pydicom raises a wide range of errors on damaged files
+        raise InvalidInstanceError(f"unreadable file: {type(exc).__name__}: {exc}", undecodable=True) from exc
 
 
 def _describe_os_error(action: str, exc: OSError) -> str:
