@@ -151,3 +151,31 @@ def test_reconcile_sweeps_temps_drops_missing_and_indexes_orphans(tmp_path):
     assert store.index.instance(orphan_row.sop_instance_uid) is not None
     assert store.index.study(orphan_row.study_uid).num_instances == 2
     store.close()
+
+
+def test_a_study_emptied_by_a_moved_instance_is_removed_or_failed_never_stable(tmp_path):
+    from pydicom.uid import generate_uid
+
+    from dicom_node.drafts import DraftRecord, save_draft
+    from dicom_node.index import StudyState
+
+    store = Store(StoreSettings(tmp_path / "store"))
+    try:
+        kept, dropped, moved_to = generate_uid(), generate_uid(), generate_uid()
+        first = copy_with_fresh_uids(sample_path("CT_small.dcm"), tmp_path / "a.dcm", study_uid=kept)
+        second = copy_with_fresh_uids(sample_path("CT_small.dcm"), tmp_path / "b.dcm", study_uid=dropped)
+        store.put(_received(tmp_path / "a.dcm"))
+        store.put(_received(tmp_path / "b.dcm"))
+        save_draft(store.index, DraftRecord(kept, "m", "cpu", "findings", "impression"))
+        for ds, name in ((first, "a2.dcm"), (second, "b2.dcm")):
+            ds.StudyInstanceUID = moved_to
+            ds.save_as(tmp_path / name)
+            store.put(_received(tmp_path / name))
+        assert store.index.study(dropped) is None  # nothing refers to it: gone
+        emptied = store.index.study(kept)  # a draft refers to it: kept, failed, with the reason
+        assert (emptied.num_instances, emptied.state, emptied.state_reason) == (0, StudyState.FAILED,
+                                                                                 "no instances left")
+        assert store.index.study(moved_to).num_instances == 2
+        assert [e["detail"] for e in store.index.store_events("study_removed")] == [f"{dropped}: no instances left"]
+    finally:
+        store.close()
