@@ -62,7 +62,7 @@ def find_critical(sections: dict[str, str], names: Iterable[str] = DEFAULT_CRITI
     best: dict[str, CriticalFinding] = {}
     for section, text in sections.items():
         for mention in labeler.mentions(text or ""):
-            if mention.key not in wanted or mention.historical or mention.status not in (PRESENT, UNCERTAIN):
+            if mention.key not in wanted or mention.historical or mention.hypothetical or mention.status not in (PRESENT, UNCERTAIN):
                 continue
             found = _critical(mention, section)
             current = best.get(mention.key)

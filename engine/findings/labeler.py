@@ -9,7 +9,8 @@ the rules of `engine.findings.rules`, medspaCy's ConText (its default modifiers 
 medspaCy's Sectionizer. Mentions in the indication, history or comparison sections are not the study's
 findings and are left out. A mention's status:
 - inherent ABSENT / UNCERTAIN (normal and equivocal statements) stands as it is;
-- otherwise negated → absent; possible or hypothetical → uncertain; historical only → not counted; else present.
+- otherwise negated → absent; possible → uncertain; historical or hypothetical only ("CT to exclude a
+  nodule") → not counted; else present.
 Per finding, the statuses aggregate present > uncertain > absent > not mentioned (as CheXpert).
 `no_finding` is present when no pathology (support devices do not count) is present or uncertain and the
 report says anything at all; absent otherwise; not_mentioned for an empty report.
@@ -73,6 +74,7 @@ class Mention:
     end: int
     side: str  # "left", "right", "bilateral" or "" as the sentence says around the mention
     historical: bool = False
+    hypothetical: bool = False  # a reason for more imaging ("CT to exclude a nodule"): no finding stated
 
 
 def _register_extensions() -> None:
@@ -124,7 +126,7 @@ class Labeler:
 def labels_from_mentions(mentions: list[Mention], *, said_anything: bool) -> dict[str, str]:
     statuses: dict[str, list[str]] = {key: [] for key in FINDING_KEYS}
     for mention in mentions:
-        if mention.key in statuses and not mention.historical:
+        if mention.key in statuses and not mention.historical and not mention.hypothetical:
             statuses[mention.key].append(mention.status)
     labels = {key: aggregate(statuses[key]) for key in FINDING_KEYS}
     if not said_anything:
@@ -167,8 +169,9 @@ def _build_pipeline() -> Any:
                                                            "span_attrs": "default"})
         defaults = ConTextRule.from_json(str(_default_context_rules()))
         context.add([rule for rule in defaults if rule.literal.lower() not in DROPPED_DEFAULT_MODIFIERS])
-        context.add([ConTextRule(literal, category, direction=direction, pattern=pattern)
-                     for literal, category, direction, pattern in MODIFIERS])
+        context.add([ConTextRule(literal, category, direction=direction, pattern=pattern, max_scope=scope)
+                     for literal, category, direction, pattern, *limit in MODIFIERS
+                     for scope in [limit[0] if limit else None]])
         nlp.add_pipe("medspacy_sectionizer", config={"input_span_type": "group"})
     # A token matcher inside medspaCy with no patterns says so on every document.
     warnings.filterwarnings("ignore", message=r"\[W036\]", category=UserWarning)
@@ -239,7 +242,9 @@ def _mentions_of(doc: Any) -> list[Mention]:
             status = UNCERTAIN
         found.append(Mention(key=key, status=status, text=span.text, sentence=span.sent.text.strip(" .\n"),
                              section=section or "", start=span.start_char, end=span.end_char, side=_side(span),
-                             historical=bool(span._.is_historical) and not span._.is_negated))
+                             historical=bool(span._.is_historical) and not span._.is_negated,
+                             hypothetical=bool(span._.is_hypothetical) and not span._.is_negated
+                             and not span._.is_uncertain))
     return sorted(found, key=lambda m: (m.start, m.key))
 
 
@@ -265,7 +270,7 @@ def _status(span: Any) -> str:
         return inherent
     if span._.is_negated:
         return ABSENT
-    if span._.is_uncertain or span._.is_hypothetical:
+    if span._.is_uncertain or span._.is_hypothetical:  # hypothetical mentions are left out of the labels
         return UNCERTAIN
     return PRESENT
 

@@ -32,6 +32,7 @@ HEART = (r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|ca
          r"|cardiac contours?|cardiomediastinal contours?|cardiac and mediastinal (?:contours?|silhouettes?)"
          r"|cardiomediastinal (?:structures|size))")
 HEART_ONLY = r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|cardiac contours?)"
+NORMAL_WORD = r"(?:normal|within|limits|with|without)\b"  # words an enlargement phrase never spans
 CP_ANGLE = r"(?:costophrenic|cp)\s+(?:angles?|sulc(?:i|us)|recess(?:es)?)"
 W = r"(?:[\w,-]+\s+)"  # one word (and its comma) before another
 
@@ -63,8 +64,10 @@ TARGETS: tuple[Target, ...] = (
     Target("cardiomegaly", PRESENT,
            rf"\bcardiomegaly|\bcardiac\s+enlargement|\b(?:enlarged|large|prominent)\s+(?:heart|{HEART_ONLY})"
            rf"|\benlargement\s+of\s+the\s+(?:heart|{HEART_ONLY})"
-           rf"|\b{HEART_ONLY}(?:\s+[\w,]+){{0,2}}?\s+(?:is|are|appears?|remains?|has\s+become|has\s+been|was)"
-           r"(?:\s+\w+){0,2}?\s+(?:enlarged|increased|large|prominent)"),
+           rf"|\b{HEART_ONLY}(?:\s+(?!{NORMAL_WORD})[\w,]+){{0,2}}?\s+"
+           r"(?:(?:is|are|appears?|remains?|has\s+become|has\s+been|was)\s+)?"
+           rf"(?:(?!{NORMAL_WORD})\w+\s+){{0,2}}?(?:enlarged|increased|large|prominent)\b"
+           rf"|\b(?:increase|increased|enlargement)\s+(?:\w+\s+)?(?:in|of)\s+(?:the\s+)?{HEART_ONLY}"),
     # -- pleural effusion
     Target("pleural_effusion", UNCERTAIN,
            rf"\bblunt(?:ing|ed)(?:\s+of)?(?:\s+the)?(?:\s+(?:right|left|bilateral|both|posterior|lateral))*\s+{CP_ANGLE}"
@@ -98,10 +101,11 @@ TARGETS: tuple[Target, ...] = (
     Target(IGNORE, PRESENT,
            r"\bmass\s+effect|\bsoft\s+tissue\s+mass|\bcalcified\s+(?:\w+\s+)?granulomas?"
            r"|\bgranulomas?\b|\bnodular\s+(?:[\w-]+\s+)?(?:opacit\w+|densit\w+)|\bcalcific\s+(?:\w+\s+)?(?:nodul\w+|densit\w+)"
-           r"|\breticul\w*[- ]nodular|\bnodular\s+(?:soft\s+tissue|contour)|\bnodular\s+(?:opacit\w+|densit\w+)\s+(?:at|in)\s+the\s+(?:lung\s+)?bases?\s+likely",
+           r"|\bnodular\s+(?:soft\s+tissue|contour)|\bnodular\s+(?:opacit\w+|densit\w+)\s+(?:at|in)\s+the\s+(?:lung\s+)?bases?\s+likely",
            hides="nodule"),
     Target("nodule", PRESENT,
-           r"\bnodul(?:e|es|ar|arity)\b|\bmass(?:es)?\b|\b(?:lung|pulmonary|lobe|spiculated|cavitary|hilar)\s+lesions?"
+           r"\b(?:fibro|reticulo-?|reticular-)?nodul(?:e|es|ar|arity)\b|\bmass(?:es)?\b|\bmass-?like\b"
+           r"|\b(?:lung|pulmonary|bronchogenic)\s+(?:cancer|carcinoma)|\bcarcinoma\b|\b(?:lung|pulmonary|lobe|spiculated|cavitary|hilar)\s+lesions?"
            r"|\bneoplasm|\bmalignan\w+|\btumou?rs?\b|\bcoin\s+lesion|\bmetasta\w+"),
     # -- edema
     Target("edema", UNCERTAIN, r"\bperihilar\s+haz\w+|\bvascular\s+indistinctness|\bindistinct\s+(?:pulmonary\s+)?vessels"),
@@ -160,7 +164,8 @@ DROPPED_DEFAULT_MODIFIERS = frozenset({
 # Categories: NEGATED_EXISTENCE, POSSIBLE_EXISTENCE, HISTORICAL, HYPOTHETICAL, TERMINATE, PSEUDO.
 _NEG, _POSS, _HIST, _HYPO, _TERM, _PSEUDO = ("NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HISTORICAL",
                                             "HYPOTHETICAL", "TERMINATE", "PSEUDO")
-MODIFIERS: tuple[tuple[str, str, str, object], ...] = (
+# An optional fifth value limits the modifier's scope to that many tokens.
+MODIFIERS: tuple[tuple, ...] = (
     # negation, forward
     ("no definite", _NEG, "FORWARD", None),
     ("no convincing", _NEG, "FORWARD", None),
@@ -206,16 +211,20 @@ MODIFIERS: tuple[tuple[str, str, str, object], ...] = (
     ("questionable", _POSS, "FORWARD", None),
     ("questionably", _POSS, "FORWARD", None),
     ("question of", _POSS, "FORWARD", [{"LOWER": {"IN": ["question", "questioned"]}}, {"LOWER": "of", "OP": "?"}]),
-    ("to exclude", _POSS, "FORWARD", None),
-    ("to identify", _POSS, "FORWARD", [{"LOWER": "to"}, {"LOWER": {"IN": ["identify", "exclude", "evaluate",
-                                                                          "assess", "rule", "rule-out"]}}]),
-    ("obscure", _POSS, "FORWARD", [{"LOWER": {"IN": ["obscure", "obscures", "obscuring", "mask", "masks"]}}]),
-    ("is a possibility", _POSS, "BACKWARD", [{"LOWER": {"IN": ["is", "are"]}}, {"LOWER": "a"},
+    # a reason for more imaging states no finding: "CT to exclude a nodule", "overlap could obscure a nodule"
+    ("to exclude", _HYPO, "FORWARD", [{"LOWER": "to"}, {"LOWER": {"IN": ["identify", "exclude", "evaluate",
+                                                                         "assess", "rule", "rule-out", "ensure"]}}]),
+    ("could obscure", _HYPO, "FORWARD", [{"LOWER": {"IN": ["could", "may", "might", "can", "would"]}, "OP": "?"},
+                                         {"LOWER": {"IN": ["obscure", "obscures", "obscuring", "mask", "masks"]}}]),
+    ("is a possibility", _POSS, "BACKWARD", [{"LOWER": {"IN": ["is", "are", "be"]}}, {"LOWER": "a"},
                                              {"LOWER": {"IN": ["possibility", "consideration", "concern"]}}]),
     ("than", _NEG, "FORWARD", [{"LOWER": {"IN": ["rather", "more", "other"]}, "OP": "?"}, {"LOWER": "than"}]),
-    ("suspected", _POSS, "FORWARD", None),
+    ("suspected", _POSS, "BIDIRECTIONAL", [{"LOWER": {"IN": ["suspected", "questioned"]}}]),  # before or after
     ("suspect", _POSS, "FORWARD", None),
     ("concern for", _POSS, "FORWARD", None),
+    ("suspicion for", _POSS, "FORWARD", [{"LOWER": "suspicion"}, {"LOWER": {"IN": ["for", "of"]}}]),
+    # "lungs are clear airspace disease": the "of" is often lost; "clear" still negates what follows closely
+    ("clear", _NEG, "FORWARD", [{"LOWER": "clear"}], 3),
     ("concerning for", _POSS, "FORWARD", None),
     ("may", _POSS, "FORWARD", None),
     ("might", _POSS, "FORWARD", None),
@@ -227,10 +236,12 @@ MODIFIERS: tuple[tuple[str, str, str, object], ...] = (
       {"LOWER": "entirely", "OP": "?"}, {"LOWER": {"IN": ["exclude", "excluded", "rule", "ruled"]}},
       {"LOWER": "out", "OP": "?"}]),
     ("cannot be excluded", _POSS, "BACKWARD",
-     [{"LOWER": {"IN": ["can", "could"]}}, {"LOWER": "not"}, {"LOWER": "be"}, {"LOWER": "entirely", "OP": "?"},
+     [{"LOWER": {"IN": ["can", "could"]}}, {"LOWER": "not"}, {"LOWER": "be"}, {"LOWER": {"IN": ["entirely", "completely", "definitely"]}, "OP": "?"},
       {"LOWER": {"IN": ["excluded", "ruled"]}}, {"LOWER": "out", "OP": "?"}]),
+    # longer than the default "is not" negation it overlaps, so it wins
     ("not excluded", _POSS, "BACKWARD",
-     [{"LOWER": "not"}, {"LOWER": "be", "OP": "?"}, {"LOWER": "entirely", "OP": "?"},
+     [{"LOWER": {"IN": ["is", "are", "was", "were", "be"]}, "OP": "?"}, {"LOWER": "not"}, {"LOWER": "be", "OP": "?"},
+      {"LOWER": {"IN": ["entirely", "completely", "definitely"]}, "OP": "?"},
       {"LOWER": {"IN": ["excluded", "ruled"]}}, {"LOWER": "out", "OP": "?"}]),
     ("difficult to exclude", _POSS, "FORWARD", None),
     ("differential", _POSS, "FORWARD", None),
@@ -249,7 +260,7 @@ MODIFIERS: tuple[tuple[str, str, str, object], ...] = (
                                                            "probable", "questionable"]}}]),
     ("may be present", _POSS, "BACKWARD", [{"LOWER": {"IN": ["may", "might", "could"]}}, {"LOWER": "be"},
                                            {"LOWER": "present"}]),
-    ("evaluate for", _POSS, "FORWARD", [{"LOWER": {"IN": ["evaluate", "evaluation", "assess", "assessment"]}},
+    ("evaluate for", _HYPO, "FORWARD", [{"LOWER": {"IN": ["evaluate", "evaluation", "assess", "assessment"]}},
                                         {"LOWER": {"IN": ["for", "of"]}}]),
     # history
     ("history of", _HIST, "FORWARD", [{"LOWER": {"IN": ["history", "hx", "h/o"]}}, {"LOWER": "of", "OP": "?"}]),

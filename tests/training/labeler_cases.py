@@ -119,4 +119,13 @@ CASES: list[tuple[str, dict[str, str]]] = [
     ("Calcified granuloma in the right upper lobe.", {}),
     ("Heart size upper limits of normal with clear lungs.", {"cardiomegaly": A, "consolidation": A, "edema": A}),
     ("Borderline cardiomegaly.", {"cardiomegaly": U}),
+    # hypothetical: a reason for more imaging states no finding
+    ("Recommend chest CT to exclude a pulmonary nodule.", {}),
+    ("Bony overlap in the lung apices could obscure a small pulmonary nodule.", {}),
+    ("However, adenopathy or mass is not excluded.", {"nodule": U}),
+    ("Heart size mildly enlarged for technique.", {"cardiomegaly": P}),
+    ("Heart size within normal limits with prominent right atrial convexity.", {"cardiomegaly": A}),
+    ("Minimal fibronodular scarring at the right apex.", {"nodule": P}),
+    ("Small bilateral pleural effusions suspected.", {"pleural_effusion": U}),
+    ("Suspected right lower lobe pneumonia.", {"consolidation": U}),
 ]
