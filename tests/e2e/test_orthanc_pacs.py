@@ -18,6 +18,8 @@ import pydicom
 import pytest
 
 from dicom_node.index import StudyState
+from engine.findings.checks import CriticalCommunication, SignReview
+from engine.findings.labeler import label_report
 from engine.provenance import Origin, SectionText
 from peers.dcmtk import storescu_send
 from peers.orthanc import Modality, Orthanc, find_orthanc, running_orthanc
@@ -26,7 +28,6 @@ from raddraft.workstation import Workstation
 from tests.conftest import REQUIRE_PEERS, require_tool
 from training.data.findings import Finding
 from training.data.phantoms import PhantomConfig, plan_study, write_study
-from engine.findings.labeler import label_report
 from training.vocabulary import PRESENT
 
 PACS_AE, RADDRAFT_AE, ROUTE = "ORTHANC", "RADDRAFT", "raddraft"
@@ -145,7 +146,12 @@ def sign_with_an_addition(workstation: Workstation, study_uid: str):
     impression = SectionText(draft.impression, Origin.AI)
     findings.accept_all()
     impression.accept_all()
-    return workstation.sign(study_uid, {"findings": findings, "impression": impression}, draft.id)
+    # as the sign dialog does: answer the checks before signing (a reason, and who was told of a critical finding)
+    checks = workstation.sign_checks(study_uid, findings.text, impression.text)
+    review = SignReview(override_reason="reviewed against the images" if checks.problems else "",
+                        communication=CriticalCommunication("Dr Lee, ED", "2026-12-01 10:05", "telephone")
+                        if checks.critical else None)
+    return workstation.sign(study_uid, {"findings": findings, "impression": impression}, draft.id, review)
 
 
 @pytest.mark.peers
@@ -200,5 +206,6 @@ def test_orthanc_routes_studies_to_raddraft_and_gets_the_signed_sr_back(site: Si
         assert (tags["Modality"], tags["SOPClassUID"]) == ("SR", BASIC_TEXT_SR)
         assert tags["SOPInstanceUID"] == report.sr_sop_instance_uid
         assert (tags["VerificationFlag"], tags["CompletionFlag"]) == ("VERIFIED", "COMPLETE")
-        assert text_values(tags) == [report.findings, report.impression]
+        communication = report.detail.get("critical_communication", {}).get("text")
+        assert text_values(tags) == [report.findings, report.impression, *([communication] if communication else [])]
     assert workstation.status().outbox_pending == 0
