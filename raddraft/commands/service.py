@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from raddraft.commands.common_options import add_model_arguments, add_node_arguments, model_overrides, \
-    node_overrides
+from raddraft.commands.common_options import (
+    add_model_arguments,
+    add_node_arguments,
+    model_overrides,
+    node_overrides,
+)
 
 HELP = ("run the DICOM node (C-ECHO, C-STORE into the study store) and draft each complete study, "
         "until interrupted")
