@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -276,7 +277,13 @@ def test_reports_keep_their_medicine_and_lose_the_identity(exported):
     records = manifest(exported)
     for record in records:
         findings, impression = record["report"]["findings"], record["report"]["impression"]
-        assert findings.startswith("Patient [NAME] (ID [ID], accession [ID]) examined on [DATE]. Born [DATE]."), findings
+        written = re.match(r"Patient \[NAME\] \(ID \[ID\], accession \[ID\]\) examined on (\d{4}-\d\d-\d\d)\. "
+                           r"Born \[DATE\]\.", findings)
+        assert written, findings
+        # the report's dates are shifted as the images' are: the same day as the de-identified Study Date
+        image = pydicom.dcmread(exported / record["images"][0], stop_before_pixels=True)
+        assert written.group(1).replace("-", "") == image.StudyDate
+        assert not image.PatientBirthDate  # removed there, and [DATE] in the text
         assert "Lungs are clear. No pleural effusion." in findings and "measured 1 cm above" in findings
         assert impression == "No acute cardiopulmonary process. Discussed with Dr [NAME] by [NAME]; study [ID]."
     scrubbing = read_json(exported / LOG_NAME)["report_scrubbing"]

@@ -210,3 +210,26 @@ def test_a_patient_keeps_their_split_when_the_set_grows():
     assert all(large[p] == s for p, s in small.items())
     counts = {name: sum(1 for s in large.values() if s == name) for name in SPLITS}
     assert 40 <= counts["test"] <= 80 and 40 <= counts["validation"] <= 80
+
+
+@pytest.mark.parametrize("written", ["20260311", "2026-03-11", "11 March 2026", "March 11, 2026", "11.03.2026",
+                                     "2026/3/11", "11th of Mar. 2026", "3/11/26"])
+def test_with_the_patient_offset_the_study_dates_are_shifted(written):
+    """A study's own date, in any written form, becomes the same shifted ISO date (intervals are kept)."""
+    text, counts = ReportScrubber(identity_of([study_dataset()]), date_offset_days=-400).scrub(
+        f"Compared with {written}: stable.")
+    assert text == "Compared with 2025-02-04: stable." and counts == {"dates": 1}
+
+
+@pytest.mark.parametrize("written,shifted", [
+    ("2024-03-02", "2023-01-27"), ("02 Mar 2024", "2023-01-27"), ("13/04/2024", "2023-03-10"),
+    ("2024年7月10日", "2023-06-06"), ("03/04/2024", "[DATE]"), ("Jan 2024", "[DATE]"), ("2/3/24", "[DATE]"),
+])
+def test_other_dates_are_shifted_when_they_read_without_doubt(written, shifted):
+    text, _ = ReportScrubber(identity_of([study_dataset()]), date_offset_days=-400).scrub(f"Seen {written}.")
+    assert text == f"Seen {shifted}."
+
+
+def test_the_birth_date_is_never_shifted_into_the_text():
+    text, _ = ReportScrubber(identity_of([study_dataset()]), date_offset_days=-400).scrub("Born 09.09.1951.")
+    assert text == "Born [DATE]."

@@ -417,7 +417,8 @@ def test_reports_keep_their_medicine(exported):
         findings, impression = record["report"]["findings"], record["report"]["impression"]
         assert "Lungs are clear. No pleural effusion. 5 mm nodule close to the fissure, stable." in findings
         assert impression.startswith("No acute process. Call [PHONE] or [EMAIL]; lives at [ADDRESS]")
-        assert "[URL]" in impression and "[DATE]" in findings and "[NAME]" in findings
+        assert "[URL]" in impression and "[NAME]" in findings
+        assert re.search(r"\b(?:19|20)\d\d-\d\d-\d\d\b", findings)  # dates are shifted, not dropped
 
 
 def test_burned_in_risk_is_excluded_and_counted(exported):

@@ -308,7 +308,7 @@ def _export_study(store: Store, study: StudyRow, report: SignedReport, run: _Run
         run.exclude(study.study_uid, written)
         return None
     identity = identity_of(headers + run.patients.headers.get(key, []), [report.signed_by])
-    scrubber = ReportScrubber(identity)
+    scrubber = ReportScrubber(identity, patient.date_offset_days if run.options.dates == "shift" else None)
     findings, found_in_findings = scrubber.scrub(report.findings)
     impression, found_in_impression = scrubber.scrub(report.impression)
     run.scrubbed.update(found_in_findings + found_in_impression)

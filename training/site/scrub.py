@@ -10,8 +10,11 @@ character surnames included, so "山田太郎様" and "홍길동 님" lose the n
 stored in a wrongly declared character set is also tried in the likely ones. IDs are matched with or
 without their separators and, for their digit runs of five or more, inside other words ("MRN583920",
 "ID_583920", "0583920"). The study's dates are matched in their written forms (numeric with two- or
-four-digit years, month names in English, German, French, Spanish, Italian and Dutch, CJK forms); any
-other full date becomes [DATE] as well.
+four-digit years, month names in English, German, French, Spanish, Italian and Dutch, CJK forms), and so
+is any other full date. With the patient's date offset, a date is shifted by it and written as an ISO date
+when it can be read without doubt (one of the study's dates, year first, a month name, a day above 12);
+otherwise, for the patient's birth date (removed from the images too), and without an offset, it
+becomes [DATE].
 
 Placeholders: [NAME], [ID], [DATE], [INSTITUTION], [ADDRESS], [PHONE], [EMAIL], [URL]. Over-scrubbing a
 common word that is also the patient's name is accepted; a leak is not.
@@ -146,13 +149,14 @@ class StudyIdentity:
     institutions: frozenset[str]
     addresses: frozenset[str] = frozenset()
     phones: frozenset[str] = frozenset()
+    birth_dates: frozenset[dt.date] = frozenset()  # also in `dates`; removed from images, so never shifted
 
 
 def identity_of(datasets: Iterable[Dataset], extra_names: Iterable[str] = ()) -> StudyIdentity:
     """Collect names, identifiers, dates, institutions and addresses from the public attributes of
     `datasets` (sequences included) and `extra_names` (the signer: "Family^Given" or plain text)."""
     found: dict[str, set] = {"names": set(), "ids": set(), "dates": set(), "institutions": set(), "addresses": set(),
-                             "phones": set()}
+                             "phones": set(), "birth_dates": set()}
     for ds in datasets:
         _collect(ds, found)
     for name in extra_names:
@@ -182,6 +186,8 @@ def _collect(ds: Dataset, found: dict[str, set]) -> None:
                     found["names"].update(_name_parts(text))
         elif vr in ("DA", "DT"):
             found["dates"].update(d for text in texts for d in _dates(text))
+            if elem.keyword == "PatientBirthDate":
+                found["birth_dates"].update(d for text in texts for d in _dates(text))
         elif vr == "UI":
             found["ids"].update(v.strip() for v in texts if v.strip() and v.strip() not in UID_dictionary)
         elif elem.keyword in INSTITUTION_KEYWORDS:
@@ -275,7 +281,13 @@ def _dates(value: str) -> list[dt.date]:
 class ReportScrubber:
     """Scrubs texts of one study's identity; `counts` keeps what it replaced, by kind."""
 
-    def __init__(self, identity: StudyIdentity) -> None:
+    def __init__(self, identity: StudyIdentity, date_offset_days: int | None = None) -> None:
+        """`date_offset_days`: the patient's date shift; dates written in the text are then shifted by it
+        (as ISO dates), and only those that cannot be read whole become [DATE]. None: every date is [DATE]."""
+        self._offset = date_offset_days
+        self._birth_dates = identity.birth_dates
+        self._known_dates = [(day, re.compile(r"(?<![\w.])" + _date_pattern(day) + r"(?![\w]|\.\d)"))
+                             for day in sorted(identity.dates)]
         self._steps: list[tuple[str, re.Pattern | None, str]] = [
             ("urls", _URL, URL),
             ("emails", _EMAIL, EMAIL),
@@ -305,6 +317,8 @@ class ReportScrubber:
                     continue
                 start, end = positions[match.start()], positions[match.end()]
                 if end > start and not any(start < e and s < end for s, e, _, _ in taken):
+                    if kind in ("dates", "other_dates"):
+                        placeholder = self._date_replacement(match.group(), kind)
                     taken.append((start, end, placeholder, kind))
         counts: Counter = Counter(kind for _, _, _, kind in taken)
         pieces, position = [], 0
@@ -313,6 +327,52 @@ class ReportScrubber:
             position = end
         pieces.append(text[position:])
         return _NAME_RUN.sub(NAME, "".join(pieces)), counts
+
+
+    def _date_replacement(self, written: str, kind: str) -> str:
+        """The shifted date (ISO) when the written date is known or reads unambiguously; else [DATE]."""
+        if self._offset is None:
+            return DATE
+        if kind == "dates":
+            day = next((d for d, pattern in self._known_dates if pattern.fullmatch(written)), None)
+        else:
+            day = read_date(written)
+        if day is None or day in self._birth_dates:  # the images lose the birth date; so does the text
+            return DATE
+        return (day + dt.timedelta(days=self._offset)).isoformat()
+
+
+def read_date(written: str) -> dt.date | None:
+    """A written date, folded, when it names one day without doubt: year first, or a month name, or a day
+    above 12; "03/04/2024" (March or April) and two-digit years are not read."""
+    text = written.strip().lower()
+    numeric = re.fullmatch(r"((?:19|20)\d\d)\s?[-/.]\s?(\d{1,2})\s?[-/.]\s?(\d{1,2})|((?:19|20)\d\d)(\d\d)(\d\d)", text)
+    if numeric:
+        year, month, day = (int(g) for g in (numeric.groups()[:3] if numeric.group(1) else numeric.groups()[3:]))
+        return _day(year, month, day)
+    cjk = re.fullmatch(r"((?:19|20)\d\d)\s*[年년]\s*(\d{1,2})\s*[月월]\s*(\d{1,2})\s*[日일]", text)
+    if cjk:
+        return _day(*(int(g) for g in cjk.groups()))
+    month = next((i + 1 for i in range(12) if re.search(rf"(?<![^\W\d_]){_month(i)}(?![^\W\d_])", text)), None)
+    numbers = [int(n) for n in re.findall(r"\d+", text)]
+    years = [n for n in numbers if 1900 <= n <= 2099]
+    if month and len(years) == 1 and len(numbers) == 2:
+        return _day(years[0], month, next(n for n in numbers if n != years[0] or numbers.count(n) > 1))
+    little_endian = re.fullmatch(r"(\d{1,2})\s?[-/.]\s?(\d{1,2})\s?[-/.]\s?((?:19|20)\d\d)", text)
+    if little_endian:
+        first, second, year = (int(g) for g in little_endian.groups())
+        if first > 12 >= second:
+            return _day(year, second, first)
+        if second > 12 >= first:
+            return _day(year, first, second)
+    return None
+
+
+def _day(year: int, month: int, day: int) -> dt.date | None:
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
 
 
 def _alternation(patterns: list[str], before: str = rf"(?<![{_LATIN}])", after: str = rf"(?![{_LATIN}])"
