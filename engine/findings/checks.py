@@ -28,14 +28,15 @@ COMPARISON_WITHOUT_PRIOR = "comparison_without_prior"
 _COMPARISON = re.compile(
     r"\b(?:compared\s+(?:with|to)|in\s+comparison\s+(?:with|to)|comparison\s+(?:is\s+made\s+)?(?:with|to))"
     r"(?!\s+(?:no|none)\b)"
-    r"|\bunchanged\b|\bstable\b|\binterval(?:ly)?\b|\bno\s+(?:significant\s+|interval\s+)?change\b"
+    r"|\bunchanged\b|\bstable\b|\binterval(?:ly)?\b(?!\s+follow)|\bno\s+(?:significant\s+|interval\s+)?change\b"
     r"|\b(?:since|from|than\s+on|than)\s+(?:the\s+)?(?:prior|previous|last|earlier)\b"
     r"|\bprior\s+(?:study|exam|examination|radiograph|film|image|ct)\b(?<!no prior study)"
     r"|\bpreviously\b|\bagain\s+(?:seen|noted|demonstrated|identified)\b|\bredemonstrat\w*"
     r"|\bpersist\w*|\b(?:has|have)\s+(?:increased|decreased|improved|worsened|resolved|progressed)\b"
     r"|\b(?:improv|worsen|progress)(?:ed|ing)\b|\bnewly\b",
     re.IGNORECASE)
-_NO_PRIOR = re.compile(r"\bno\s+(?:prior|previous|comparison)\b|\bcompared\s+with\s+no\b", re.IGNORECASE)
+_NO_PRIOR = re.compile(r"\b(?:no|absence\s+of|without)\s+(?:a\s+|any\s+)?(?:prior|previous|comparison)\b"
+                       r"|\bcompared\s+with\s+no\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def section_conflicts(mentions: dict[str, list[Mention]]) -> list[SignProblem]:
             continue
         present = next(name for name, status in statuses.items() if status == PRESENT)
         absent = next(name for name, status in statuses.items() if status == ABSENT)
+        if _other_side_only(mentions[present], mentions[absent], key):
+            continue  # "the left lung is clear" beside "right lower lobe consolidation": no conflict
         sentences = _sentences(mentions[present], key, PRESENT) + _sentences(mentions[absent], key, ABSENT)
         problems.append(SignProblem(SECTION_CONFLICT, f"{_name(key).capitalize()} is present in the "
                                     f"{present.capitalize()} but absent in the {absent.capitalize()}.", sentences))
@@ -108,6 +111,15 @@ def comparison_without_prior(impression: str) -> list[SignProblem]:
         return []
     return [SignProblem(COMPARISON_WITHOUT_PRIOR, "The Impression compares with a prior study, but this study "
                         "has none.", claims)]
+
+
+def _other_side_only(present: list[Mention], absent: list[Mention], key: str) -> bool:
+    """Every negative statement names a side, and none the side of a positive one."""
+    present_sides = {m.side for m in present if m.key == key and m.status == PRESENT}
+    absent_sides = {m.side for m in absent if m.key == key and m.status == ABSENT}
+    if "" in absent_sides or "bilateral" in absent_sides | present_sides or "" in present_sides:
+        return False
+    return present_sides.isdisjoint(absent_sides)
 
 
 def _sentences(found: list[Mention], key: str, status: str) -> tuple[str, ...]:

@@ -33,6 +33,12 @@ def test_present_in_one_section_absent_in_the_other_names_both_sentences():
     assert found[SECTION_CONFLICT] == ("Small left pleural effusion", "No pleural effusion")
 
 
+def test_a_negative_on_the_other_side_is_no_conflict():
+    assert SECTION_CONFLICT not in kinds("Right lower lobe consolidation. The left lung is clear.",
+                                         "Right lower lobe pneumonia.")
+    assert SECTION_CONFLICT in kinds("Right lower lobe consolidation.", "No consolidation.")
+
+
 def test_laterality_conflict_for_the_same_finding():
     found = kinds("Moderate left pleural effusion.", "Moderate right pleural effusion.")
     assert found[LATERALITY_CONFLICT] == ("Moderate left pleural effusion", "Moderate right pleural effusion")
@@ -58,7 +64,8 @@ def test_comparison_claimed_without_a_prior(impression):
 
 
 @pytest.mark.parametrize("impression", ["Compared with no prior study.", "No prior studies for comparison.",
-                                        "New small left pleural effusion."])
+                                        "New small left pleural effusion.",
+                                        "In the absence of a comparison exam, recommend short interval follow-up."])
 def test_no_comparison_claimed(impression):
     assert COMPARISON_WITHOUT_PRIOR not in kinds("Small left pleural effusion.", impression)
 
