@@ -27,6 +27,14 @@ def test_runtime_imports_no_training_stack_and_no_qt(code):
     assert not forbidden & {name.split(".")[0] for name in loaded}
 
 
+def test_labeling_loads_spacy_but_not_torch():
+    """thinc imports torch whenever it is installed; the labeler keeps it out of the runtime."""
+    loaded = _modules_after("from engine.findings.labeler import label_report\n"
+                            "assert label_report('Large right pneumothorax.')['pneumothorax'] == 'present'")
+    tops = {name.split(".")[0] for name in loaded}
+    assert {"spacy", "medspacy"} <= tops and not {"torch", "training", "PySide6"} & tops
+
+
 def test_import_contracts_hold():
     """import-linter's contracts in pyproject.toml (one-way arrows between packages)."""
     lint_imports = Path(sys.executable).with_name("lint-imports")
