@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_SUFFIX = ".partial"
@@ -120,3 +121,36 @@ def replace_folder(staging: Path, target: Path) -> None:
     fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under `folder`, and `folder` itself."""
+    for path in Path(folder).rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(Path(folder))
+
+
+@contextmanager
+def folder_written_aside(target: Path) -> Iterator[Path]:
+    """Yield a hidden sibling folder to write into; when the block ends without error, its contents are made
+    durable and it replaces `target` (`replace_folder`); on any error it is removed and `target` is untouched."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_tree(staging)
+        replace_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

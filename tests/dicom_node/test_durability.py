@@ -179,3 +179,20 @@ def test_a_study_emptied_by_a_moved_instance_is_removed_or_failed_never_stable(t
         assert [e["detail"] for e in store.index.store_events("study_removed")] == [f"{dropped}: no instances left"]
     finally:
         store.close()
+
+
+def test_a_folder_written_aside_replaces_the_old_one_only_when_whole(tmp_path):
+    from dicom_node.durable import folder_written_aside
+
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), folder_written_aside(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("the export failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"] and (target / "old.txt").read_text() == "old"
+    with folder_written_aside(target) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert sorted(str(p.relative_to(target)) for p in target.rglob("*")) == ["sub", "sub/new.txt"]

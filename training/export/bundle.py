@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import shutil
 import time
 import warnings
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dicom_node.durable import fsync_dir, replace_folder, write_text_atomically
+from dicom_node.durable import folder_written_aside, write_text_atomically
 from engine.bundle import (
     MANIFEST_NAME,
     Architecture,
@@ -45,7 +44,6 @@ CARD = "MODEL_CARD.md"
 RECORD = "export.json"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt")
-PARTIAL_SUFFIX = ".partial"
 # Kept in step with training/export/decoder.py (not imported from there: it imports torch).
 SUPPORTED_DECODERS = ("llama", "mistral", "qwen2")
 SUPPORTED_VISION = ("clip_vision_model", "siglip_vision_model", "dinov2")
@@ -132,10 +130,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
     steps += ["write manifest and card"]
     timer = _Steps(steps, progress)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
-    staging.mkdir()
-    try:
+    with folder_written_aside(out_dir) as staging:
         with _quiet_exporters():
             report = _export_into(staging, checkpoint_dir, timer, name=name, version=version, variants=variants,
                                   preprocessing=preprocessing, prompts=prompts, generation=generation,
@@ -147,10 +142,6 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
         report.seconds = time.monotonic() - started
         _write_record(staging, report, checkpoint_dir)
         report.files = _file_sizes(staging)
-        _replace_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report.bundle_dir = out_dir
     return report
 
@@ -530,19 +521,6 @@ def copy_checkpoint(checkpoint_dir: Path, target: Path) -> None:
             shutil.copyfile(path, target / path.name)
 
 
-def _replace_folder(staging: Path, out_dir: Path) -> None:
-    """Put `staging` in place of `out_dir` (absent, empty, or a previous bundle the caller may replace)."""
-    for path in staging.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        elif path.is_dir():
-            fsync_dir(path)
-    fsync_dir(staging)
-    replace_folder(staging, out_dir)
 
 
 def _human(size: int) -> str:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom_node.durable import folder_written_aside
 from training.export.errors import ExportError
 
 IMAGE = "<image>"
@@ -86,19 +85,10 @@ def import_checkpoint(source: Path, out_dir: Path, *, base: Path | None = None,
     if lora and base is None:
         raise ExportError(f"{source}: a LoRA adapter release; give the language model it was trained on with --base")
     vision_dir = _vision_folder(source, config, vision)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
-    staging.mkdir()
-    try:
+    with folder_written_aside(out_dir) as staging:  # files synced before the folder takes its name
         state, tokenizer_dir = (_merged_lora_state(source, base) if lora else (_original_state(source), source))
         report = _convert(config, state, tokenizer_dir, vision_dir, staging)
         report.layout = "lora" if lora else str(config.get("model_type"))
-        from dicom_node.durable import replace_folder
-
-        replace_folder(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report.out_dir = out_dir
     return report
 

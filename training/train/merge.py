@@ -6,15 +6,12 @@ reads, and what a later fine-tuning run can start from (`model.base`).
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import warnings
 from pathlib import Path
 
 from torch import nn
 
-from dicom_node.durable import TEMP_SUFFIX, fsync_dir
+from dicom_node.durable import folder_written_aside
 from training.train.stages import is_lora
 
 
@@ -32,19 +29,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def save_hf_checkpoint(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     """`save_pretrained` + `tokenizer.json` into `out_dir`, written aside and renamed into place."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-    try:
+    with folder_written_aside(out_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        for file in staging.iterdir():
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-        fsync_dir(out_dir.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
