@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.findings.checks import COMMUNICATION_METHODS, CriticalCommunication, SignReview
+from engine.findings.checks import COMMUNICATION_METHODS, CriticalCommunication, SignReview, review_problems
 
 
 class SignDialog(QDialog):
@@ -86,14 +86,10 @@ class SignDialog(QDialog):
                           communication=communication)
 
     def missing_answers(self) -> list[str]:
-        missing = []
-        if self.checks.problems and not self.reason.text().strip():
-            missing.append("a reason to sign anyway")
-        if self.checks.critical and not self.recipient.text().strip():
-            missing.append("who was told of the critical finding")
-        return missing
+        """What signing would still refuse (the same rule as the workstation's)."""
+        return review_problems(list(self.checks.problems), list(self.checks.critical), self.review())
 
     def _update(self) -> None:
         missing = self.missing_answers()
         self.sign_button.setEnabled(not missing)
-        self.missing.setText("Needed to sign: " + ", ".join(missing) + "." if missing else "")
+        self.missing.setText("Needed to sign: " + "; ".join(missing) + "." if missing else "")

@@ -351,7 +351,9 @@ class Workstation:
         checks = self.sign_checks(study_uid, sections["findings"].text, sections["impression"].text)
         missing = review_problems(list(checks.problems), list(checks.critical), review)
         if missing:
-            raise SignReviewNeeded("Not signed: " + "; ".join(missing) + ".", checks)
+            found = " ".join(problem.message for problem in checks.problems)
+            raise SignReviewNeeded("Not signed; needed: " + "; ".join(missing) + "." + (f" {found}" if found else ""),
+                                   checks)
         metrics = signing_metrics(sections)
         pacs = self.config.pacs
         report = sign_report(self.store.index, SignedReport(

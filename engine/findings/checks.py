@@ -167,12 +167,12 @@ class SignReview:
 
 
 def review_problems(problems: list[SignProblem], critical: list, review: SignReview | None) -> list[str]:
-    """What is still missing before a report with these problems and critical findings may be signed."""
+    """What is still missing before a report with these problems and critical findings may be signed (the
+    sign dialog shows it, and signing refuses until it is empty)."""
     review = review or SignReview()
     missing = []
     if problems and not review.override_reason.strip():
-        missing.append("fix the report or give a reason to sign anyway: "
-                       + " ".join(problem.message for problem in problems))
+        missing.append("a reason to sign anyway (or fix the report)")
     if critical:
         if review.communication is None:
             missing.append("record who was told of the critical finding (" +

@@ -34,7 +34,9 @@ HEART = (r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|ca
 HEART_ONLY = r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|cardiac contours?)"
 NORMAL_WORD = r"(?:normal|within|limits|with|without)\b"  # words an enlargement phrase never spans
 CP_ANGLE = r"(?:costophrenic|cp)\s+(?:angles?|sulc(?:i|us)|recess(?:es)?)"
-W = r"(?:[\w,-]+\s+)"  # one word (and its comma) before another
+# "The lungs are clear" speaks for consolidation and edema; "clear of ..." is a negation, not this statement.
+LUNGS_CLEAR = (r"\blungs?(?:\s+fields?|\s+parenchyma)?\s+(?:are|is|appear|appears|remain|remains)(?:\s+[\w,]+){0,3}?"
+               r"\s+clear\b(?!\s+of)|\bclear\s+lungs?\b|\blungs?\s+(?:are\s+|is\s+)?clear\b(?!\s+of)")
 
 TARGETS: tuple[Target, ...] = (
     # -- cardiomegaly
@@ -82,13 +84,8 @@ TARGETS: tuple[Target, ...] = (
     # -- pneumothorax
     Target("pneumothorax", PRESENT, r"\b(?:hydro)?pneumothora(?:x|ces)|\bptx\b|\bpleural\s+air\b"),
     # -- consolidation
-    Target("consolidation", ABSENT,
-           r"\blungs?(?:\s+fields?|\s+parenchyma)?\s+(?:are|is|appear|appears|remain|remains)(?:\s+[\w,]+){0,3}?\s+clear\b"
-           r"(?!\s+of)|\bclear\s+lungs?\b|\blungs?\s+(?:are\s+|is\s+)?clear\b(?!\s+of)"),
-    # "the lungs are clear" speaks for edema as well as consolidation
-    Target("edema", ABSENT,
-           r"\blungs?(?:\s+fields?|\s+parenchyma)?\s+(?:are|is|appear|appears|remain|remains)(?:\s+[\w,]+){0,3}?\s+clear\b"
-           r"(?!\s+of)|\bclear\s+lungs?\b|\blungs?\s+(?:are\s+|is\s+)?clear\b(?!\s+of)"),
+    Target("consolidation", ABSENT, LUNGS_CLEAR),
+    Target("edema", ABSENT, LUNGS_CLEAR),
     Target(IGNORE, PRESENT,
            r"\b(?:nodular|plate[- ]?like|band[- ]?like|reticular|reticulonodular|interstitial|curvilinear|calcified"
            r"|round(?:ed)?|mass[- ]?like|linear|streaky|strand-?like|discoid|subsegmental|scar(?:ring)?-?like)"
