@@ -56,6 +56,8 @@ NOT_FINDINGS_SECTIONS = frozenset({"indication", "history_of_present_illness", "
                                    "family_history", "social_history", "medications", "allergies"})
 _SIDES = (("bilateral", re.compile(r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasal|biapical)\b")),
           ("left", re.compile(r"\bleft\b|\blt\b")), ("right", re.compile(r"\bright\b|\brt\b")))
+# "left and right effusions", "left lower lobe and right perihilar airspace disease": both sides
+_BOTH_SIDES = re.compile(r"\b(?:left|right)\b[\w\s-]{0,30}?\s(?:and|&)\s+(?:the\s+)?(?:left|right)\b(?:\s+[\w-]+){0,3}\s*$")
 _NUMBERED_ITEM = re.compile(r"(?:(?<=\s)|^)\d{1,2}[.)]\s+(?=[A-Za-z])")
 _BLANK_LINE = re.compile(r"\n\s*\n")
 _ABBREVIATIONS = ((re.compile(r"\b[Ee]\.[Tt]\.(?=\s)"), "ET"), (re.compile(r"\b[Nn]\.[Gg]\.(?=\s)"), "NG"),
@@ -241,7 +243,7 @@ def _mentions_of(doc: Any) -> list[Mention]:
         if status == PRESENT and _hedged_after(span, spans):
             status = UNCERTAIN
         found.append(Mention(key=key, status=status, text=span.text, sentence=span.sent.text.strip(" .\n"),
-                             section=section or "", start=span.start_char, end=span.end_char, side=_side(span),
+                             section=section or "", start=span.start_char, end=span.end_char, side=_side(span, spans),
                              historical=bool(span._.is_historical) and not span._.is_negated,
                              hypothetical=bool(span._.is_hypothetical) and not span._.is_negated
                              and not span._.is_uncertain))
@@ -275,16 +277,24 @@ def _status(span: Any) -> str:
     return PRESENT
 
 
-def _side(span: Any) -> str:
-    """The side a mention is on: the words of its own phrase first, then its sentence before it, then after."""
-    sentence = span.sent
-    around = [span.text.lower(), sentence.doc.text[sentence.start_char:span.start_char].lower()[-60:],
-              sentence.doc.text[span.end_char:sentence.end_char].lower()[:40]]
-    for piece in around:
-        sides = [name for name, pattern in _SIDES if pattern.search(piece)]
-        if sides:
-            return "bilateral" if "bilateral" in sides or {"left", "right"} <= set(sides) else sides[-1] \
-                if piece is around[1] else sides[0]
+def _side(span: Any, spans: list[Any]) -> str:
+    """The side a mention is on: named in its own words first, else the nearest side word before it in its
+    sentence ("left" and "right" joined by "and" with no other finding between: both), else the first after
+    it ("effusion on the left")."""
+    doc, sentence = span.doc, span.sent
+    own = {name for name, pattern in _SIDES if pattern.search(span.text.lower())}
+    if own:
+        return "bilateral" if "bilateral" in own or len(own) == 2 else own.pop()
+    start = max(sentence.start_char, span.start_char - 60)
+    before, after = doc.text[start:span.start_char].lower(), doc.text[span.end_char:sentence.end_char][:40].lower()
+    both = _BOTH_SIDES.search(before)
+    if both and not any(start + both.start() <= other.start_char < span.start_char and other.label_ != span.label_
+                        and not other.label_.startswith(IGNORE.upper() + "|") for other in spans):
+        return "bilateral"
+    for piece, nearest in ((before, max), (after, min)):
+        found = [(m.start(), name) for name, pattern in _SIDES for m in pattern.finditer(piece)]
+        if found:
+            return nearest(found)[1]
     return ""
 
 

@@ -117,3 +117,17 @@ def test_signing_needs_a_reason_for_problems_and_a_communication_for_critical_fi
     assert review_problems(problems, critical, complete) == []
     assert complete.communication.as_text(["pneumothorax"]) == (
         "Critical finding (pneumothorax) communicated to Dr Lee, ED by telephone on 2026-12-01 10:05.")
+
+
+@pytest.mark.parametrize("text,sides", [
+    ("Small right effusion.", {"pleural_effusion": "right"}),
+    ("Effusion on the left.", {"pleural_effusion": "left"}),
+    ("Left lower lobe atelectasis and right pleural effusion.", {"atelectasis": "left", "pleural_effusion": "right"}),
+    ("Left and right pleural effusions.", {"pleural_effusion": "bilateral"}),
+    ("Left lower lobe and right perihilar airspace disease.", {"consolidation": "bilateral"}),
+    ("Bibasilar atelectasis.", {"atelectasis": "bilateral"}),
+])
+def test_the_side_of_a_mention(text, sides):
+    from engine.findings.labeler import label_mentions
+
+    assert {m.key: m.side for m in label_mentions(text)} == sides
