@@ -35,7 +35,7 @@ from engine.bundle import (
     write_manifest,
 )
 from engine.errors import EngineError
-from training.export.errors import ExportError
+from training.export.errors import ExportError, read_json_object
 from training.export.parity import ParityResult
 
 FP32 = GraphFiles(vision="vision.onnx", embed="embed.onnx", decoder="decoder.onnx")
@@ -148,7 +148,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
 
 # ------------------------------------------------------------------------------------------- checks
 def check_checkpoint(checkpoint_dir: Path) -> dict:
-    """The checkpoint's config.json, after checking it is a LLaVA with a LLaMA decoder and a tokenizer.json."""
+    """The checkpoint's config.json, after checking it is a LLaVA with a decoder the export handles and a tokenizer.json."""
     where = f"checkpoint {checkpoint_dir}"
     if not checkpoint_dir.exists():
         raise ExportError(f"{where}: no such folder")
@@ -157,12 +157,7 @@ def check_checkpoint(checkpoint_dir: Path) -> dict:
     config_file = checkpoint_dir / "config.json"
     if not config_file.is_file():
         raise ExportError(f"{where}: config.json is missing (give the folder written by save_pretrained)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{where}: config.json is not readable JSON ({error})") from None
-    if not isinstance(config, dict):
-        raise ExportError(f"{where}: config.json does not hold a JSON object")
+    config = read_json_object(config_file)
     model_type = config.get("model_type")
     if model_type != "llava":
         raise ExportError(f"{where}: model_type is {model_type!r}, not 'llava'; raddraft export takes LLaVA "

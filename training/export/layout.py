@@ -32,7 +32,7 @@ from engine.bundle import (
     Prompts,
     PromptVariant,
 )
-from training.export.errors import ExportError
+from training.export.errors import ExportError, read_json_object
 
 PROMPT_SPEC_FILE = "raddraft_prompts.json"
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -90,11 +90,7 @@ def read_prompt_spec(checkpoint_dir: Path) -> PromptSpec | None:
     path = Path(checkpoint_dir) / PROMPT_SPEC_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: not readable JSON ({error})") from None
-    return PromptSpec.from_dict(data, str(path))
+    return PromptSpec.from_dict(read_json_object(path), str(path))
 
 
 # ------------------------------------------------------------------------------------ preprocessing
@@ -104,10 +100,7 @@ def read_preprocessing(checkpoint_dir: Path, vision_size: int, spec: PromptSpec 
     if not path.is_file():
         return None
     where = str(path)
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{where}: not readable JSON ({error})") from None
+    config = read_json_object(path)
     mean = _three(config.get("image_mean", 0.5), "image_mean", where)
     std = _three(config.get("image_std", 0.5), "image_std", where)
     if config.get("do_normalize", True) is False:
@@ -157,10 +150,7 @@ def stop_token_ids(checkpoint_dir: Path, text_eos: Any) -> tuple[int, ...]:
     path = Path(checkpoint_dir) / "generation_config.json"
     sources = []
     if path.is_file():
-        try:
-            sources.append(json.loads(path.read_text(encoding="utf-8")).get("eos_token_id"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ExportError(f"{path}: not readable JSON ({error})") from None
+        sources.append(read_json_object(path).get("eos_token_id"))
     sources.append(text_eos)
     for source in sources:
         for value in (source if isinstance(source, (list, tuple)) else [source]):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicom_node.durable import folder_written_aside
-from training.export.errors import ExportError
+from training.export.errors import ExportError, read_json_object
 
 IMAGE = "<image>"
 PAD = "<pad>"
@@ -73,7 +73,7 @@ def import_checkpoint(source: Path, out_dir: Path, *, base: Path | None = None,
     source, out_dir = Path(source), Path(os.path.abspath(out_dir))
     if not (source / "config.json").is_file():
         raise ExportError(f"{source}: config.json is missing; give an original LLaVA release folder")
-    config = _read_json(source / "config.json")
+    config = read_json_object(source / "config.json")
     if config.get("model_type") == "llava" and "vision_config" in config:
         raise ExportError(f"{source}: already a Hugging Face LLaVA checkpoint; export it directly")
     if "mm_projector_type" not in config and "mm_hidden_size" not in config:
@@ -93,14 +93,6 @@ def import_checkpoint(source: Path, out_dir: Path, *, base: Path | None = None,
     return report
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ExportError(f"{path}: not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ExportError(f"{path}: does not hold a JSON object")
-    return data
 
 
 def _vision_folder(source: Path, config: dict, vision: Path | None) -> Path:
@@ -114,7 +106,7 @@ def _vision_folder(source: Path, config: dict, vision: Path | None) -> Path:
     vision = Path(vision)
     if not (vision / "config.json").is_file():
         raise ExportError(f"{vision}: config.json is missing (give an HF vision model folder)")
-    vision_config = _read_json(vision / "config.json")
+    vision_config = read_json_object(vision / "config.json")
     kind = vision_config.get("model_type", "")
     if kind in ("clip", "siglip"):
         kind = f"{kind}_vision_model"
