@@ -41,16 +41,24 @@ def run(args: argparse.Namespace, config) -> int:
     from dicom_node.errors import StoreWriteError
     from raddraft.workstation import Workstation
 
+    from desktop.app import application, run_app  # Qt is loaded only here
+    from raddraft.qt_signals import quit_on_signals
+
+    # Before the workstation starts: a SIGTERM during start-up also ends in the clean stop, never in 143.
+    restore_signals = quit_on_signals(application())
     overrides = {k: v for k, v in config_overrides(args).items() if v is not None}
     try:
-        workstation = Workstation.start(config, config_path=getattr(args, "config", None), overrides=overrides)
-    except StoreWriteError as error:
-        print(f"raddraft: {error}", file=sys.stderr)
-        return 1
-    from desktop.app import run_app  # Qt is loaded only here
+        try:
+            workstation = Workstation.start(config, config_path=getattr(args, "config", None), overrides=overrides)
+        except StoreWriteError as error:
+            print(f"raddraft: {error}", file=sys.stderr)
+            return 1
 
-    def print_ready_time() -> None:
-        print(f"RadDraft window ready in {time.perf_counter() - STARTED_AT:.3f} s", flush=True)
+        def print_ready_time() -> None:
+            print(f"RadDraft window ready in {time.perf_counter() - STARTED_AT:.3f} s", flush=True)
 
-    return run_app(workstation, screenshot=args.screenshot,
-                   on_ready=print_ready_time if args.exit_when_ready else None, exit_when_ready=args.exit_when_ready)
+        return run_app(workstation, screenshot=args.screenshot,
+                       on_ready=print_ready_time if args.exit_when_ready else None,
+                       exit_when_ready=args.exit_when_ready)
+    finally:
+        restore_signals()
