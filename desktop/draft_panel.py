@@ -1,5 +1,5 @@
 """The report panel: Findings and Impression editors beside the images, with the model's text marked until
-the radiologist edits or accepts it (`engine.provenance` decides; the editor only paints), and the
+the radiologist edits or accepts it (the origin is a property of the text: `desktop.section_editor`), and the
 Draft / Impression from findings / Accept AI text / Sign / Send / Export buttons.
 """
 
@@ -8,130 +8,21 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QColor, QSyntaxHighlighter, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QMenu,
     QPushButton,
-    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop.section_editor import SectionEditor, qt_plain
 from engine.provenance import Origin, SectionText
 
-AI_BACKGROUND = QColor("#dde9ff")
-AI_UNDERLINE = QColor("#2f6fdb")
-
-
-def _utf16(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def qt_plain(text: str) -> str:
-    """`text` as a QTextDocument gives it back (line and paragraph separators, CR and NBSP are changed), so
-    the provenance model and the editor hold the same characters."""
-    text = text.replace("\r\n", "\n")
-    return text.translate({0x0D: "\n", 0xA0: " ", 0x2028: "\n", 0x2029: "\n"})
-
-
-class ProvenanceHighlighter(QSyntaxHighlighter):
-    """Paints the section's unreviewed AI text (layout formats: they are not part of the document)."""
-
-    def __init__(self, editor: SectionEditor) -> None:
-        super().__init__(editor.document())
-        self._editor = editor
-        self.format = QTextCharFormat()
-        self.format.setBackground(AI_BACKGROUND)
-        self.format.setUnderlineStyle(QTextCharFormat.UnderlineStyle.DotLine)
-        self.format.setUnderlineColor(AI_UNDERLINE)
-        self.format.setToolTip("Written by the AI model: edit it or accept it before signing")
-
-    def highlightBlock(self, text: str) -> None:
-        section = self._editor.section
-        lines = section.text.split("\n")
-        number = self.currentBlock().blockNumber()
-        if number >= len(lines) or lines[number] != text:
-            return  # the document is ahead of the model (mid-edit); the rehighlight after the sync paints it
-        start = sum(len(line) + 1 for line in lines[:number])
-        end = start + len(text)
-        for span in section.unreviewed():
-            lo, hi = max(span.start, start), min(span.end, end)
-            if lo < hi:
-                offset = _utf16(text[:lo - start])
-                self.setFormat(offset, _utf16(text[lo - start:hi - start]), self.format)
-
-
-class SectionEditor(QTextEdit):
-    """One section's editor; `section` is its provenance model, kept in step with every edit."""
-
-    edited = Signal()
-
-    def __init__(self, name: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.name = name
-        self.section = SectionText()
-        self.setAcceptRichText(False)
-        self.setPlaceholderText(f"{name.capitalize()}…")
-        self._programmatic = False
-        self.highlighter = ProvenanceHighlighter(self)
-        self.textChanged.connect(self._on_text_changed)
-
-    def _set_document_text(self, text: str) -> None:
-        self._programmatic = True
-        try:
-            self.setPlainText(text)
-        finally:
-            self._programmatic = False
-        self.highlighter.rehighlight()
-
-    def show_text(self, text: str, origin: Origin = Origin.HUMAN, source: str = "") -> None:
-        text = qt_plain(text)
-        self.section.set_text(text, origin, source)
-        self._set_document_text(text)
-        self._adopt_document(origin, source)
-
-    def start_stream(self, source: str) -> None:
-        self.section.start_ai(source)
-        self._set_document_text("")
-
-    def append_stream(self, piece: str) -> None:
-        piece = qt_plain(piece)
-        self.section.append_ai(piece)  # first: the highlighter reads it while the insertion lays out
-        self._programmatic = True
-        try:
-            cursor = QTextCursor(self.document())
-            cursor.movePosition(QTextCursor.MoveOperation.End)
-            cursor.insertText(piece)
-        finally:
-            self._programmatic = False
-        self._adopt_document(Origin.AI, self.section.source)
-
-    def _adopt_document(self, origin: Origin, source: str) -> None:
-        """Safety net: should the document still differ from the model, the document's text wins."""
-        text = self.toPlainText()
-        if text != self.section.text:
-            self.section.set_text(text, origin, source)
-            self.highlighter.rehighlight()
-
-    def accept_ai(self) -> int:
-        count = self.section.accept_all()
-        self.highlighter.rehighlight()
-        self.edited.emit()
-        return count
-
-    def _on_text_changed(self) -> None:
-        if self._programmatic:
-            return
-        text = self.toPlainText()
-        grown = len(text) - len(self.section.text)
-        if self.section.sync_to(text, self.textCursor().position() - max(grown, 0)):
-            self.highlighter.rehighlight()
-            self.edited.emit()
-
+__all__ = ["DraftPanel", "SectionEditor", "qt_plain"]
 
 class DraftPanel(QWidget):
     draft_requested = Signal(str)  # "findings" or "impression"
@@ -254,6 +145,24 @@ class DraftPanel(QWidget):
 
     def append_stream(self, section: str, piece: str) -> None:
         self.editor(section).append_stream(piece)
+
+    def end_stream(self, section: str, status: str) -> None:
+        """An on-demand or queued draft ended (done, failed with its reason, cancelled): say so."""
+        editor = self.editor(section)
+        if editor.streaming:
+            editor.end_stream(editable=not self.signed)
+        self.source.setText(status)
+
+    def state(self) -> dict:
+        """The unsigned text of both sections with its origins, as autosave keeps it."""
+        return {"findings": self.findings.state(), "impression": self.impression.state()}
+
+    def restore(self, state: dict, saved_at: float) -> None:
+        for name in ("findings", "impression"):
+            self.editor(name).restore(state.get(name, {}))
+        when = time.strftime("%H:%M:%S", time.localtime(saved_at))
+        self.source.setText(f"Your unsigned text, restored as saved at {when}. Blue text is the model's until "
+                            "you edit or accept it.")
 
     def accept_ai(self) -> None:
         count = self.findings.accept_ai() + self.impression.accept_ai()

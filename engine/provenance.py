@@ -1,31 +1,31 @@
 """Where each character of a report section came from: the model, or the radiologist.
 
-The desktop's editors keep one `SectionText` per section and tell it about every change; the editor only
-paints what `spans()` says. Rules:
-- Text the model writes (a draft loaded, or streamed by "Draft") is AI text, marked until reviewed.
-- An edit reviews the sentence it touches: typing inside an AI sentence, or deleting part of it, turns that
-  sentence's AI text into *accepted* AI text (still counted as the model's, no longer marked). Deleting a
-  whole sentence, or writing a new one beside it, reviews nothing else.
-- "Accept" turns all remaining AI text of the section into accepted text.
-- Signing requires no unreviewed AI text (`validate_for_signing`); `signing_metrics` gives the share of the
-  model's text kept and the edit distance from the model's text to the signed one.
+The origin is a property of each character, not of how the text was reached: the desktop's editors keep it
+in the document itself (so undo, redo, paste and drag carry it with the text) and build a `SectionText`
+from the document whenever they are asked (`SectionText.from_runs`). Rules:
+- Text the model writes (a draft loaded, or streamed by "Draft") is AI text, marked until accepted.
+- Characters the radiologist types or pastes from outside are HUMAN; nothing else changes origin with them.
+  Editing next to or inside AI text leaves the rest of it AI: a one-character edit (or an edit undone)
+  reviews nothing.
+- "Accept AI text" is the only way AI text becomes ACCEPTED (the model's, unchanged, reviewed).
+- Signing requires no unaccepted AI text (`validate_for_signing`); `signing_metrics` gives, from the
+  origins, the share of the model's text kept, how much of it was accepted unchanged, and the edit
+  distance from the model's text to the signed one.
 
-Pure Python (no Qt): the same model is tested on its own and drives the editors.
+Pure Python (no Qt): the same model is tested on its own and is what the editors hand to signing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-SENTENCE_ENDS = ".!?"
 
 
 class Origin(StrEnum):
     HUMAN = "human"
     AI = "ai"  # from the model, not yet reviewed: marked
-    ACCEPTED = "accepted"  # from the model, reviewed (accepted, or edited in its sentence)
+    ACCEPTED = "accepted"  # from the model, unchanged, accepted by the explicit "Accept AI text" action
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,22 @@ class SectionText:
         self.source = ""  # where that text came from, e.g. "draft 12 (tiny@1)" (recorded at signing)
         self.set_text(text, origin)
 
+    @classmethod
+    def from_runs(cls, runs: Sequence[tuple[str, Origin]], model_text: str = "", source: str = "") -> SectionText:
+        """The section as an editor's document holds it: runs of (text, origin), and the model's text it is
+        measured against."""
+        section = cls()
+        section._text = "".join(text for text, _ in runs)
+        section._origins = [Origin(origin) for text, origin in runs for _ in text]
+        section.model_text, section.source = model_text, source
+        return section
+
     @property
     def text(self) -> str:
         return self._text
+
+    def origins(self) -> list[Origin]:
+        return list(self._origins)
 
     def set_text(self, text: str, origin: Origin = Origin.HUMAN, source: str = "") -> None:
         """Replace everything: a draft loaded (AI) or a signed report shown (HUMAN)."""
@@ -99,24 +112,12 @@ class SectionText:
         return True
 
     def edit(self, position: int, removed: int, added: str) -> None:
-        """Replace `removed` characters at `position` by `added` (typed by the radiologist)."""
+        """Replace `removed` characters at `position` by `added` (typed by the radiologist): the added
+        characters are HUMAN, every other character keeps its origin."""
         if not 0 <= position <= len(self._text) or removed < 0 or position + removed > len(self._text):
             raise ValueError(f"edit {position}+{removed} outside a text of {len(self._text)} characters")
         self._text = self._text[:position] + added + self._text[position + removed:]
         self._origins[position:position + removed] = [Origin.HUMAN] * len(added)
-        first = position + len(added) - len(added.lstrip())
-        last = position + len(added.rstrip()) - 1
-        if last >= first:  # words typed: review the sentences they are part of
-            self._review(_sentence_around(self._text, first)[0], _sentence_around(self._text, last)[1])
-        else:  # a deletion (or white space typed): review the sentence only if it happened inside one
-            inside = _inside_sentence(self._text, position, position + len(added))
-            if inside is not None:
-                self._review(*_sentence_around(self._text, inside))
-
-    def _review(self, start: int, end: int) -> None:
-        for i in range(start, end):
-            if self._origins[i] == Origin.AI:
-                self._origins[i] = Origin.ACCEPTED
 
     def spans(self) -> list[Span]:
         """Runs of equal origin, in order."""
@@ -132,52 +133,22 @@ class SectionText:
         return [span for span in self.spans() if span.origin == Origin.AI]
 
     def ai_characters(self) -> int:
-        """Characters of the model's text still in the section (reviewed or not)."""
+        """Characters of the model's text still in the section (accepted or not)."""
         return sum(1 for origin in self._origins if origin != Origin.HUMAN)
 
-
-def _is_end(text: str, i: int) -> bool:
-    """A sentence ends at character i: a newline, or . ! ? followed by white space or the end."""
-    if text[i] == "\n":
-        return True
-    return text[i] in SENTENCE_ENDS and (i + 1 == len(text) or text[i + 1].isspace())
-
-
-def _sentence_around(text: str, i: int) -> tuple[int, int]:
-    """[start, end) of the sentence holding character i (its end mark included)."""
-    if not text:
-        return 0, 0
-    i = min(max(i, 0), len(text) - 1)
-    start = i
-    while start > 0 and not _is_end(text, start - 1):
-        start -= 1
-    end = i
-    while end < len(text) and not _is_end(text, end):
-        end += 1
-    return start, min(end + 1, len(text))
-
-
-def _inside_sentence(text: str, start: int, end: int) -> int | None:
-    """A character of the sentence that spans the gap [start, end), or None when the gap lies between
-    sentences (or at the edge of the text)."""
-    before = start - 1
-    while before >= 0 and text[before].isspace():
-        before -= 1
-    after = end
-    while after < len(text) and text[after].isspace():
-        after += 1
-    if before < 0 or after >= len(text) or any(_is_end(text, i) for i in range(before, after)):
-        return None
-    return after
+    def accepted_characters(self) -> int:
+        """Characters of the model's text accepted unchanged by "Accept AI text"."""
+        return sum(1 for origin in self._origins if origin == Origin.ACCEPTED)
 
 
 # -- signing -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SigningMetrics:
     ai_characters_written: int  # the model's text of every section (the reference)
-    ai_characters_kept: int  # of those, still in the signed text
+    ai_characters_kept: int  # of those, still in the signed text (by origin)
     edit_distance: int  # Levenshtein distance, model text -> signed text, summed over sections
     sections: dict[str, dict[str, object]] = field(default_factory=dict)
+    ai_characters_accepted: int = 0  # of the kept ones, accepted unchanged by "Accept AI text"
 
     @property
     def ai_share_kept(self) -> float:
@@ -195,22 +166,26 @@ def validate_for_signing(sections: Mapping[str, SectionText]) -> list[str]:
         elif section.unreviewed():
             count = len(section.unreviewed())
             problems.append(f"{name.capitalize()} has {count} AI-marked passage{'s' if count > 1 else ''} "
-                            "not yet accepted or edited.")
+                            "not yet accepted (edit it, or press Accept AI text).")
     return problems
 
 
 def signing_metrics(sections: Mapping[str, SectionText]) -> SigningMetrics:
     per_section: dict[str, dict[str, object]] = {}
-    written = kept = distance = 0
+    written = kept = accepted = distance = 0
     for name, section in sections.items():
         section_distance = levenshtein(section.model_text, section.text)
-        per_section[name] = {"ai_characters_written": len(section.model_text),
-                             "ai_characters_kept": section.ai_characters(), "edit_distance": section_distance,
-                             "source": section.source, "model_text": section.model_text}
+        section_kept = min(section.ai_characters(), len(section.model_text))
+        per_section[name] = {"ai_characters_written": len(section.model_text), "ai_characters_kept": section_kept,
+                             "ai_characters_accepted": min(section.accepted_characters(), section_kept),
+                             "human_characters": len(section.text) - section.ai_characters(),
+                             "edit_distance": section_distance, "source": section.source,
+                             "model_text": section.model_text}
         written += len(section.model_text)
-        kept += min(section.ai_characters(), len(section.model_text))
+        kept += section_kept
+        accepted += min(section.accepted_characters(), section_kept)
         distance += section_distance
-    return SigningMetrics(written, kept, distance, per_section)
+    return SigningMetrics(written, kept, distance, per_section, accepted)
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -86,12 +86,14 @@ def test_editor_marks_model_text_until_edited_or_accepted(qtbot):
     editor.setTextCursor(cursor)
     qtbot.keyClicks(editor, " size")
     assert editor.toPlainText() == "No effusion. Heart size is normal."
-    assert highlighted_ranges(editor) == [(0, len("No effusion."))]  # the edited sentence is reviewed
+    # only the typed characters are the radiologist's; the rest stays marked until accepted
+    assert highlighted_ranges(editor) == [(0, len("No effusion. Heart")), (len("No effusion. Heart size"), 34)]
     editor.accept_ai()
     assert highlighted_ranges(editor) == []
     editor.start_stream("on demand")
     for piece in ("Small ", "left ", "effusion."):
         editor.append_stream(piece)
+    editor.end_stream()
     assert editor.toPlainText() == "Small left effusion." == editor.section.text
     assert highlighted_ranges(editor) == [(0, len("Small left effusion."))]
 

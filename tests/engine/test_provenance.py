@@ -1,4 +1,4 @@
-"""Which report text came from the model: marking, review by edit or acceptance, and signing metrics."""
+"""Which report text came from the model: marking, acceptance by the explicit action only, and signing metrics."""
 
 from __future__ import annotations
 
@@ -28,20 +28,26 @@ def test_streamed_text_is_ai_and_marked():
     assert section.ai_characters() == len(DRAFT)
 
 
-def test_typing_inside_a_sentence_reviews_that_sentence_only():
+def test_typing_inside_a_sentence_changes_only_the_typed_characters():
     section = drafted()
     section.sync_to(DRAFT.replace("No pleural", "No large pleural"))
-    assert marked(section) == [" Heart size is normal. Lungs are clear."]
-    assert [s.origin for s in section.spans()][:3] == [Origin.ACCEPTED, Origin.HUMAN, Origin.ACCEPTED]
+    assert marked(section) == ["No ", "pleural effusion. Heart size is normal. Lungs are clear."]
+    assert [s.origin for s in section.spans()] == [Origin.AI, Origin.HUMAN, Origin.AI]
 
 
-def test_deleting_inside_a_sentence_reviews_it_deleting_a_whole_sentence_reviews_nothing():
+def test_deleting_model_text_reviews_nothing():
     section = drafted()
     section.sync_to(DRAFT.replace(" size", ""))
-    assert marked(section) == ["No pleural effusion.", " Lungs are clear."]
-    section = drafted()
-    section.sync_to(DRAFT.replace("Heart size is normal. ", ""))
-    assert marked(section) == ["No pleural effusion. Lungs are clear."]
+    assert marked(section) == [DRAFT.replace(" size", "")]
+    assert section.ai_characters() == len(DRAFT) - len(" size")
+
+
+def test_from_runs_is_what_an_editor_hands_over():
+    section = SectionText.from_runs([("No effusion.", Origin.ACCEPTED), (" Mild cardiomegaly.", Origin.HUMAN)],
+                                    "No effusion.", "draft 3")
+    assert section.text == "No effusion. Mild cardiomegaly."
+    assert section.accepted_characters() == len("No effusion.") == section.ai_characters()
+    assert section.origins()[-1] == Origin.HUMAN and section.source == "draft 3"
 
 
 def test_a_new_sentence_beside_ai_text_leaves_it_marked():
@@ -56,13 +62,13 @@ def test_cursor_hint_places_a_doubled_letter():
     section = drafted("All well.")
     section.sync_to("All wwell.", cursor_hint=5)  # typed the second "w" after "All w"
     assert [(s.start, s.end, s.origin) for s in section.spans()] == [
-        (0, 5, Origin.ACCEPTED), (5, 6, Origin.HUMAN), (6, 10, Origin.ACCEPTED)]
+        (0, 5, Origin.AI), (5, 6, Origin.HUMAN), (6, 10, Origin.AI)]
 
 
 def test_accept_and_validation_for_signing():
     findings, impression = drafted(), SectionText()
     problems = validate_for_signing({"findings": findings, "impression": impression})
-    assert problems == ["Findings has 1 AI-marked passage not yet accepted or edited.", "Impression is empty."]
+    assert problems == ["Findings has 1 AI-marked passage not yet accepted (edit it, or press Accept AI text).", "Impression is empty."]
     impression.sync_to("Normal chest.")
     assert findings.accept_all() == len(DRAFT)
     assert validate_for_signing({"findings": findings, "impression": impression}) == []
@@ -77,6 +83,8 @@ def test_signing_metrics_share_kept_and_edit_distance():
     written = len(DRAFT) + len("Normal chest.")
     assert metrics.ai_characters_written == written
     assert metrics.ai_characters_kept == written - 22
+    assert metrics.ai_characters_accepted == len("Normal chest.")  # the findings' rest was never accepted
+    assert metrics.sections["findings"]["ai_characters_accepted"] == 0
     assert metrics.ai_share_kept == pytest.approx((written - 22) / written)
     assert metrics.edit_distance == 22
     assert metrics.sections["findings"]["source"] == "draft 1"
