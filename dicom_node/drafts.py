@@ -2,6 +2,9 @@
 
 Saving a draft and moving its study from "drafting" to "drafted" is one transaction, so a crash never
 leaves a drafted study without its draft, nor a draft whose study still waits in the queue.
+
+The radiologist's unsigned text is kept apart (`save_working_draft`): one row per study, replaced in one
+transaction on every autosave, so a crash leaves the last saved text or the one before, never half of it.
 """
 
 from __future__ import annotations
@@ -69,3 +72,39 @@ def _record(row: Any) -> DraftRecord:
                        findings=values["findings"], impression=values["impression"],
                        detail=json.loads(values["detail"]), created_at=values["created_at"], id=values["id"],
                        stale=bool(values["stale"]))
+
+
+@dataclass(frozen=True)
+class WorkingDraft:
+    """The unsigned text of a study as the desktop last autosaved it (sections with their origins)."""
+
+    study_uid: str
+    sections: dict[str, Any]
+    saved_at: float
+    saved_by: str = ""
+
+
+def save_working_draft(index: Index, study_uid: str, sections: dict[str, Any], *, saved_by: str = "",
+                       now: float | None = None) -> WorkingDraft:
+    """Keep `sections` as the study's unsigned text (replacing the previous save), in one transaction."""
+    now = time.time() if now is None else now
+    with index.transaction() as conn:
+        if conn.execute("SELECT 1 FROM studies WHERE study_uid = ?", (study_uid,)).fetchone() is None:
+            raise KeyError(f"unknown study {study_uid}")
+        conn.execute(
+            "INSERT INTO working_drafts(study_uid, saved_at, saved_by, sections) VALUES (?,?,?,?) "
+            "ON CONFLICT(study_uid) DO UPDATE SET saved_at = excluded.saved_at, saved_by = excluded.saved_by, "
+            "sections = excluded.sections", (study_uid, now, saved_by, json.dumps(sections, sort_keys=True)))
+    return WorkingDraft(study_uid, sections, now, saved_by)
+
+
+def working_draft(index: Index, study_uid: str) -> WorkingDraft | None:
+    row = index.reader().execute("SELECT * FROM working_drafts WHERE study_uid = ?", (study_uid,)).fetchone()
+    if row is None:
+        return None
+    return WorkingDraft(row["study_uid"], json.loads(row["sections"]), row["saved_at"], row["saved_by"])
+
+
+def discard_working_draft(conn: Any, study_uid: str) -> None:
+    """Inside a transaction (signing): the unsigned text is now the signed report."""
+    conn.execute("DELETE FROM working_drafts WHERE study_uid = ?", (study_uid,))

@@ -148,6 +148,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_status ON outbox(status, next_attempt_at);
 CREATE INDEX IF NOT EXISTS outbox_by_study ON outbox(study_uid);
+-- The radiologist's unsigned text of a study, autosaved as typed (dicom_node/drafts.py): sections with the
+-- origin of every character (JSON); removed in the transaction that signs the study.
+CREATE TABLE IF NOT EXISTS working_drafts (
+    study_uid TEXT PRIMARY KEY REFERENCES studies(study_uid),
+    saved_at REAL NOT NULL,
+    saved_by TEXT NOT NULL DEFAULT '',
+    sections TEXT NOT NULL
+);
 -- Who opened a study last (the worklist shows it "in progress"); not a state of the study.
 CREATE TABLE IF NOT EXISTS readings (
     study_uid TEXT PRIMARY KEY REFERENCES studies(study_uid),
@@ -353,7 +361,8 @@ class Index:
             return
         referenced = conn.execute(
             "SELECT EXISTS(SELECT 1 FROM drafts WHERE study_uid = :s) OR EXISTS(SELECT 1 FROM reports WHERE "
-            "study_uid = :s) OR EXISTS(SELECT 1 FROM readings WHERE study_uid = :s)", {"s": study_uid}).fetchone()[0]
+            "study_uid = :s) OR EXISTS(SELECT 1 FROM readings WHERE study_uid = :s) OR EXISTS(SELECT 1 FROM "
+            "working_drafts WHERE study_uid = :s)", {"s": study_uid}).fetchone()[0]
         now = time.time()
         if not referenced:
             conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydicom.uid import generate_uid
 
+from dicom_node.drafts import discard_working_draft
 from dicom_node.errors import NodeError
 from dicom_node.index import Index, StudyRow, StudyState
 
@@ -96,6 +97,7 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
         )
         signed = replace(signed, id=int(cursor.lastrowid or 0))
         Index.set_state(conn, signed.study_uid, current, StudyState.SIGNED, f"signed by {signed.signed_by}", now)
+        discard_working_draft(conn, signed.study_uid)
         if queue_send:
             _insert_send(conn, signed.id, signed.study_uid, now)
     return signed

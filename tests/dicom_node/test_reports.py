@@ -149,3 +149,20 @@ def test_an_old_store_gains_the_new_tables(tmp_path):
         assert version == "2"
     finally:
         store.close()
+
+
+def test_working_draft_is_replaced_on_each_save_and_removed_by_signing(store, tmp_path):
+    from dicom_node.drafts import save_working_draft, working_draft
+
+    uid = add_study(store, tmp_path)
+    assert working_draft(store.index, uid) is None
+    first = {"findings": {"runs": [["ai", "draft 1", "No effusion."]]}, "impression": {"runs": []}}
+    save_working_draft(store.index, uid, first, saved_by="Smith^Anna", now=10.0)
+    second = {"findings": {"runs": [["ai", "draft 1", "No effusion."], ["human", "", " Typed."]]}}
+    save_working_draft(store.index, uid, second, now=11.0)
+    kept = working_draft(store.index, uid)
+    assert (kept.sections, kept.saved_at) == (second, 11.0)
+    with pytest.raises(KeyError):
+        save_working_draft(store.index, "1.2.3.unknown", first)
+    sign_report(store.index, report(uid))
+    assert working_draft(store.index, uid) is None  # the signed report is the text now
