@@ -1,5 +1,10 @@
 """Autoregressive generation over the bundle's graphs: prefill image + prompt, then decode with KV cache.
 
+A generation can start from the cache of an earlier one (`reuse`): the longest common token prefix of
+the new prompt and a cached sequence is not computed again, so Findings and Impression share one prefill
+of the image tokens and the prompt text before the sections differ, and impression-from-findings
+continues from the findings generation itself.
+
 Text streams out through `on_text` as it becomes printable (a byte-level BPE token can end inside a
 UTF-8 character, so a piece is released only once it decodes cleanly).
 """
@@ -8,13 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from engine.errors import GenerationError
-from engine.graphs import ModelGraphs
+from engine.graphs import ModelGraphs, cache_prefix
 from engine.sampling import apply_repetition_penalty, next_token
 
 TextCallback = Callable[[str], None]
@@ -42,6 +47,26 @@ class GenerationOptions:
 
 
 @dataclass(frozen=True)
+class DecoderState:
+    """The KV cache of `token_ids` (image tokens included) over one study's image features."""
+
+    token_ids: tuple[int, ...]
+    past: list = field(repr=False, compare=False)
+    image_features: np.ndarray = field(repr=False, compare=False)
+
+    def shared_length(self, ids: list[int], image_features: np.ndarray) -> int:
+        """How many leading tokens of `ids` this cache already holds (0 for other images)."""
+        if image_features is not self.image_features:
+            return 0
+        length = 0
+        for ours, theirs in zip(self.token_ids, ids):
+            if ours != theirs:
+                break
+            length += 1
+        return length
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     text: str
     token_ids: tuple[int, ...]
@@ -49,6 +74,8 @@ class GenerationResult:
     prompt_tokens: int
     prefill_s: float
     decode_s: float
+    reused_tokens: int = 0  # prompt tokens taken from an earlier cache instead of prefilled
+    state: DecoderState | None = field(default=None, repr=False, compare=False)  # cache after the last fed token
 
     @property
     def ms_per_token(self) -> float:
@@ -56,8 +83,8 @@ class GenerationResult:
         return 1000.0 * self.decode_s / steps
 
     def timings(self) -> dict[str, float | int]:
-        return {"prompt_tokens": self.prompt_tokens, "new_tokens": len(self.token_ids),
-                "prefill_s": round(self.prefill_s, 4), "decode_s": round(self.decode_s, 4),
+        return {"prompt_tokens": self.prompt_tokens, "reused_tokens": self.reused_tokens,
+                "new_tokens": len(self.token_ids), "prefill_s": round(self.prefill_s, 4), "decode_s": round(self.decode_s, 4),
                 "ms_per_token": round(self.ms_per_token, 2)}
 
 
@@ -88,12 +115,17 @@ class TextStream:
         return text
 
 
-def prompt_embeddings(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray) -> np.ndarray:
-    """Token embeddings of the prompt with the image token positions replaced by the image features."""
+def prompt_embeddings(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray,
+                      prefix: bool = False) -> np.ndarray:
+    """Token embeddings of the prompt with the image token positions replaced by the image features.
+
+    prefix: `prompt_ids` is the start of a prompt, which may hold only the first of the image tokens."""
     ids = np.asarray(prompt_ids, dtype=np.int64)[None, :]
     embeds = graphs.embed(ids)
     positions = np.flatnonzero(ids[0] == graphs.arch.image_token_id)
     features = image_features.reshape(-1, image_features.shape[-1])
+    if prefix:
+        features = features[:positions.size]
     if positions.size != features.shape[0]:
         raise GenerationError(f"the prompt has {positions.size} image tokens but the images gave "
                               f"{features.shape[0]} features")
@@ -101,9 +133,46 @@ def prompt_embeddings(graphs: ModelGraphs, prompt_ids: list[int], image_features
     return embeds
 
 
+def prefill(graphs: ModelGraphs, ids: list[int], image_features: np.ndarray) -> DecoderState:
+    """The cache of `ids` (e.g. the prefix two section prompts share), for `generate(..., reuse=...)`."""
+    if not ids:
+        raise GenerationError("nothing to prefill")
+    embeds = prompt_embeddings(graphs, ids, image_features, prefix=True)
+    _, past = graphs.decode(embeds, graphs.empty_past(), 0)
+    return DecoderState(tuple(ids), past, image_features)
+
+
+def shared_prefix_length(*sequences: list[int]) -> int:
+    length = 0
+    for tokens in zip(*sequences):
+        if any(token != tokens[0] for token in tokens):
+            break
+        length += 1
+    return length
+
+
+def _start_from(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray,
+                reuse: tuple[DecoderState, ...]) -> tuple[np.ndarray, list, int]:
+    """Prefill `prompt_ids`, from the reusable cache sharing the longest prefix: (last logits, cache, reused)."""
+    embeds = prompt_embeddings(graphs, prompt_ids, image_features)
+    best, reused = None, 0
+    for state in reuse:
+        length = state.shared_length(prompt_ids, image_features)
+        if length > reused:
+            best, reused = state, length
+    reused = min(reused, len(prompt_ids) - 1)  # the last prompt token is run to give the next token's logits
+    past = cache_prefix(best.past, reused) if best is not None and reused > 0 else graphs.empty_past()
+    logits, past = graphs.decode(embeds[:, reused:], past, reused)
+    return logits, past, reused
+
+
 def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], image_features: np.ndarray,
-             options: GenerationOptions, on_text: TextCallback | None = None) -> GenerationResult:
-    """Generate after `prompt_ids` until one of the model's stop tokens or `max_new_tokens`."""
+             options: GenerationOptions, on_text: TextCallback | None = None, *,
+             reuse: tuple[DecoderState, ...] = ()) -> GenerationResult:
+    """Generate after `prompt_ids` until one of the model's stop tokens or `max_new_tokens`.
+
+    reuse: caches of earlier generations or prefills over the same image features; the prompt's longest
+    shared prefix with one of them is taken from it instead of being computed again."""
     arch = graphs.arch
     stops = np.asarray(arch.stop_token_ids, dtype=np.int64)
     if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
@@ -112,9 +181,14 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
     rng = np.random.default_rng(options.seed)
     stream = TextStream(tokenizer, on_text)
     started = time.perf_counter()
-    embeds = prompt_embeddings(graphs, prompt_ids, image_features)
-    logits, past = graphs.decode(embeds, graphs.empty_past(), 0)
+    if options.use_cache:
+        logits, past, reused = _start_from(graphs, prompt_ids, image_features, reuse)
+    else:
+        embeds = prompt_embeddings(graphs, prompt_ids, image_features)
+        logits, past = graphs.decode(embeds, graphs.empty_past(), 0)
+        reused = 0
     prefill_s = time.perf_counter() - started
+    fed = list(prompt_ids)  # the tokens whose keys and values are in `past`
     seen = {int(i) for i in prompt_ids}
     generated: list[int] = []
     stop_reason = "length"
@@ -135,10 +209,13 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
             break
         token_embeds = graphs.embed(np.array([[token]], dtype=np.int64))
         if options.use_cache:
-            logits, past = graphs.decode(token_embeds, past, len(prompt_ids) + len(generated) - 1)
+            logits, past = graphs.decode(token_embeds, past, len(fed))
+            fed.append(token)
         else:
-            embeds = np.concatenate([embeds, token_embeds], axis=1)
+            embeds = np.concatenate([embeds, token_embeds.astype(embeds.dtype)], axis=1)
             logits, _ = graphs.decode(embeds, graphs.empty_past(), 0)
     decode_s = time.perf_counter() - decode_started
     text = stream.finish().strip()
-    return GenerationResult(text, tuple(generated), stop_reason, len(prompt_ids), prefill_s, decode_s)
+    state = DecoderState(tuple(fed), past, image_features) if options.use_cache else None
+    return GenerationResult(text, tuple(generated), stop_reason, len(prompt_ids), prefill_s, decode_s,
+                            reused_tokens=reused, state=state)

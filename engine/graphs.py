@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 VISION_INPUT, VISION_OUTPUT = "pixel_values", "image_features"
 EMBED_INPUT, EMBED_OUTPUT = "input_ids", "inputs_embeds"
-DECODER_INPUTS = ("inputs_embeds", "attention_mask", "position_ids")
+DECODER_INPUTS = ("inputs_embeds", "attention_mask")  # + position_ids in the optimum layout
 
 
 @dataclass(frozen=True)
@@ -37,63 +37,95 @@ class ModelGraphs:
         self.decoder = _open(bundle_dir / files.decoder, choice, options)
         self.provider = used_provider(self.decoder)
         self._device = "cuda" if self.provider in ("cuda", "tensorrt") else "cpu"
-        self._past_names = [(f"past_key_values.{i}.key", f"past_key_values.{i}.value") for i in range(arch.num_layers)]
+        self._past_inputs = [name for i in range(arch.num_layers)
+                             for name in (f"past_key_values.{i}.key", f"past_key_values.{i}.value")]
         self._present_names = [name for i in range(arch.num_layers)
                                for name in (f"present.{i}.key", f"present.{i}.value")]
         _check_io(bundle_dir / files.vision, self.vision, [VISION_INPUT], [VISION_OUTPUT])
         _check_io(bundle_dir / files.embed, self.embedder, [EMBED_INPUT], [EMBED_OUTPUT])
-        past_inputs = [name for pair in self._past_names for name in pair]
-        _check_io(bundle_dir / files.decoder, self.decoder, [*DECODER_INPUTS, *past_inputs],
+        _check_io(bundle_dir / files.decoder, self.decoder, [*DECODER_INPUTS, *self._past_inputs],
                   ["logits", *self._present_names])
+        decoder_inputs = {i.name: i for i in self.decoder.get_inputs()}
+        # Two I/O layouts: optimum's (position_ids given) and onnxruntime-genai's GroupQueryAttention
+        # graphs (positions derived from the attention mask).
+        self._takes_positions = "position_ids" in decoder_inputs
+        self._float = _numpy_float(decoder_inputs["inputs_embeds"].type)
+        self._vision_float = _numpy_float(self.vision.get_inputs()[0].type)
 
     def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.vision.run([VISION_OUTPUT], {VISION_INPUT: pixel_values.astype(np.float32, copy=False)})[0]
+        return self.vision.run([VISION_OUTPUT], {VISION_INPUT: pixel_values.astype(self._vision_float, copy=False)})[0]
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         return self.embedder.run([EMBED_OUTPUT], {EMBED_INPUT: ids.astype(np.int64, copy=False)})[0]
 
+    @property
+    def float_type(self) -> type:
+        """The decoder's float type for embeddings and cache (float16 for an fp16-I/O variant)."""
+        return self._float
+
     def empty_past(self) -> list[np.ndarray]:
         shape = (1, self.arch.num_kv_heads, 0, self.arch.head_dim)
-        return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.arch.num_layers)]
+        return [np.zeros(shape, dtype=self._float) for _ in range(2 * self.arch.num_layers)]
 
     def decode(self, embeds: np.ndarray, past: list, start: int) -> tuple[np.ndarray, list]:
         """Run the decoder on `embeds` [1, seq, hidden] after `start` cached positions.
 
-        Returns the logits of the last position [vocab] and the new cache. The cache stays in ONNX
-        Runtime's own buffers (I/O binding) from one step to the next instead of being copied out to
-        numpy and back in at every token.
+        Returns the logits of the last position [vocab] (float32) and the new cache. The cache stays in
+        ONNX Runtime's own buffers (I/O binding, on the GPU when the decoder runs there) from one step to
+        the next instead of being copied out to numpy and back in at every token. On a GPU a prefill
+        runs all but its last position with the logits left on the device, so only one position's
+        logits ever cross to the host.
         """
         seq = embeds.shape[1]
+        if self._device != "cpu" and seq > 1:
+            _, past = self._run(embeds[:, :-1], past, start, logits_device=self._device)
+            return self.decode(embeds[:, -1:], past, start + seq - 1)
+        logits, present = self._run(embeds, past, start, logits_device="cpu")
+        return logits.numpy()[0, -1].astype(np.float32, copy=False), present
+
+    def _run(self, embeds: np.ndarray, past: list, start: int, logits_device: str) -> tuple[ort.OrtValue, list]:
+        seq = embeds.shape[1]
         binding = self.decoder.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=np.float32))
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self._float))
         binding.bind_cpu_input("attention_mask", np.ones((1, start + seq), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.arange(start, start + seq, dtype=np.int64)[None, :])
-        names = [name for pair in self._past_names for name in pair]
-        for name, value in zip(names, past, strict=True):
+        if self._takes_positions:
+            binding.bind_cpu_input("position_ids", np.arange(start, start + seq, dtype=np.int64)[None, :])
+        for name, value in zip(self._past_inputs, past, strict=True):
             if isinstance(value, np.ndarray):
-                binding.bind_cpu_input(name, value)
+                binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=self._float))
             else:
                 binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits")
+        binding.bind_output("logits", logits_device)
         for name in self._present_names:
             binding.bind_output(name, self._device)
         self.decoder.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        return outputs[0].numpy()[0, -1], list(outputs[1:])
+        return outputs[0], list(outputs[1:])
 
     def logits(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Like `decode`, with the logits of every position [seq, vocab]."""
+        """Like `decode`, with the logits of every position [seq, vocab] (float32)."""
         seq = embeds.shape[1]
         feed = {
-            "inputs_embeds": embeds.astype(np.float32, copy=False),
+            "inputs_embeds": embeds.astype(self._float, copy=False),
             "attention_mask": np.ones((1, start + seq), dtype=np.int64),
-            "position_ids": np.arange(start, start + seq, dtype=np.int64)[None, :],
         }
-        for (key_name, value_name), index in zip(self._past_names, range(0, len(past), 2), strict=True):
-            feed[key_name] = past[index]
-            feed[value_name] = past[index + 1]
+        if self._takes_positions:
+            feed["position_ids"] = np.arange(start, start + seq, dtype=np.int64)[None, :]
+        for name, value in zip(self._past_inputs, past, strict=True):
+            feed[name] = np.asarray(value, dtype=self._float)
         outputs = self.decoder.run(["logits", *self._present_names], feed)
-        return outputs[0][0], outputs[1:]
+        return outputs[0][0].astype(np.float32, copy=False), outputs[1:]
+
+
+def cache_prefix(past: list, length: int) -> list:
+    """The first `length` positions of a KV cache (numpy or ORT values), as numpy arrays.
+
+    A cached position depends only on the positions before it, so any prefix of a cache is the cache
+    of that prefix of the sequence."""
+    arrays = [value if isinstance(value, np.ndarray) else value.numpy() for value in past]
+    if arrays and arrays[0].shape[2] == length:
+        return list(past)
+    return [np.ascontiguousarray(value[:, :, :length]) for value in arrays]
 
 
 def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.InferenceSession:
@@ -110,6 +142,10 @@ def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.In
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BundleError(f"model bundle {path.parent}: {path.name} cannot be loaded by ONNX Runtime "
                           f"(corrupt or not an ONNX model?): {first_line}") from None
+
+
+def _numpy_float(onnx_type: str) -> type:
+    return np.float16 if onnx_type == "tensor(float16)" else np.float32
 
 
 def _check_io(path: Path, session: ort.InferenceSession, inputs: list[str], outputs: list[str]) -> None:

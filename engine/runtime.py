@@ -15,7 +15,15 @@ from tokenizers import Tokenizer
 from engine import preprocess
 from engine.bundle import BundleManifest, validate_bundle
 from engine.errors import BundleError, GenerationError
-from engine.generation import GenerationOptions, GenerationResult, TextCallback, generate
+from engine.generation import (
+    DecoderState,
+    GenerationOptions,
+    GenerationResult,
+    TextCallback,
+    generate,
+    prefill,
+    shared_prefix_length,
+)
 from engine.graphs import ModelGraphs, SessionOptions
 from engine.indication import study_indication
 from engine.prompts import (
@@ -123,9 +131,11 @@ class DraftModel:
 
     def generate(self, kind: str, features: np.ndarray, options: GenerationOptions | None = None,
                  findings: str | None = None, on_text: TextCallback | None = None, *,
-                 views: Sequence[str] | None = None, indication: str | None = None) -> GenerationResult:
+                 views: Sequence[str] | None = None, indication: str | None = None,
+                 reuse: tuple[DecoderState, ...] = ()) -> GenerationResult:
         ids = self.prompt_ids(kind, features.shape[0], findings, views=views, indication=indication)
-        return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text)
+        return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text,
+                        reuse=reuse)
 
     def draft(self, study: Sequence[Path] | Sequence[Dataset], *, options: GenerationOptions | None = None,
               impression_from_findings: bool = False, on_piece: SectionCallback | None = None,
@@ -142,10 +152,16 @@ class DraftModel:
         used_indication = self.limit_indication(indication if indication is not None else study_input.indication) \
             if self.takes_indication else None
         layout = {"views": self._prompt_views(study_input), "indication": used_indication}
-        findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"), **layout)
+        options = options or self.default_options()
+        shared, shared_s = self._shared_prefill(features, options, **layout)
+        findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"),
+                                 reuse=shared, **layout)
         kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text else "impression"
         impression = self.generate(kind, features, options, findings=findings.text,
-                                   on_text=_section(on_piece, "impression"), **layout)
+                                   on_text=_section(on_piece, "impression"),
+                                   reuse=(*shared, *((findings.state,) if findings.state else ())), **layout)
+        shared_timing = {"shared_prefix_tokens": len(shared[0].token_ids) if shared else 0,
+                         "shared_prefill_s": round(shared_s, 4)}
         done = time.perf_counter()
         return Draft(
             findings=findings.text, impression=impression.text, model=self.model_id, provider=self.provider,
@@ -153,10 +169,27 @@ class DraftModel:
             prompts={"findings": "findings", "impression": kind,
                      **({"indication": used_indication} if used_indication else {})},
             timings={"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),
-                     "findings": findings.timings(), "impression": impression.timings(),
+                     **shared_timing, "findings": findings.timings(), "impression": impression.timings(),
                      "total_s": round(done - started, 4)},
         )
 
+
+    def _shared_prefill(self, features: np.ndarray, options: GenerationOptions, *, views: tuple[str, ...],
+                        indication: str | None) -> tuple[tuple[DecoderState, ...], float]:
+        """One prefill of what the findings and impression prompts share (the image tokens and the text
+        around them up to where the sections differ) and its seconds; nothing when they share nothing or
+        caching is off."""
+        if not options.use_cache:
+            return (), 0.0
+        images = features.shape[0]
+        first = self.prompt_ids("findings", images, views=views, indication=indication)
+        second = self.prompt_ids("impression", images, views=views, indication=indication)
+        length = min(shared_prefix_length(first, second), len(first) - 1, len(second) - 1)
+        if length <= 0:
+            return (), 0.0
+        started = time.perf_counter()
+        state = prefill(self.graphs, first[:length], features)
+        return (state,), time.perf_counter() - started
 
     def _prompt_views(self, study: StudyInput) -> tuple[str, ...]:
         return tuple(view for view in study.views if view in self.manifest.preprocessing.views) or \
