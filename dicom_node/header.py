@@ -12,6 +12,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 
 from dicom_node.errors import InvalidInstanceError
+from dicom_node.header_fast import header_fields, scan_raw_values
 
 # Lenient on leading zeros (common in the field), strict on everything that breaks paths or queries.
 _UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -76,7 +77,10 @@ def _uid_text(ds: Dataset, keyword: str) -> str:
 
 
 def _required_uid(ds: Dataset, keyword: str) -> str:
-    value = _uid_text(ds, keyword)
+    return _checked_uid(_uid_text(ds, keyword), keyword)
+
+
+def _checked_uid(value: str, keyword: str) -> str:
     if not value:
         raise InvalidInstanceError(f"{keyword} is missing")
     if not is_valid_uid(value):
@@ -101,6 +105,12 @@ def read_header_from_dataset(dataset: bytes | bytearray | memoryview, transfer_s
 
     Raises InvalidInstanceError (undecodable=True when it cannot be parsed at all).
     """
+    if transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        raw = scan_raw_values(dataset, explicit_vr=transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN,
+                              little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
+        fields = header_fields(raw) if raw is not None else None
+        if fields is not None:
+            return header_from_fields(fields)
     try:
         if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
             dataset = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(dataset))
@@ -115,6 +125,15 @@ def read_header_from_dataset(dataset: bytes | bytearray | memoryview, transfer_s
     if len(ds) == 0:
         raise InvalidInstanceError("dataset does not decode: no elements", undecodable=True)
     return header_from_dataset(ds)
+
+
+def header_from_fields(fields: dict[str, object]) -> InstanceHeader:
+    """The header from values already decoded (header_fast); the UIDs are checked as pydicom's path checks them."""
+    uids = {}
+    for name, keyword in (("sop_class_uid", "SOPClassUID"), ("sop_instance_uid", "SOPInstanceUID"),
+                          ("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID")):
+        uids[name] = _checked_uid(str(fields.get(name, "")), keyword)
+    return InstanceHeader(**{**fields, **uids})
 
 
 def header_from_dataset(ds: Dataset) -> InstanceHeader:

@@ -32,8 +32,10 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import _MESSAGE_TYPES, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_CANCEL, N_EVENT_REPORT
 from pynetdicom.dsutils import decode
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
+from dicom_node.dimse_fast import encode_store_response
 from dicom_node.durable import TEMP_SUFFIX, _sync_file
 from dicom_node.errors import (DatasetStructureError, InflateLimitError, InvalidInstanceError, NodeError,
                                StoreWriteError)
@@ -234,6 +236,16 @@ class StreamingDIMSE(DIMSEServiceProvider):
     """
 
     sink_factory: SinkFactory
+
+    def send_msg(self, primitive, context_id: int) -> None:  # type: ignore[override]
+        """pynetdicom's send, with a plain C-STORE-RSP encoded by hand (dimse_fast)."""
+        encoded = encode_store_response(primitive)
+        if encoded is None or self.assoc.get_handlers(evt.EVT_DIMSE_SENT):
+            super().send_msg(primitive, context_id)
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
+        self.dul.send_pdu(pdata)
 
     def receive_primitive(self, primitive) -> None:  # type: ignore[override]
         if self.message is None:
