@@ -2,7 +2,9 @@
 
 Sections: `[model]` (a base LLaVA checkpoint folder, or a named size built from scratch), `[data]` (manifests
 or phantom sets, mix weights, task mix, preprocessing), `[stages.<name>]` (which parts train and the
-optimisation of each stage), `[lora]`, `[prompts]`, `[compute]` and `[output]`. Unknown keys and bad values
+optimisation of each stage), `[lora]`, `[prompts]` (plain prompts of models without a chat template),
+`[prompting]` (how a checkpoint's chat template is filled), `[memory]` (precision of the frozen base,
+gradient checkpointing, QLoRA), `[compute]` and `[output]`. Unknown keys and bad values
 raise `TrainConfigError` naming the key. Relative paths are taken from the current folder.
 
 Stages, in order: `vision` and `language` (stage 0: pretrain the vision encoder on findings classification
@@ -33,6 +35,9 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TEST_SPLITS = ("test", "all")
 EVAL_ENGINES = ("auto", "engine", "torch")
+BASE_DTYPES = ("auto", "fp32", "bf16", "fp16")
+BASE_QUANTIZATIONS = ("none", "4bit")
+OPTIMIZERS = ("adamw", "adamw-8bit")
 DEFAULT_LORA_TARGETS = r".*\.language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
@@ -306,6 +311,40 @@ class LoraSettings:
         _check(bool(self.target_modules), "target_modules", "must be a non-empty regex")
 
 
+@dataclass(frozen=True)
+class PromptingConfig:
+    """How a base checkpoint's chat template is filled (ignored for models without one; a checkpoint's own
+    `raddraft_prompts.json` takes precedence). indication: how the reason for the exam is introduced, e.g.
+    "Indication: {indication}" ("": not prompted). system: the system prompt ("": the template's default)."""
+
+    indication: str = ""
+    system: str = ""
+
+    def __post_init__(self) -> None:
+        _check(not self.indication or "{indication}" in self.indication, "indication",
+               "must contain {indication} (or be empty)")
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """base_dtype: what the frozen weights (vision tower, language model) are held in; auto: bf16 on a GPU
+    (fp16 where bf16 is missing), fp32 on CPU. The trainable parts (LoRA, projector) and the optimiser
+    state stay fp32. gradient_checkpointing: recompute the language model's activations in the backward
+    pass (and the vision tower's when it trains). quantize_base: "4bit" holds the language model in 4 bits
+    (QLoRA, bitsandbytes, CUDA only); the merged model is then rebuilt from the bf16 base. optimizer:
+    "adamw-8bit" keeps AdamW's state in 8 bits (bitsandbytes, CUDA only)."""
+
+    base_dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    quantize_base: str = "none"
+    optimizer: str = "adamw"
+
+    def __post_init__(self) -> None:
+        _one_of(self.base_dtype, BASE_DTYPES, "base_dtype")
+        _one_of(self.quantize_base, BASE_QUANTIZATIONS, "quantize_base")
+        _one_of(self.optimizer, OPTIMIZERS, "optimizer")
+
+
 # ------------------------------------------------------------------------------------- compute, output
 @dataclass(frozen=True)
 class ComputeConfig:
@@ -358,10 +397,20 @@ class TrainConfig:
     stages: Stages = field(default_factory=Stages)
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompts: Prompts = field(default_factory=Prompts)
+    prompting: PromptingConfig = field(default_factory=PromptingConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        if self.memory.quantize_base != "none":
+            _check(not self.model.from_scratch, "memory.quantize_base",
+                   "a 4-bit base needs a pretrained model.base (stage 0 trains the base itself)")
+            _check(self.compute.device != "cpu", "memory.quantize_base",
+                   "4-bit QLoRA runs on CUDA only (bitsandbytes); set it to \"none\" on CPU")
+        if self.memory.optimizer != "adamw":
+            _check(self.compute.device != "cpu", "memory.optimizer",
+                   "the 8-bit optimiser runs on CUDA only (bitsandbytes); use \"adamw\" on CPU")
         if self.model.from_scratch:
             for name in PRETRAIN_STAGES:
                 _check(getattr(self.stages, name).enabled, f"stages.{name}.enabled",

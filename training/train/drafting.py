@@ -30,10 +30,12 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
 
 @torch.no_grad()
 def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
-                     indices: Sequence[int], prompt: str, *, pad_id: int, max_new_tokens: int) -> list[str]:
-    """Greedy continuations of `prompt` for the studies `indices` (one batch)."""
+                     indices: Sequence[int], section: str, *, pad_id: int, max_new_tokens: int) -> list[str]:
+    """Greedy continuations of the `section` prompt for the studies `indices` (one batch)."""
     device = next(model.parameters()).device
-    prompts = [encoder.prompt(prompt, pixels.num_images(i)) for i in indices]
+    default = encoder.prompting.default_views(2)
+    prompts = [encoder.section_prompt(section, studies[i], pixels.num_images(i), pixels.study_views(i, default))
+               for i in indices]
     ids, mask = left_pad(prompts, pad_id)
     pixel_values = torch.from_numpy(np.concatenate([pixels.pixels(i) for i in indices])).to(device)
     output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pixel_values,
@@ -51,16 +53,13 @@ def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence
 def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
                   *, pad_id: int, max_new_tokens: int, batch_size: int = 16, progress=None) -> list[dict[str, str]]:
     """Findings and Impression (from the image, as the engine drafts by default) of every study."""
-    from engine.prompts import prompt_text
-
     was_training = model.training
     model.eval()
     drafts = [{"study_uid": s.uid} for s in studies]
     for start in range(0, len(studies), batch_size):
         indices = list(range(start, min(len(studies), start + batch_size)))
         for section in SECTIONS:
-            texts = generate_section(model, encoder, studies, pixels, indices,
-                                     prompt_text(encoder.prompts, section), pad_id=pad_id,
+            texts = generate_section(model, encoder, studies, pixels, indices, section, pad_id=pad_id,
                                      max_new_tokens=max_new_tokens)
             for index, text in zip(indices, texts):
                 drafts[index][section] = text

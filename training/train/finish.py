@@ -22,6 +22,7 @@ from training.train.evaluation import (
     write_bundle_metrics,
 )
 from training.train.merge import save_hf_checkpoint
+from training.train.precision import memory_record
 from training.train.studies import Study, cached_pixels
 from training.train.tasks import Context
 
@@ -49,6 +50,8 @@ def provenance(ctx: Context, outcome) -> dict[str, Any]:
         "studies": f"{len(ctx.train)} training, {len(ctx.validation)} validation",
         "stages": stages,
         "seconds": dict(outcome.timings),
+        "memory": memory_record(config),
+        "prompts": ctx.prompts.recorded(),
         "tool": "raddraft train",
     }}
 
@@ -67,7 +70,10 @@ def export(ctx: Context, merged: Path, prep: Preprocessing, outcome, progress: b
             bar.refresh()
 
         return export_bundle(merged, config.output.bundle, name=config.output.name, version=config.output.version,
-                             quantize=config.output.quantize, preprocessing=prep, prompts=config.prompts,
+                             quantize=config.output.quantize, preprocessing=prep,
+                             # a chat template is rendered again from the merged checkpoint's spec
+                             prompts=None if ctx.prompts.templated else config.prompts,
+                             prompt_spec=ctx.prompts.spec,
                              generation=GenerationDefaults(max_new_tokens=config.output.max_new_tokens),
                              provenance=provenance(ctx, outcome), card_notes=config.output.description or None,
                              progress=step, overwrite=False,
@@ -140,7 +146,8 @@ def evaluate(ctx: Context, llava: nn.Module, prep: Preprocessing, bundle: Path |
 def finish_run(ctx: Context, llava: nn.Module, prep: Preprocessing, outcome, *, progress: bool, report):
     config = ctx.config
     started = time.perf_counter()
-    outcome.merged_dir = save_hf_checkpoint(llava, ctx.tokenizer, ctx.run_dir / "merged")
+    outcome.merged_dir = save_hf_checkpoint(llava, ctx.tokenizer, ctx.run_dir / "merged",
+                                            inputs_from=config.model.base, prompt_spec=ctx.prompts.spec)
     history = [r for summary in outcome.stages.values() for r in summary.get("history", [])]
     if history:
         outcome.curves = plot_curves(history, ctx.run_dir / "training_curves.png", title=config.output.name)

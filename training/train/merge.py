@@ -26,10 +26,27 @@ def merge_lora(model: nn.Module) -> nn.Module:
         return model.merge_and_unload()
 
 
-def save_hf_checkpoint(model: nn.Module, tokenizer, out_dir: Path) -> Path:
-    """`save_pretrained` + `tokenizer.json` into `out_dir`, written aside and renamed into place."""
+# What a released checkpoint says about its inputs, which `save_pretrained` of the model does not write.
+INPUT_FILES = ("preprocessor_config.json", "processor_config.json", "chat_template.json", "chat_template.jinja")
+
+
+def save_hf_checkpoint(model: nn.Module, tokenizer, out_dir: Path, *, inputs_from: Path | None = None,
+                       prompt_spec=None) -> Path:
+    """`save_pretrained` + `tokenizer.json` into `out_dir`, written aside and renamed into place.
+
+    inputs_from: the base checkpoint whose image processor and chat template files come along.
+    prompt_spec: written as `raddraft_prompts.json`, so the export renders the prompts training used."""
+    import shutil
+
+    from training.export.layout import PROMPT_SPEC_FILE
+
     out_dir = Path(out_dir)
     with folder_written_aside(out_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        for name in INPUT_FILES if inputs_from is not None else ():
+            if (Path(inputs_from) / name).is_file() and not (Path(staging) / name).is_file():
+                shutil.copyfile(Path(inputs_from) / name, Path(staging) / name)
+        if prompt_spec is not None:
+            (Path(staging) / PROMPT_SPEC_FILE).write_text(prompt_spec.to_json(), encoding="utf-8")
     return out_dir

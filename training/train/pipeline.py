@@ -62,10 +62,50 @@ def check_run_dir(config: TrainConfig, fresh: bool) -> Path:
     return run_dir
 
 
-def preprocessing(config: TrainConfig, image_size: int) -> Preprocessing:
+def preprocessing(config: TrainConfig, image_size: int, spec=None) -> Preprocessing:
+    """The checkpoint's own image processor (`preprocessor_config.json`, as the export reads it) when the
+    base has one, else the recipe's `data` settings."""
+    import dataclasses
+
     data = config.data
+    if config.model.base is not None:
+        from training.export.layout import read_preprocessing
+
+        found = read_preprocessing(config.model.base, image_size, spec)
+        if found is not None:
+            return dataclasses.replace(found, window=data.window)
+    views = tuple(spec.views) if spec is not None else tuple(data.views)
+    combine = spec.combine if spec is not None else data.combine
     return Preprocessing(image_size=image_size, mean=tuple(data.mean), std=tuple(data.std), window=data.window,
-                         views=tuple(data.views), combine=data.combine)
+                         views=views, combine=combine)
+
+
+def base_prompt_spec(config: TrainConfig):
+    """The prompt spec of a base checkpoint with a chat template (None: plain prompts)."""
+    from training.export.layout import read_chat_template
+    from training.train.prompting import prompt_spec
+
+    base = config.model.base
+    if base is None or not _has_chat_template(base, read_chat_template):
+        return None
+    return prompt_spec(base, config.data.views, config.data.combine, config.prompting.indication,
+                       config.prompting.system)
+
+
+def _has_chat_template(base: Path, read_chat_template) -> bool:
+    from transformers import AutoTokenizer
+
+    if not (base / "tokenizer_config.json").is_file():
+        return False
+    return read_chat_template(base, AutoTokenizer.from_pretrained(str(base))) is not None
+
+
+def training_prompts(config: TrainConfig, spec):
+    from training.train.prompting import TrainingPrompts, checkpoint_prompts
+
+    if spec is None:
+        return TrainingPrompts(config.prompts)
+    return checkpoint_prompts(config.model.base, spec, config.prompts)
 
 
 def base_image_size(config: TrainConfig) -> int:
@@ -81,6 +121,10 @@ def tokenizer_for(config: TrainConfig, train: Pool, run_dir: Path):
     from training.train.lm_pretrain import train_report_tokenizer
 
     if not config.model.from_scratch:
+        if (config.model.base / "tokenizer_config.json").is_file():  # a released checkpoint: its own tokens
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(config.model.base))
         return load_tokenizer(config.model.base)
     folder = run_dir / "tokenizer"
     if (folder / "tokenizer.json").is_file():
@@ -91,13 +135,13 @@ def tokenizer_for(config: TrainConfig, train: Pool, run_dir: Path):
 
 
 def initial_model(config: TrainConfig, tokenizer) -> nn.Module:
-    from transformers import LlavaForConditionalGeneration
-
     from training.modeling.llava import build_llava
+
+    from training.train.precision import load_base
 
     if config.model.from_scratch:
         return build_llava(config.model.llava_size(), tokenizer, seed=config.model.seed)
-    return LlavaForConditionalGeneration.from_pretrained(config.model.base, attn_implementation="eager")
+    return load_base(config)
 
 
 # ------------------------------------------------------------------------------------------- stages
@@ -140,6 +184,7 @@ def train_one_stage(name: str, ctx: Context, llava: nn.Module, accelerator, *, p
     from accelerate.utils import set_seed
 
     from training.train.merge import merge_lora
+    from training.train.precision import merged_from_bf16_base, prepare_memory
     from training.train.stages import prepare_stage
 
     stage = getattr(ctx.config.stages, name)
@@ -153,9 +198,14 @@ def train_one_stage(name: str, ctx: Context, llava: nn.Module, accelerator, *, p
                            on_step=on_step)
         return llava, result
     model, _ = prepare_stage(llava, stage.trains, ctx.config.lora)
+    model = prepare_memory(model, ctx.config.memory, stage.trains)
     result = run_stage(report_task(ctx, name, model), accelerator, progress=progress, stop_after=stop_after,
                        on_step=on_step)
-    return (merge_lora(result.model) if result.finished else result.model), result
+    if not result.finished:
+        return result.model, result
+    if ctx.config.memory.quantize_base != "none":
+        return merged_from_bf16_base(result.model, ctx.config, stage.trains), result
+    return merge_lora(result.model), result
 
 
 def run_stages(ctx: Context, llava: nn.Module, accelerator, *, progress: bool, stop_after: tuple[str, int] | None,
@@ -212,14 +262,15 @@ def run_training(config: TrainConfig, *, progress: bool = True, fresh: bool = Fa
     accelerator = make_accelerator(config.compute)
     with accelerator.main_process_first():
         run_dir = check_run_dir(config, fresh) if accelerator.is_main_process else config.output.run_dir
-        prep = preprocessing(config, base_image_size(config))
+        spec = base_prompt_spec(config)
+        prep = preprocessing(config, base_image_size(config), spec)
         train, validation = training_pools(config.data.sources, prep, config.data_dir, config.cache_dir,
                                            config.data.validation_limit)
         tokenizer = tokenizer_for(config, train, run_dir)
     timings["data_seconds"] = round(time.perf_counter() - started, 1)
     report(f"data: {len(train)} training and {len(validation)} validation studies ({timings['data_seconds']} s)")
     llava = initial_model(config, tokenizer)
-    ctx = Context(config, tokenizer, train, validation, run_dir)
+    ctx = Context(config, tokenizer, train, validation, run_dir, training_prompts(config, spec))
     llava, summaries, finished = run_stages(ctx, llava, accelerator, progress=progress, stop_after=stop_after,
                                             report=report, on_step=on_step)
     outcome = TrainOutcome(run_dir=run_dir, finished=finished, stages=summaries, timings=timings)

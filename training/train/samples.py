@@ -1,7 +1,8 @@
 """Training samples: which (study, task) pairs each epoch holds, their token ids, and batches of tensors.
 
 Prompts and tokenisation come from `engine.prompts`, as at run time: the prompt (with `image_tokens`
-image tokens per image) is followed by the target (" text</s>"). The loss sees only the target: labels
+image tokens per image) is followed by the target (" text</s>"). A checkpoint with a chat template is
+prompted with its rendered variants (`training.train.prompting`): per section, views and indication. The loss sees only the target: labels
 are -100 on the prompt, the image tokens and the padding.
 
 An epoch's plan depends only on (seed, epoch), so a resumed run sees the same samples in the same order.
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.bundle import Prompts
-from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, prompt_text, target_ids
+from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, target_ids
 from training.train.config import TaskMix
+from training.train.prompting import TrainingPrompts, limit_indication
 from training.train.studies import PixelStore, Study
-from training.train.vqa import draw_question, vqa_prompt
+from training.train.vqa import draw_question
 
 IGNORE = -100
 VQA = "vqa"
@@ -48,9 +50,10 @@ class SampleEncoder:
     """Token ids of (prompt, target) pairs through `engine.prompts`."""
 
     def __init__(self, tokenizer, prompts: Prompts, image_token_id: int, image_tokens: int, eos_id: int,
-                 max_positions: int) -> None:
+                 max_positions: int, prompting: TrainingPrompts | None = None) -> None:
         self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`
         self.prompts = prompts
+        self.prompting = prompting or TrainingPrompts(prompts)
         self.image_token_id = image_token_id
         self.image_tokens = image_tokens
         self.eos_id = eos_id
@@ -58,6 +61,15 @@ class SampleEncoder:
 
     def prompt(self, text: str, num_images: int) -> list[int]:
         return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images)
+
+    def section_text(self, kind: str, study: Study, views: tuple[str, ...], findings: str | None = None) -> str:
+        """The prompt of section `kind` for `study`, with its indication when the template takes one."""
+        return self.prompting.text(kind, views, findings, limit_indication(self.tokenizer, study.indication))
+
+    def section_prompt(self, kind: str, study: Study, num_images: int, views: tuple[str, ...] | None = None) -> list[int]:
+        """Token ids of the section prompt the engine would build for this study."""
+        views = views or self.prompting.default_views(num_images)
+        return self.prompt(self.section_text(kind, study, views), num_images)
 
     def pair(self, prompt: str, target: str, num_images: int) -> Encoded:
         ids = self.prompt(prompt, num_images)
@@ -67,16 +79,18 @@ class SampleEncoder:
                               f"{self.max_positions} positions")
         return Encoded(ids + target_tokens, [IGNORE] * len(ids) + target_tokens)
 
-    def encode(self, item: Item, study: Study, num_images: int) -> Encoded:
+    def encode(self, item: Item, study: Study, num_images: int, views: tuple[str, ...] | None = None) -> Encoded:
+        """views: the views the study's images fill (default: the first `num_images` of the prompt's)."""
+        views = views or self.prompting.default_views(num_images)
         if item.kind == VQA:
             question, answer = draw_question(study.findings, np.random.default_rng(item.variant))
-            return self.pair(vqa_prompt(question), answer, num_images)
+            return self.pair(self.prompting.question(question, views), answer, num_images)
         if item.kind == "findings":
-            return self.pair(prompt_text(self.prompts, "findings"), study.findings_text, num_images)
+            return self.pair(self.section_text("findings", study, views), study.findings_text, num_images)
         if item.kind == "impression":
-            return self.pair(prompt_text(self.prompts, "impression"), study.impression_text, num_images)
+            return self.pair(self.section_text("impression", study, views), study.impression_text, num_images)
         if item.kind == IMPRESSION_FROM_FINDINGS:
-            text = prompt_text(self.prompts, IMPRESSION_FROM_FINDINGS, study.findings_text)
+            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, study.findings_text)
             return self.pair(text, study.impression_text, num_images)
         raise SampleError(f"unknown sample kind {item.kind!r}")
 
@@ -151,7 +165,9 @@ def collate(items: Sequence[Item], studies: Sequence[Study], pixels: PixelStore,
     """Tensors for a LLaVA forward pass: token ids, mask, labels and the images of every sample, in order."""
     import torch
 
-    encoded = [encoder.encode(item, studies[item.study], pixels.num_images(item.study)) for item in items]
+    default = encoder.prompting.default_views(2)
+    encoded = [encoder.encode(item, studies[item.study], pixels.num_images(item.study),
+                              pixels.study_views(item.study, default)) for item in items]
     batch = {key: torch.from_numpy(value) for key, value in pad_batch(encoded, pad_id).items()}
     batch["pixel_values"] = torch.from_numpy(np.concatenate([pixels.pixels(i.study) for i in items]))
     return batch

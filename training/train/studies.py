@@ -25,7 +25,7 @@ from training.vocabulary import LABEL_KEYS
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the view kinds each study's images fill
 REQUEST_NAME = "phantom-request.json"
 Progress = Callable[[int], None]
 
@@ -47,6 +47,7 @@ class Study:
     impression_text: str
     labels: Mapping[str, str]
     findings: tuple[Mapping, ...]
+    indication: str | None = None  # the reason for the exam, when the manifest records one
 
     @property
     def root(self) -> Path:
@@ -70,7 +71,8 @@ def study_from_record(record: Mapping, source: str, manifest: Path, where: str) 
         return Study(uid=str(record["study_uid"]), source=source, manifest=manifest,
                      images=tuple(str(p) for p in record["images"]), split=str(record.get("split", "train")),
                      findings_text=str(report["findings"]), impression_text=str(report["impression"]),
-                     labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()))
+                     labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()),
+                     indication=" ".join(str(record.get("indication") or "").split()) or None)
     except (KeyError, TypeError) as exc:
         raise StudyDataError(f"{where}: a study lacks {exc} (needs study_uid, images, report.findings, "
                              f"report.impression)") from None
@@ -129,16 +131,25 @@ class PixelStore:
     """Preprocessed images of a list of studies: study i owns images[offsets[i]:offsets[i + 1]].
 
     Grey images are kept with one channel (the three normalised channels are equal) and expanded on use.
+    views: the view kinds each study's images fill, as the engine selects them (the prompt variant follows
+    them; a stitched study has one image but may fill two views).
     """
 
     images: np.ndarray   # float32 [total_images, 1 or 3, S, S]
     offsets: np.ndarray  # int64 [studies + 1]
+    views: tuple[tuple[str, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def num_images(self, study: int) -> int:
         return int(self.offsets[study + 1] - self.offsets[study])
+
+    def study_views(self, study: int, default: tuple[str, ...]) -> tuple[str, ...]:
+        """The views study `study` fills (`default[:num_images]` for a store without view records)."""
+        if self.views:
+            return self.views[study]
+        return tuple(default[:self.num_images(study)])
 
     def pixels(self, study: int) -> np.ndarray:
         block = self.images[self.offsets[study]:self.offsets[study + 1]]
@@ -148,7 +159,8 @@ class PixelStore:
         blocks = [self.images[self.offsets[i]:self.offsets[i + 1]] for i in studies]
         sizes = np.concatenate([[0], [len(b) for b in blocks]])
         images = np.concatenate(blocks) if blocks else self.images[:0]
-        return PixelStore(images, np.cumsum(sizes).astype(np.int64))
+        views = tuple(self.views[i] for i in studies) if self.views else ()
+        return PixelStore(images, np.cumsum(sizes).astype(np.int64), views)
 
     @staticmethod
     def concat(stores: Sequence[PixelStore]) -> PixelStore:
@@ -156,17 +168,23 @@ class PixelStore:
         images = np.concatenate([np.repeat(s.images, channels, axis=1) if s.images.shape[1] != channels
                                  else s.images for s in stores])
         sizes = np.concatenate([[0]] + [np.diff(s.offsets) for s in stores])
-        return PixelStore(images, np.cumsum(sizes).astype(np.int64))
+        views = tuple(v for s in stores for v in s.views) if all(s.views for s in stores) else ()
+        return PixelStore(images, np.cumsum(sizes).astype(np.int64), views)
 
 
 def study_pixels(study: Study, prep: Preprocessing) -> np.ndarray:
     """The study's model input [n, 3, S, S] through the engine's preprocessing."""
+    return study_input(study, prep)[0]
+
+
+def study_input(study: Study, prep: Preprocessing) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The study's model input [n, 3, S, S] and the views its images fill, as the engine prepares them."""
     from engine import preprocess
 
     try:
         datasets = preprocess.load_study(study.paths)
-        chosen = preprocess.select_images(datasets, prep.views)
-        return np.asarray(preprocess.study_pixel_values(chosen, prep), dtype=np.float32)
+        prepared = preprocess.prepare_study(datasets, prep)
+        return np.asarray(prepared.pixel_values, dtype=np.float32), tuple(prepared.views)
     except Exception as exc:
         raise StudyDataError(f"study {study.uid} ({study.root}): cannot preprocess its images: {exc}") from exc
 
@@ -190,28 +208,31 @@ def cache_key(studies: Sequence[Study], prep: Preprocessing) -> str:
 
 
 def decode_studies(studies: Sequence[Study], prep: Preprocessing, progress: Progress | None = None) -> PixelStore:
-    blocks, sizes = [], [0]
+    blocks, sizes, views = [], [0], []
     for study in studies:
-        pixels = _squeeze_channels(study_pixels(study, prep))
+        pixels, filled = study_input(study, prep)
+        pixels = _squeeze_channels(pixels)
         blocks.append(pixels)
         sizes.append(len(pixels))
+        views.append(filled)
         if progress:
             progress(1)
     channels = max(b.shape[1] for b in blocks)
     images = np.concatenate([np.repeat(b, channels, axis=1) if b.shape[1] != channels else b for b in blocks])
-    return PixelStore(np.ascontiguousarray(images), np.cumsum(sizes).astype(np.int64))
+    return PixelStore(np.ascontiguousarray(images), np.cumsum(sizes).astype(np.int64), tuple(views))
 
 
 def _save_store(store: PixelStore, path: Path) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, images=store.images, offsets=store.offsets)
+    np.savez(buffer, images=store.images, offsets=store.offsets, views=np.array(json.dumps(store.views)))
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, [buffer.getbuffer()])
 
 
 def _load_store(path: Path) -> PixelStore:
     with np.load(path) as data:
-        return PixelStore(data["images"], data["offsets"])
+        views = tuple(tuple(v) for v in json.loads(str(data["views"]))) if "views" in data else ()
+        return PixelStore(data["images"], data["offsets"], views)
 
 
 def cached_pixels(name: str, studies: Sequence[Study], prep: Preprocessing, cache_dir: Path,

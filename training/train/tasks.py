@@ -11,6 +11,7 @@ from torch import nn
 from training.train.config import StageConfig, TrainConfig
 from training.train.drafting import draft_studies
 from training.train.lm_pretrain import TextEncoder, collate_text, mean_token_loss, token_loss
+from training.train.prompting import TrainingPrompts
 from training.train.samples import Item, SampleEncoder, collate, plan_epoch
 from training.train.studies import Pool, has_ground_truth
 from training.train.trainer import StageTask
@@ -36,10 +37,16 @@ class Context:
     train: Pool
     validation: Pool
     run_dir: Path
+    prompting: TrainingPrompts | None = None  # None: the recipe's plain prompts
+
+    @property
+    def prompts(self) -> TrainingPrompts:
+        return self.prompting or TrainingPrompts(self.config.prompts)
 
     @property
     def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
     @property
     def eos_id(self) -> int:
@@ -51,12 +58,22 @@ class Context:
     def report_encoder(self, llava: nn.Module) -> SampleEncoder:
         config = llava.config
         return SampleEncoder(self.tokenizer.backend_tokenizer, self.config.prompts,
-                             image_token_id=int(config.image_token_index), image_tokens=int(config.image_seq_length),
-                             eos_id=self.eos_id, max_positions=int(config.text_config.max_position_embeddings))
+                             image_token_id=int(config.image_token_index), image_tokens=image_tokens(config),
+                             eos_id=self.eos_id, max_positions=int(config.text_config.max_position_embeddings),
+                             prompting=self.prompts)
 
     def text_encoder(self, llava: nn.Module) -> TextEncoder:
         return TextEncoder(self.tokenizer.backend_tokenizer, self.config.prompts, self.eos_id,
                            int(llava.config.text_config.max_position_embeddings))
+
+
+def image_tokens(config) -> int:
+    """Image features per image of a LLaVA config: the tower's patches, its CLS token (CLIP, Dinov2) unless
+    the "default" strategy drops the first token (as transformers' LLaVA does for any tower)."""
+    vision = config.vision_config
+    patches = (int(vision.image_size) // int(vision.patch_size)) ** 2
+    cls = 0 if vision.model_type.startswith("siglip") else 1
+    return patches + cls - (1 if config.vision_feature_select_strategy == "default" else 0)
 
 
 def _stage(ctx: Context, name: str) -> StageConfig:
@@ -156,4 +173,4 @@ def report_task(ctx: Context, name: str, model: nn.Module) -> StageTask:
         collate=lambda items: collate(items, ctx.train.studies, ctx.train.pixels, encoder, ctx.pad_id),
         loss=token_loss, stage_dir=ctx.stage_dir(name), config_json=ctx.config.to_json(),
         validate=lambda m: report_validation(ctx, m, encoder, stage.validation_drafts),
-        checkpoint_every=stage.checkpoint_every)
+        checkpoint_every=stage.checkpoint_every, memory=ctx.config.memory)

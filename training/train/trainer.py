@@ -31,7 +31,7 @@ from training.train.checkpoint import (
     save_checkpoint,
     trainable_state,
 )
-from training.train.config import ComputeConfig, Optimisation
+from training.train.config import ComputeConfig, MemoryConfig, Optimisation
 from training.train.samples import Item, global_batches, shard
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class StageTask:
     config_json: str
     validate: Callable[[nn.Module], dict[str, float]] | None = None
     checkpoint_every: int = 0
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 @dataclass
@@ -158,7 +159,9 @@ class StageRunner:
         if not trainable:
             raise TrainingError(f"stage {self.task.name}: no parameter is trainable")
         set_seed(self.opt.seed)
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.opt.lr, weight_decay=self.opt.weight_decay)
+        from training.train.precision import make_optimizer
+
+        self.optimizer = make_optimizer(trainable, self.task.memory, self.opt.lr, self.opt.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.opt.schedule, self.total_steps(), self.opt.warmup))
         self.model, self.optimizer = self.acc.prepare(self.task.model, self.optimizer)
