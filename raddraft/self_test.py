@@ -25,10 +25,11 @@ from dicom_node.server import DicomNode
 from dicom_node.settings import NodeSettings, StoreSettings, TlsSettings
 from dicom_node.store import Store
 from engine.events import DraftEvents, DraftFailed, DraftFinished
-from raddraft.config import AppConfig
-from raddraft.resources import resolve_model, resources_dir
 from engine.findings.labeler import label_report
 from engine.findings.vocabulary import LABEL_KEYS, NOT_MENTIONED, PRESENT
+from raddraft.config import AppConfig
+from raddraft.resources import resources_dir
+from raddraft.runtime import load_drafting_model, start_drafting_queue, start_node
 
 SAMPLE_NAME = "phantom-effusion"
 GROUND_TRUTH_NAME = "ground_truth.json"
@@ -221,14 +222,14 @@ class _SelfTest:
         import onnxruntime
 
         from engine.providers import ORT_NAMES
-        from engine.runtime import load_model
 
-        # The model the service and the app would run: pinned, else the registry's current, else embedded.
-        choice = resolve_model(self.config)
-        self.report.bundle, self.report.model_source = str(choice.path), choice.source
-        if choice.problem:
-            self.report.notes.append(choice.problem)
-        model = load_model(choice.path, self.config.engine)
+        # The model the service and the app would run, by the same fallback policy (raddraft/runtime.py).
+        loaded = load_drafting_model(self.config)
+        self.report.bundle, self.report.model_source = str(loaded.choice.path), loaded.choice.source
+        if loaded.model is None:
+            raise SelfTestError("load model", " ".join(loaded.problems))
+        self.report.notes.extend(loaded.problems)
+        model = loaded.model
         manifest = model.manifest
         self.report.model, self.report.model_name, self.report.model_version = (
             model.model_id, manifest.name, manifest.version)
@@ -245,21 +246,15 @@ class _SelfTest:
         return model
 
     def _start_node(self, model) -> None:
-        from engine.queue import DraftingQueue
-
         self.store = Store(StoreSettings(root=self.work_dir / "store"))
         self.node_events.study_stable.subscribe(self.waiter.on_stable)
         self.draft_events.finished.subscribe(self.waiter.on_finished)
         self.draft_events.failed.subscribe(self.waiter.on_failed)
-        self.queue = DraftingQueue(self.store, model, self.draft_events)
-        self.queue.start(self.node_events)
+        self.queue = start_drafting_queue(self.config, self.store, model, self.node_events, self.draft_events)
         settings = self_test_node_settings(self.config.node)
-        self.node = DicomNode(settings, self.store, self.node_events)
         try:
-            self.node.start()
+            self.node = start_node(settings, self.store, self.node_events)
         except OSError as error:
-            self.node.tracker.stop()
-            self.node = None
             raise SelfTestError("start node", f"cannot listen on {settings.host}: {error.strerror or error}") \
                 from error
         self.report.node = f"{settings.ae_title}@{settings.host}:{self.node.port}"

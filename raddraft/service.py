@@ -14,17 +14,10 @@ from dicom_node.errors import StoreWriteError
 from dicom_node.events import NodeEvents
 from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.outbox import OutboxWorker
-from dicom_node.server import DicomNode
 from dicom_node.store import Store
 from raddraft.config import AppConfig
-from raddraft.resources import (
-    CONFIGURED,
-    REGISTRY,
-    ModelChoice,
-    embedded_choice,
-    follow_registry,
-    resolve_model,
-)
+from raddraft.resources import follow_registry
+from raddraft.runtime import load_drafting_model, start_drafting_queue, start_node
 
 if TYPE_CHECKING:
     from engine.model_switch import ModelFollower
@@ -48,23 +41,17 @@ class Drafting:
 
 
 def start_drafting(config: AppConfig, store: Store, events: NodeEvents) -> Drafting | None:
-    """The drafting queue on the pinned, the registry's current or the embedded model; None when drafting is
-    off.
-
-    A pinned model that cannot be loaded stops the start: the administrator asked for it. A registry model
-    that cannot be loaded falls back to the embedded one, loudly; a missing embedded model only disables
-    drafting, with a warning.
-    """
+    """The drafting queue on the model `raddraft.runtime.load_drafting_model` chose; None when drafting is
+    off. A pinned model that cannot be loaded stops the start (`ModelRefused`): the administrator asked
+    for it."""
     if not config.engine.draft_on_stable:
         return None
-    from engine.queue import DraftingQueue
-
-    choice = resolve_model(config)
-    model, choice = _load_chosen(config, choice)
-    if model is None:
+    loaded = load_drafting_model(config)
+    if loaded.refused:
+        raise ModelRefused(" ".join(loaded.problems))
+    if loaded.model is None:
         return None
-    queue = DraftingQueue(store, model, critical_findings=config.engine.critical_findings)
-    queue.start(events)
+    queue = start_drafting_queue(config, store, loaded.model, events)
 
     def switch(installed, new_model) -> None:
         old = queue.model.model_id
@@ -75,29 +62,14 @@ def start_drafting(config: AppConfig, store: Store, events: NodeEvents) -> Draft
     def failed(what: str, error: Exception) -> None:
         log.error("%s: %s; still drafting with %s", what, error, queue.model.model_id)
 
-    return Drafting(queue, follow_registry(config, choice, switch, failed))
+    return Drafting(queue, follow_registry(config, loaded.choice, switch, failed))
 
 
-def _load_chosen(config: AppConfig, choice: ModelChoice):
-    from engine.errors import EngineError
-    from engine.runtime import load_model
-
-    try:
-        return load_model(choice.path, config.engine), choice
-    except EngineError as error:
-        if choice.source == CONFIGURED:
-            raise
-        if choice.source == REGISTRY:
-            log.error("the current model %s cannot be loaded (%s); drafting with the embedded model instead",
-                      choice.path, error)
-            return _load_chosen(config, embedded_choice(config, str(error), choice.pointer_token))
-        log.warning("drafting is off: the embedded model cannot be loaded (%s)", error)
-        return None, choice
+class ModelRefused(Exception):
+    """The bundle the configuration pins cannot be loaded."""
 
 
 def run_service(config: AppConfig) -> int:
-    from engine.errors import EngineError
-
     try:
         store = Store(config.store)
     except StoreWriteError as exc:
@@ -114,14 +86,13 @@ def run_service(config: AppConfig) -> int:
     events = NodeEvents()
     try:
         drafting = start_drafting(config, store, events)
-    except EngineError as exc:
+    except ModelRefused as exc:
         print(f"raddraft: {exc}", file=sys.stderr)
         lock.release()
         store.close()
         return 1
-    node = DicomNode(config.node, store, events)
     try:
-        node.start()
+        node = start_node(config.node, store, events)
     except OSError as exc:
         print(f"raddraft: cannot listen on {config.node.host}:{config.node.port}: {exc.strerror or exc}",
               file=sys.stderr)

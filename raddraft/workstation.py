@@ -49,15 +49,20 @@ from raddraft.resources import (
     EMBEDDED,
     REGISTRY,
     ModelChoice,
-    embedded_choice,
     follow_registry,
     model_registry,
-    resolve_model,
+)
+from raddraft.runtime import (
+    DRAFTING_OFF,
+    EMBEDDED_FALLBACK,
+    load_drafting_model,
+    start_drafting_queue,
+    start_node,
 )
 
 log = logging.getLogger("raddraft.workstation")
 SECTIONS = ("findings", "impression")
-_MODEL_PROBLEMS = ("Drafting is off", "Drafting with the embedded model", "Model not switched")
+_MODEL_PROBLEMS = (DRAFTING_OFF, EMBEDDED_FALLBACK, "Model not switched")
 
 
 @dataclass(frozen=True)
@@ -176,30 +181,11 @@ class Workstation:
         return ws
 
     def _load_model(self) -> None:
-        """The pinned, the registry's current or the embedded model; a registry model that cannot be loaded
-        falls back to the embedded one. Problems are collected for the window, never raised."""
-        choice = resolve_model(self.config)
-        if choice.problem:
-            self.problems.append(f"Drafting with the embedded model: {choice.problem}.")
-        model, error = self._try_load(choice.path)
-        if model is None and choice.source == REGISTRY:
-            self.problems.append(f"Drafting with the embedded model: the current model {choice.path} cannot be "
-                                 f"loaded ({error}).")
-            choice = embedded_choice(self.config, str(error), choice.pointer_token)
-            model, error = self._try_load(choice.path)
-        if model is None:
-            self.problems.append(f"Drafting is off: the model bundle {choice.path} cannot be loaded ({error}).")
-        self.model, self.model_choice = model, choice
-
-    def _try_load(self, bundle: Path):
-        from engine.errors import EngineError
-        from engine.runtime import load_model
-
-        try:
-            return load_model(bundle, self.config.engine), None
-        except EngineError as error:
-            log.warning("the model bundle %s cannot be loaded: %s", bundle, error)
-            return None, error
+        """The model by the one fallback policy (raddraft/runtime.py); problems are collected for the
+        window, never raised: a refused pinned model leaves the app running with drafting off."""
+        loaded = load_drafting_model(self.config)
+        self.problems.extend(loaded.problems)
+        self.model, self.model_choice = loaded.model, loaded.choice
 
     def _follow_registry(self) -> None:
         if self.follower is not None:
@@ -234,18 +220,12 @@ class Workstation:
             self._start_queue()
 
     def _start_queue(self) -> None:
-        from engine.queue import DraftingQueue
-
-        self.queue = DraftingQueue(self.store, self.model, self.draft_events,
-                                   critical_findings=self.config.engine.critical_findings)
-        self.queue.start(self.node_events)
+        self.queue = start_drafting_queue(self.config, self.store, self.model, self.node_events, self.draft_events)
 
     def _start_node(self) -> None:
-        node = DicomNode(self.config.node, self.store, self.node_events)
         try:
-            node.start()
+            node = start_node(self.config.node, self.store, self.node_events)
         except OSError as error:
-            node.tracker.stop()
             self.problems.append(f"The DICOM node cannot listen on {self.config.node.host}:{self.config.node.port} "
                                  f"({error.strerror or error}); change the port in Settings.")
             return

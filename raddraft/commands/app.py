@@ -38,11 +38,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
 def run(args: argparse.Namespace, config) -> int:
     import sys
 
-    from dicom_node.errors import StoreWriteError
-    from raddraft.workstation import Workstation
-
     from desktop.app import application, run_app  # Qt is loaded only here
+    from dicom_node.errors import StoreWriteError
     from raddraft.qt_signals import quit_on_signals
+    from raddraft.workstation import Workstation
 
     # Before the workstation starts: a SIGTERM during start-up also ends in the clean stop, never in 143.
     restore_signals = quit_on_signals(application())
