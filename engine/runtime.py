@@ -76,6 +76,8 @@ class DraftModel:
         self.tokenizer = tokenizer
         self.provider_choice = choice
         self._max_new_tokens = max_new_tokens or manifest.generation.max_new_tokens
+        self.load_seconds = 0.0  # set by load_model
+        self.resident_bytes = 0  # process resident memory right after loading
 
     @property
     def model_id(self) -> str:
@@ -229,19 +231,40 @@ def _section(callback: SectionCallback | None, section: str) -> TextCallback | N
     return lambda piece: callback(section, piece)
 
 
+# Above this many parameters a CPU is memory-bandwidth bound at int8 too: int4 halves the bytes per token.
+INT4_ON_CPU_ABOVE = 1_000_000_000
+
+
 def resolve_variant(manifest: BundleManifest, requested: str, preferred_provider: str) -> str:
     if requested != "auto":
         return requested
-    on_gpu = preferred_provider != "cpu"
-    for candidate in (("fp16",) if on_gpu else ("int8",)):
+    if preferred_provider != "cpu":
+        order: tuple[str, ...] = ("fp16", "int4")
+    elif model_parameters(manifest) > INT4_ON_CPU_ABOVE:
+        order = ("int4", "int8")
+    else:
+        order = ("int8", "int4")
+    for candidate in order:
         if candidate in manifest.variants:
             return candidate
     return manifest.default_variant
 
 
+def model_parameters(manifest: BundleManifest) -> int:
+    """Parameters as counted at export (model.json provenance), else estimated from the decoder's shape."""
+    counted = manifest.provenance.get("export", {}).get("parameters") if isinstance(
+        manifest.provenance.get("export"), dict) else None
+    if isinstance(counted, int) and counted > 0:
+        return counted
+    arch = manifest.architecture
+    # embeddings + head, and per layer attention (~4 h^2) + a gated MLP of ~2.7 h (~8 h^2)
+    return 2 * arch.vocab_size * arch.hidden_size + arch.num_layers * 12 * arch.hidden_size ** 2
+
+
 def load_model(bundle_dir: Path, settings: EngineSettings) -> DraftModel:
     """Validate and open a bundle; `BundleError` names what is wrong. Logs loudly on a CPU fallback."""
     bundle_dir = Path(bundle_dir)
+    started, resident_before = time.perf_counter(), resident_bytes()
     choice = choose_providers(settings.providers)
     manifest = validate_bundle(bundle_dir)
     variant = resolve_variant(manifest, settings.variant, choice.preferred)
@@ -254,10 +277,23 @@ def load_model(bundle_dir: Path, settings: EngineSettings) -> DraftModel:
     elif choice.preferred != graphs.provider:
         log.warning("GPU not used: requested %s, but ONNX Runtime could not start it and runs on %s "
                     "(check the CUDA/cuDNN libraries)", choice.preferred, graphs.provider)
-    log.info("model %s (%s) loaded on %s", manifest.model_id, variant, graphs.provider)
     model = DraftModel(bundle_dir, manifest, variant, graphs, tokenizer, choice, settings.max_new_tokens)
     model.check_fits()
+    model.load_seconds = time.perf_counter() - started
+    model.resident_bytes = resident_bytes()
+    log.info("model %s (%s) loaded on %s in %.1f s; process resident memory %.2f GB (+%.2f GB for the model)",
+             manifest.model_id, variant, graphs.provider, model.load_seconds, model.resident_bytes / 1e9,
+             max(model.resident_bytes - resident_before, 0) / 1e9)
     return model
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where the platform does not say)."""
+    try:
+        import psutil
+    except ImportError:
+        return 0
+    return int(psutil.Process().memory_info().rss)
 
 
 def _load_tokenizer(path: Path) -> Tokenizer:

@@ -9,7 +9,7 @@ from dicom_node.errors import SettingsError
 from engine.findings.critical import DEFAULT_CRITICAL_FINDINGS, CriticalSettingsError, check_critical_names
 
 PROVIDER_NAMES = ("tensorrt", "cuda", "directml", "coreml", "cpu")
-VARIANTS = ("auto", "fp32", "fp16", "int8")
+VARIANTS = ("auto", "fp32", "fp16", "int8", "int4")
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,9 @@ class EngineSettings:
         changed (`raddraft model use`, the app's Models page) and switches to it.
     providers: execution providers in order of preference, CPU always last. Empty (the default) means the
         best this onnxruntime build offers. A GPU that was named but is not there is reported loudly.
-    variant: graph precision; "auto" takes int8 on CPU when the bundle has it, fp16 on a GPU when it has
-        it, else the bundle's default.
+    variant: graph precision; "auto" takes fp16 on a GPU (else int4), and on CPU int4 for models over
+        about 1 B parameters, int8 for smaller ones (else whichever of the two the bundle has), falling
+        back to the bundle's default.
     intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
     draft_on_stable: the drafting queue drafts each study as soon as it is complete.
     max_new_tokens: per section; 0 keeps the bundle's default.

@@ -36,8 +36,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_registry_arguments(parser)
     parser.add_argument("--provider", action="append", choices=PROVIDERS,
                         help="execution provider to prefer (repeatable, in order; CPU is always the fallback)")
-    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8"],
-                        help="graph precision (auto: int8 on CPU, fp16 on GPU when the bundle has them)")
+    parser.add_argument("--variant", choices=["auto", "fp32", "fp16", "int8", "int4"],
+                        help="graph precision (auto: fp16 on a GPU, else int4; on CPU int4 above ~1 B parameters, "
+                             "else int8; when the bundle has them)")
 
 
 def add_registry_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,8 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="folder written by save_pretrained (config.json, weights, tokenizer.json)")
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write (new, empty, or a bundle)")
-    parser.add_argument("--quantize", action="append", choices=["int8", "fp16"], default=[],
-                        help="also write this variant (repeatable)")
+    parser.add_argument("--quantize", action="extend", nargs="+", choices=["int8", "fp16", "int4"], default=[],
+                        metavar="VARIANT",
+                        help="also write these variants: int8, fp16 (GPU, fp16 I/O), int4 (weight-only, CPU and "
+                             "small GPUs); repeatable, and several may follow one flag (--quantize int8 fp16)")
+    parser.add_argument("--int4-block-size", type=int, default=32, choices=[16, 32, 64, 128, 256],
+                        help="weights per int4 scale (default 32; recorded in model.json)")
     parser.add_argument("--name", help="model name in model.json (default: the checkpoint folder's name)")
     parser.add_argument("--version", dest="model_version", metavar="V", default="0.1.0",
                         help="model version (default 0.1.0)")
@@ -37,6 +41,7 @@ def run(args: argparse.Namespace, config) -> int:
     from tqdm import tqdm
 
     from training.export import ExportError, export_bundle
+    from training.export.quantize import QuantizeOptions
 
     notes = None
     if args.card_notes is not None:
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace, config) -> int:
         report = export_bundle(args.checkpoint, args.out, name=name, version=args.model_version,
                                quantize=args.quantize, parity=args.parity, overwrite=args.overwrite,
                                card_notes=notes, progress=progress, include_checkpoint=args.with_checkpoint,
-                               prompt_spec=spec)
+                               prompt_spec=spec,
+                               quantize_options=QuantizeOptions(int4_block_size=args.int4_block_size))
     except ExportError as exc:
         bar.close()
         print(f"raddraft export: {exc}", file=sys.stderr)

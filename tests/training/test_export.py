@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def exported(checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     steps = []
-    report = export_bundle(checkpoint, out, name="tiny", version="0.1.0", quantize=["int8"],
+    report = export_bundle(checkpoint, out, name="tiny", version="0.1.0", quantize=["int8", "int4", "fp16"],
                            provenance={"data": "phantoms seed 0"}, metrics={"bleu4": 0.125},
                            card_notes=NOTICE, progress=lambda done, total, step: steps.append((done, total, step)))
     report.steps = steps
@@ -151,6 +151,41 @@ def test_int8_variant_is_written_listed_and_measured(exported):
     assert "| int8 |" in card and "vision.int8.onnx" in card
 
 
+def test_int4_variant_is_weight_only_matmul_nbits_with_its_block_size_recorded(exported):
+    import onnx
+
+    bundle = exported.bundle_dir
+    manifest = validate_bundle(bundle, "int4")
+    files = manifest.variants["int4"]
+    assert files.decoder == "decoder.int4.onnx" and files.embed == "embed.onnx"
+    ops = {node.op_type for node in onnx.load(str(bundle / files.decoder), load_external_data=False).graph.node}
+    assert "MatMulNBits" in ops
+    assert manifest.provenance["export"]["quantization"]["int4"]["block_size"] == 32
+    # (at this tiny width the graph's structure outweighs its weights: the 0.35x-of-fp16 bound is checked
+    # at real width in test_export_real_width.py)
+    assert (bundle / files.decoder).stat().st_size < 0.5 * (bundle / "decoder.onnx").stat().st_size
+    assert manifest.provenance["export"]["parity"]["int4"]["tolerance"] > 0
+    assert "| int4 |" in (bundle / "MODEL_CARD.md").read_text()
+
+
+def test_fp16_variant_takes_and_returns_float16_and_drafts(exported, tmp_path):
+    from engine.runtime import load_model
+    from engine.settings import EngineSettings
+    from training.data.phantoms import generate_dataset, PhantomConfig
+
+    bundle = exported.bundle_dir
+    graphs = engine_graphs(bundle, validate_bundle(bundle, "fp16").variants["fp16"], exported.manifest.architecture)
+    assert graphs.float_type is np.float16
+    assert graphs.empty_past()[0].dtype == np.float16
+    generate_dataset(tmp_path / "study", 1, seed=5, config=PhantomConfig(image_size=64, workers=1))
+    for variant in ("fp16", "int4", "int8"):
+        model = load_model(bundle, EngineSettings(providers=("cpu",), variant=variant))
+        draft = model.draft(sorted((tmp_path / "study").rglob("*.dcm")),
+                            options=model.default_options(max_new_tokens=6, min_new_tokens=6))
+        assert draft.variant == variant and draft.findings and draft.impression
+        assert model.load_seconds > 0 and model.resident_bytes > 0
+
+
 def test_model_card(exported):
     card = (exported.bundle_dir / "MODEL_CARD.md").read_text()
     assert card.startswith("# tiny 0.1.0")
@@ -211,8 +246,9 @@ def test_cli_exports_end_to_end(checkpoint, tmp_path, capsys):
     (out / "model.json").write_text("{}")
     (out / "stale.onnx").write_text("old")
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--name", "cli", "--version", "2",
-                 "--no-parity", "--quantize", "fp16"]) == 0
+                 "--no-parity", "--quantize", "fp16", "int4", "--quantize", "int8"]) == 0
     manifest = validate_bundle(out, "fp16")
+    assert list(manifest.variants) == ["fp32", "fp16", "int4", "int8"]
     assert manifest.model_id == "cli@2"
     printed = capsys.readouterr().out
     assert "cli@2" in printed and "decoder.onnx" in printed and "parity not checked" in printed

@@ -6,6 +6,7 @@ interrupted export leaves the target as it was (absent, empty, or the previous b
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -122,9 +123,9 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
         raise ExportError(f"preprocessing.image_size {preprocessing.image_size} differs from the vision encoder's "
                           f"image size {vision_size}; the vision graph takes {vision_size}x{vision_size} images")
 
-    steps = ["load checkpoint", "export vision graph", "export embedding graph", "export decoder graph"]
-    if parity:
-        steps += ["run torch reference", "check fp32 parity"]
+    steps = ["load checkpoint"] + (["run torch reference"] if parity else []) + \
+        ["export vision graph", "export embedding graph", "export decoder graph"] + \
+        (["check fp32 parity"] if parity else [])
     for variant in variants:
         steps += [f"write {variant} variant"] + ([f"check {variant} parity"] if parity else [])
     steps += ["write manifest and card"]
@@ -239,12 +240,28 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
         rendered = render_prompts(checkpoint_dir, spec, folder / TOKENIZER)
         prompts, layout = rendered if rendered else (Prompts(), PromptLayout())
 
+    inputs = reference = None
+    if parity:
+        # The torch reference is taken before the graphs exist, so ONNX Runtime's sessions (another copy
+        # of the weights) are only opened once the torch model is gone.
+        timer.start("run torch reference")
+        channels = int(getattr(model.config.vision_config, "num_channels", 3))
+        images = 1 if preprocessing.combine == "stitch" else len(preprocessing.views)
+        inputs = make_inputs(folder / TOKENIZER, arch, prompts, preprocessing.image_size, channels=channels,
+                             num_images=images, preprocessing=preprocessing)
+        if len(inputs.prompt_ids) + inputs.new_tokens > arch.max_positions:
+            raise ExportError(f"the findings prompt ({len(inputs.prompt_ids)} tokens) leaves no room in the "
+                              f"model's {arch.max_positions} positions")
+        reference = torch_reference(model, inputs, arch.stop_token_ids)
+
     timer.start("export vision graph")
     export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
     timer.start("export embedding graph")
     export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")
     export_decoder(model, folder / FP32.decoder)
+    del model
+    gc.collect()
     for graph in FP32.all():
         check_graph(folder / graph)
     require_dynamic(folder / FP32.vision, {"pixel_values": (0,)})
@@ -253,23 +270,12 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
                                             "past_key_values.0.key": (0, 2)})
 
     results: dict[str, ParityResult] = {}
-    inputs = reference = None
     if parity:
-        timer.start("run torch reference")
-        channels = int(getattr(model.config.vision_config, "num_channels", 3))
-        images = 1 if preprocessing.combine == "stitch" else len(preprocessing.views)
-        inputs = make_inputs(folder / TOKENIZER, arch, prompts, preprocessing.image_size, channels=channels,
-                             num_images=images)
-        if len(inputs.prompt_ids) + inputs.new_tokens > arch.max_positions:
-            raise ExportError(f"the findings prompt ({len(inputs.prompt_ids)} tokens) leaves no room in the "
-                              f"model's {arch.max_positions} positions")
-        reference = torch_reference(model, inputs, arch.stop_token_ids)
         timer.start("check fp32 parity")
         result = check_variant("fp32", folder, FP32, arch, inputs, reference, threads=threads)
         results["fp32"] = result
         if not result.passed:
             raise ExportError(_parity_failure(result))
-    del model
 
     graph_variants = {"fp32": FP32}
     failed: dict[str, str] = {}
@@ -294,6 +300,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
 
     timer.start("write manifest and card")
     provenance["export"] = _export_provenance(checkpoint_dir, results, failed, options, variants)
+    provenance["export"]["parameters"] = parameters.get("total", 0)
     manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
                               variants=graph_variants, default_variant="fp32", prompts=prompts,
                               generation=generation, prompting=layout, tokenizer=TOKENIZER, card=CARD,
@@ -448,12 +455,12 @@ def _export_provenance(checkpoint_dir: Path, results: dict[str, ParityResult], f
         "weights_sha256": _weights_digest(checkpoint_dir),
         "versions": _versions(),
         "opset": DECODER_OPSET,
-        "quantization": {"int8": {"weights": "QInt8", "per_channel": options.per_channel,
-                                  "embed": options.quantize_embed}} if "int8" in variants else {},
+        "quantization": {variant: options.record(variant) for variant in variants},
         "parity": {
             name: {"greedy_agreement": round(r.greedy_agreement, 4), "top1_agreement": round(r.top1_agreement, 4),
                    "max_logit_diff": _finite(r.max_logit_diff), "tokens_identical": r.tokens_identical,
-                   "new_tokens": len(r.torch_tokens), **({"error": r.error} if r.error else {})}
+                   "new_tokens": len(r.torch_tokens), "tolerance": _finite(r.tolerance),
+                   "within_tolerance": r.within_tolerance, **({"error": r.error} if r.error else {})}
             for name, r in results.items()
         },
         **({"failed_variants": failed} if failed else {}),

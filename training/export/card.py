@@ -69,11 +69,11 @@ def render_card(manifest: BundleManifest, *, parameters: Mapping[str, int], pari
     lines.append("")
 
     lines += ["## Variants", "",
-              ("Agreement with the torch model on a fixed image and the findings prompt "
+              ("Agreement with the torch fp32 model on a phantom radiograph and the findings prompt "
                f"({_new_tokens(parity)} greedy tokens): *greedy* is the share of tokens generated identically "
                "before the first difference, *top-1* the share of positions where the variant's most likely "
                "token is torch's when both see the same text."), "",
-              "| variant | files | size | greedy | top-1 | max logit diff |", "|---|---|---|---|---|---|"]
+              "| variant | files | size | greedy | top-1 | max logit diff (tolerance) |", "|---|---|---|---|---|---|"]
     for name, files in manifest.variants.items():
         result = parity.get(name)
         size = _megabytes(variant_sizes.get(name, 0))
@@ -81,7 +81,9 @@ def render_card(manifest: BundleManifest, *, parameters: Mapping[str, int], pari
         if result is None:
             cells = "not checked | not checked | not checked"
         else:
-            cells = f"{result.greedy_agreement:.0%} | {result.top1_agreement:.0%} | {result.max_logit_diff:.2e}"
+            mark = "" if result.within_tolerance else " over"
+            cells = (f"{result.greedy_agreement:.0%} | {result.top1_agreement:.0%} | "
+                     f"{result.max_logit_diff:.2e} ({result.tolerance:.2e}{mark})")
         lines.append(f"| {name}{marker} | {', '.join(f'`{f}`' for f in files.all())} | {size} | {cells} |")
     failed = [r for name, r in parity.items() if name not in manifest.variants]
     for result in failed:

@@ -132,14 +132,25 @@ def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
 
 
 def _move_graph(source: Path, target: Path) -> None:
-    """Move an ONNX file and, if it has one, its external data (renamed to follow the graph)."""
+    """Move an ONNX file and, if it has one, its external data (renamed to follow the graph).
+
+    Only the graph structure is loaded to point it at the renamed data file: the weights are moved as a
+    file, never read into memory."""
     import onnx
 
     data_files = [p for p in source.parent.iterdir() if p != source and not p.name.endswith(".json")]
     if not data_files:
         shutil.move(str(source), str(target))
         return
-    graph = onnx.load(str(source), load_external_data=True)
-    from training.export.graphs import save_onnx
-
-    save_onnx(graph, target)
+    graph = onnx.load(str(source), load_external_data=False)
+    locations = {entry.value for tensor in graph.graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    if len(locations) != 1:
+        raise ExportError(f"optimum wrote the decoder's weights to {len(locations)} files; expected one")
+    data_name = f"{target.name}.data"
+    for tensor in graph.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    shutil.move(str(source.parent / locations.pop()), str(target.parent / data_name))
+    onnx.save_model(graph, str(target))

@@ -1,6 +1,7 @@
 """Does the exported bundle compute what the torch model computes?
 
-A fixed seeded image and the bundle's findings prompt go through both sides:
+A phantom radiograph (training.data.phantoms, through the bundle's own preprocessing) and the bundle's
+findings prompt go through both sides:
 - torch: `model(...)` over prompt + continuation for logits, `model.generate(do_sample=False)` for tokens;
 - ONNX Runtime: the engine's own sessions and greedy generation (`engine.graphs`, `engine.generation`),
   so what passes here is what the app runs.
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import Architecture, GraphFiles, Prompts
+from engine.bundle import Architecture, GraphFiles, Preprocessing, Prompts
 from engine.prompts import prompt_ids, prompt_text
 
 PARITY_SEED = 1234
 PARITY_NEW_TOKENS = 16
 FP32_ATOL = 1e-3
 FP32_RTOL = 1e-4  # of the largest reference logit: trained models have logits far above 1
+# Each variant's tolerance on the logits, relative to the largest reference logit. fp32 must meet its own
+# (the export fails otherwise); the others are measured and reported in the card with their agreement.
+VARIANT_RTOL = {"fp32": FP32_RTOL, "fp16": 0.02, "int8": 0.15, "int4": 0.2}
 
 
 @dataclass
@@ -54,6 +58,10 @@ class ParityResult:
     def passed(self) -> bool:
         return self.error is None and self.tokens_identical and self.max_logit_diff <= self.tolerance
 
+    @property
+    def within_tolerance(self) -> bool:
+        return self.error is None and self.max_logit_diff <= self.tolerance
+
     def summary(self) -> str:
         if self.error:
             return f"{self.variant}: failed ({self.error})"
@@ -67,15 +75,35 @@ class ParityResult:
 
 
 def make_inputs(tokenizer_file: Path, arch: Architecture, prompts: Prompts, image_size: int, channels: int = 3,
-                new_tokens: int = PARITY_NEW_TOKENS, seed: int = PARITY_SEED, num_images: int = 1) -> ParityInputs:
+                new_tokens: int = PARITY_NEW_TOKENS, seed: int = PARITY_SEED, num_images: int = 1,
+                preprocessing: Preprocessing | None = None) -> ParityInputs:
+    """The findings prompt and, with `preprocessing` (and 3 channels), a phantom radiograph's pixels;
+    else seeded noise."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
     ids = prompt_ids(tokenizer, prompt_text(prompts, "findings"), arch.image_token_id, arch.image_tokens,
                      num_images)
-    rng = np.random.default_rng(seed)
-    pixels = rng.standard_normal((num_images, channels, image_size, image_size)).astype(np.float32)
+    if preprocessing is not None and channels == 3:
+        pixels = phantom_pixels(preprocessing, num_images, seed)
+    else:
+        rng = np.random.default_rng(seed)
+        pixels = rng.standard_normal((num_images, channels, image_size, image_size)).astype(np.float32)
     return ParityInputs(pixel_values=pixels, prompt_ids=ids, new_tokens=new_tokens)
+
+
+def phantom_pixels(preprocessing: Preprocessing, num_images: int, seed: int = PARITY_SEED) -> np.ndarray:
+    """`num_images` views of one phantom study (frontal, then lateral; repeated when it has fewer)."""
+    import dataclasses
+
+    from engine.preprocess import unit_images_to_pixel_values
+    from training.data.phantoms import PhantomConfig, plan_study, render_study
+
+    config = PhantomConfig(image_size=max(preprocessing.image_size, 64), lateral_fraction=1.0, workers=1)
+    views = [image for _, image in render_study(plan_study(seed, 0, config), config)]
+    images = [views[min(index, len(views) - 1)] for index in range(num_images)]
+    # one image per view here: a stitched layout's single image is made of them by the engine itself
+    return unit_images_to_pixel_values(images, dataclasses.replace(preprocessing, combine="tokens"))
 
 
 def torch_reference(model, inputs: ParityInputs, eos_token_id: int | tuple[int, ...]) -> TorchReference:
@@ -123,9 +151,10 @@ def onnx_greedy(graphs, tokenizer_file: Path, ids: list[int], pixel_values: np.n
 
 
 def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Architecture, inputs: ParityInputs,
-                  reference: TorchReference, *, atol: float = FP32_ATOL, rtol: float = FP32_RTOL,
+                  reference: TorchReference, *, atol: float = FP32_ATOL, rtol: float | None = None,
                   threads: int | None = None) -> ParityResult:
     """Compare one variant with the torch reference; errors running it are reported, not raised."""
+    rtol = VARIANT_RTOL.get(variant, FP32_RTOL) if rtol is None else rtol
     tolerance = atol + rtol * float(np.abs(reference.logits).max())
     try:
         graphs = engine_graphs(bundle_dir, files, arch, threads=threads)

@@ -1,10 +1,16 @@
-"""Smaller variants of the fp32 graphs: int8 (dynamic quantization of weights) and fp16.
+"""Smaller variants of the fp32 graphs: int8 (dynamic quantization of weights), int4 (weight-only) and fp16.
+
+int4: ONNX Runtime's `MatMulNBitsQuantizer` (round to nearest, symmetric blocks of `int4_block_size`
+weights along the input axis, one fp32 scale each) turns every MatMul with a constant weight into
+`MatMulNBits`; `accuracy_level` 4 lets the CPU kernel compute in int8 (the fast path on CPUs). Inputs,
+outputs and the embedding graph stay fp32.
 
 int8: `onnxruntime.quantization.quantize_dynamic`, QInt8 weights of MatMul/Gemm (per channel by default:
 it keeps more of the fp32 agreement); activations are quantized at run time. The embedding graph stays
 fp32 unless asked (a table lookup gains no speed from int8, only size).
 fp16: onnxconverter-common when installed, else onnxruntime's own `convert_float_to_float16`, with
-float32 inputs and outputs kept so the engine feeds both variants the same way.
+float16 inputs, outputs and KV cache (for the CUDA / DirectML providers; the engine reads the graph's
+types and feeds it float16). Shape inference is skipped for graphs over 2 GB (protobuf cannot hold them).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from engine.bundle import GraphFiles
 from training.export.errors import ExportError
 from training.export.graphs import SINGLE_FILE_LIMIT, save_onnx
 
-VARIANTS = ("int8", "fp16")
+VARIANTS = ("int8", "fp16", "int4")
 
 
 @dataclass(frozen=True)
@@ -27,13 +33,27 @@ class QuantizeOptions:
     per_channel: bool = True
     quantize_embed: bool = False  # int8 only
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    int4_block_size: int = 32
+    int4_accuracy_level: int = 4
+    int4_symmetric: bool = True
+
+    def record(self, variant: str) -> dict:
+        """How `variant` was made, for model.json's provenance."""
+        if variant == "int8":
+            return {"weights": "QInt8", "per_channel": self.per_channel, "embed": self.quantize_embed}
+        if variant == "int4":
+            return {"weights": "MatMulNBits", "bits": 4, "block_size": self.int4_block_size,
+                    "symmetric": self.int4_symmetric, "accuracy_level": self.int4_accuracy_level,
+                    "algorithm": "RTN"}
+        return {"weights": "float16", "io": "float16"}
 
 
 def variant_files(fp32: GraphFiles, variant: str, options: QuantizeOptions = QuantizeOptions()) -> GraphFiles:
     def renamed(name: str) -> str:
         return name.removesuffix(".onnx") + f".{variant}.onnx"
 
-    embed = renamed(fp32.embed) if (variant == "fp16" or options.quantize_embed) else fp32.embed
+    embed = renamed(fp32.embed) if (variant == "fp16" or (variant == "int8" and options.quantize_embed)) \
+        else fp32.embed
     return GraphFiles(vision=renamed(fp32.vision), embed=embed, decoder=renamed(fp32.decoder))
 
 
@@ -49,6 +69,8 @@ def make_variant(bundle_dir: Path, fp32: GraphFiles, variant: str,
             continue
         if variant == "int8":
             quantize_int8(bundle_dir / source, bundle_dir / target, options)
+        elif variant == "int4":
+            quantize_int4(bundle_dir / source, bundle_dir / target, options)
         else:
             convert_fp16(bundle_dir / source, bundle_dir / target)
     return files
@@ -69,9 +91,49 @@ def quantize_int8(source: Path, target: Path, options: QuantizeOptions = Quantiz
     return target
 
 
+def quantize_int4(source: Path, target: Path, options: QuantizeOptions = QuantizeOptions()) -> Path:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    large = _size_with_data(source) > SINGLE_FILE_LIMIT
+    quiet = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # it logs every node it skips at INFO
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=options.int4_block_size,
+                                             is_symmetric=options.int4_symmetric,
+                                             accuracy_level=options.int4_accuracy_level,
+                                             op_types_to_quantize=("MatMul",))
+            quantizer.process()
+            data = target.with_name(target.name + ".data")
+            data.unlink(missing_ok=True)
+            quantizer.model.save_model_to_file(str(target), use_external_data_format=large)
+    finally:
+        quiet.setLevel(level)
+    _rename_external_data(target)
+    return target
+
+
+def _rename_external_data(target: Path) -> None:
+    """onnxruntime's ModelProto wrapper names the data file `<name>.onnx.data` already; check and keep that."""
+    data = target.with_name(target.name + ".data")
+    if not data.exists():
+        return
+    import onnx
+
+    graph = onnx.load(str(target), load_external_data=False)
+    locations = {entry.value for tensor in graph.graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    if locations - {data.name}:
+        raise ExportError(f"{target.name} keeps its weights in {', '.join(sorted(locations))}, "
+                          f"expected {data.name}")
+
+
 def convert_fp16(source: Path, target: Path) -> Path:
     import onnx
 
+    large = _size_with_data(source) > SINGLE_FILE_LIMIT
     model = onnx.load(str(source), load_external_data=True)
     try:
         from onnxconverter_common.float16 import convert_float_to_float16
@@ -79,7 +141,9 @@ def convert_fp16(source: Path, target: Path) -> Path:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+        # in place: the fp32 weights are replaced one by one, so the graph is never held twice
+        converted = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=large)
+    del model
     save_onnx(converted, target)
     return target
 
