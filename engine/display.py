@@ -12,10 +12,9 @@ window/level. numpy + pydicom only; the desktop viewer calls these from worker t
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,8 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, pixel_array
 
 from engine.errors import PreprocessError
-from engine.preprocess import FRONTAL_WORDS, LATERAL_WORDS
+from engine.imaging import header_window, window_gain_offset, window_values
+from engine.preprocess import classify_view_texts
 
 _STATS_SAMPLE = 1 << 16
 CT_PRESETS = (("Lung", -600.0, 1500.0), ("Mediastinum", 50.0, 350.0), ("Bone", 400.0, 1800.0),
@@ -49,6 +49,7 @@ class DisplayFrame:
     num_frames: int
     header_windows: tuple[WindowPreset, ...] = ()
     attributes: dict[str, str] = field(default_factory=dict)  # for the overlay: patient, date, view, ...
+    voi_function: str = "LINEAR"  # the header's VOI LUT Function, applied to every window as the engine does
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -116,7 +117,11 @@ def load_frame(path: Path | str, frame: int = 0) -> DisplayFrame:
     lo, hi = float(values.min()), float(values.max())
     auto = _percentile_window(values) if not colour else (127.5, 256.0)
     header = () if colour else _header_windows(ds)
-    default = (header[0].center, header[0].width) if header else auto
+    # The engine's rule (engine.imaging.header_window) picks the header window; without one the reader
+    # gets the automatic window (the model's fallback is its bundle's window policy).
+    chosen = None if colour else header_window(ds)
+    default = (chosen[0], chosen[1]) if chosen else auto
+    function = chosen[2] if chosen else "LINEAR"
     view = _text(ds, "ViewPosition") or _text(ds, "SeriesDescription")
     attributes = {
         "patient": _text(ds, "PatientName").replace("^", " ").strip(), "patient_id": _text(ds, "PatientID"),
@@ -125,21 +130,25 @@ def load_frame(path: Path | str, frame: int = 0) -> DisplayFrame:
         "sop_instance_uid": _text(ds, "SOPInstanceUID"), "photometric": photometric,
     }
     return DisplayFrame(values, default, (lo, hi), auto, photometric == "MONOCHROME1", colour, frame, frames,
-                        header, attributes)
+                        header, attributes, function)
 
 
 def render(frame: DisplayFrame, center: float, width: float, invert: bool = False) -> np.ndarray:
-    """uint8 image of `frame` at the window (center, width); MONOCHROME1 is inverted so bone is bright,
-    and `invert` flips the result once more."""
+    """uint8 image of `frame` at the window (center, width), by the engine's window functions
+    (engine.imaging: LINEAR, LINEAR_EXACT, SIGMOID as the header says); MONOCHROME1 is inverted so bone
+    is bright, and `invert` flips the result once more."""
     width = max(float(width), 1.0)
-    # LINEAR: y = ((x - (c - 0.5)) / (w - 1) + 0.5) clipped to [0, 1]
-    gain = 255.0 / max(width - 1.0, 1e-6)
-    offset = (0.5 - (center - 0.5) / max(width - 1.0, 1e-6)) * 255.0
     flip = frame.monochrome1 != invert
-    if flip:
-        gain, offset = -gain, 255.0 - offset
-    out = frame.values * np.float32(gain)
-    out += np.float32(offset)
+    affine = window_gain_offset(float(center), width, frame.voi_function)
+    if affine is None:
+        out = window_values(frame.values, float(center), width, frame.voi_function, flip)
+        out *= np.float32(255.0)
+    else:
+        gain, offset = affine[0] * 255.0, affine[1] * 255.0
+        if flip:
+            gain, offset = -gain, 255.0 - offset
+        out = frame.values * np.float32(gain)
+        out += np.float32(offset)
     np.clip(out, 0.0, 255.0, out=out)
     return np.ascontiguousarray(out.astype(np.uint8))
 
@@ -184,14 +193,9 @@ class FrameCache:
 
 
 def view_kind(*texts: str) -> str:
-    """"frontal", "lateral" or "" from View Position / series description words (as the engine reads them)."""
-    for text in texts:
-        words = set(re.split(r"[^A-Z0-9]+", (text or "").upper()))
-        if words & LATERAL_WORDS:
-            return "lateral"
-        if words & FRONTAL_WORDS:
-            return "frontal"
-    return ""
+    """"frontal", "lateral" or "" from View Position / series description, by the engine's rule
+    (`engine.preprocess.classify_view_texts`): the viewer and the model read views alike."""
+    return classify_view_texts(*texts) or ""
 
 
 def thumbnail(frame: DisplayFrame, size: int) -> np.ndarray:
@@ -200,6 +204,5 @@ def thumbnail(frame: DisplayFrame, size: int) -> np.ndarray:
     scale = size / max(rows, cols)
     r_idx = np.minimum((np.arange(max(1, round(rows * scale))) / scale).astype(np.intp), rows - 1)
     c_idx = np.minimum((np.arange(max(1, round(cols * scale))) / scale).astype(np.intp), cols - 1)
-    small = DisplayFrame(frame.values[r_idx][:, c_idx], frame.default_window, frame.value_range, frame.auto_window,
-                         frame.monochrome1, frame.colour, frame.frame, frame.num_frames)
+    small = replace(frame, values=frame.values[r_idx][:, c_idx], header_windows=(), attributes={})
     return render(small, *frame.default_window)

@@ -129,6 +129,29 @@ def _gray_to_unit(arr: np.ndarray, ds: Dataset, window: str, invert: bool) -> np
     return _affine_clip(values, gain, offset)
 
 
+def header_window(ds: Dataset) -> tuple[float, float, str] | None:
+    """(center, width, VOI LUT Function) of the header's first valid window; None when it has none. The
+    one rule for which window an image comes with: the model's "dicom" policy and the viewer's default."""
+    return _first_window(ds)
+
+
+def window_gain_offset(center: float, width: float, function: str) -> tuple[float, float] | None:
+    """The affine map to [0, 1] of the LINEAR / LINEAR_EXACT window (PS3.3 C.11.2.1.2/3), unknown
+    functions read as LINEAR; None for SIGMOID, which is not affine (`window_values`)."""
+    if function == "SIGMOID":
+        return None
+    if function == "LINEAR_EXACT":
+        return 1.0 / width, -center / width + 0.5
+    denominator = max(width - 1.0, 1e-6)
+    return 1.0 / denominator, (-center + 0.5) / denominator + 0.5
+
+
+def window_values(values: np.ndarray, center: float, width: float, function: str = "LINEAR",
+                  invert: bool = False) -> np.ndarray:
+    """`values` (modality values) through the window, float32 in [0, 1]; `invert` for MONOCHROME1."""
+    return _window(values, 1.0, 0.0, center, width, function, invert)
+
+
 def _first_window(ds: Dataset) -> tuple[float, float, str] | None:
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     if center is None or width is None:
@@ -156,11 +179,9 @@ def _window(values: np.ndarray, slope: float, intercept: float, center: float, w
         if invert:
             np.subtract(1.0, t, out=t)
         return t
-    if function == "LINEAR_EXACT":
-        gain, offset = slope / width, (intercept - center) / width + 0.5
-    else:  # LINEAR (also the default for unknown functions)
-        denominator = max(width - 1.0, 1e-6)
-        gain, offset = slope / denominator, (intercept - center + 0.5) / denominator + 0.5
+    # On the modality values v = slope * x + intercept: gain * v + offset = gain * slope * x + (gain * intercept + offset)
+    unit_gain, unit_offset = window_gain_offset(center, width, function)  # type: ignore[misc]
+    gain, offset = unit_gain * slope, unit_gain * intercept + unit_offset
     if invert:
         gain, offset = -gain, 1.0 - offset
     return _affine_clip(values, gain, offset)

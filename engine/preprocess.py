@@ -34,7 +34,7 @@ from engine.errors import PreprocessError
 from engine.imaging import has_pixels, image_to_unit, pad_to_square, resize, sop_uid, stitch, to_square
 
 __all__ = [
-    "PreparedStudy", "classify_view", "image_to_unit", "load_study", "pad_to_square", "prepare_study", "resize",
+    "PreparedStudy", "classify_view", "classify_view_texts", "image_to_unit", "load_study", "pad_to_square", "prepare_study", "resize",
     "select_images", "stitch", "study_pixel_values", "to_square", "unit_images_to_pixel_values",
 ]
 
@@ -156,7 +156,10 @@ def _read(file: Path) -> Dataset | None:
 
 def classify_view(ds: Dataset) -> str | None:
     """"frontal", "lateral" or None (unknown), from View Position, then View Code Sequence, then the
-    words of Series Description / Image Comments / Acquisition Device Processing Description."""
+    words of Series Description / Image Comments / Acquisition Device Processing Description.
+
+    The one reading of views: the viewer classifies the index's View Position and Series Description
+    with `classify_view_texts`, the same rule without the code sequence."""
     kind = _classify_words(ds.get("ViewPosition"))
     if kind:
         return kind
@@ -164,8 +167,14 @@ def classify_view(ds: Dataset) -> str | None:
         kind = _classify_code(item)
         if kind:
             return kind
-    for keyword in TEXT_KEYWORDS:
-        kind = _classify_words(ds.get(keyword))
+    return classify_view_texts(*(ds.get(keyword) for keyword in TEXT_KEYWORDS))
+
+
+def classify_view_texts(*texts: object) -> str | None:
+    """The first of `texts` that names one view kind decides; a text naming both ("PA LAT") or an
+    oblique / decubitus view decides nothing, and the next text is read."""
+    for text in texts:
+        kind = _classify_words(text)
         if kind:
             return kind
     return None
