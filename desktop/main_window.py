@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
 
 from desktop.draft_panel import DraftPanel
 from desktop.models_page import ModelsDialog, ModelsPage
@@ -24,14 +24,24 @@ from desktop.status import MessageBanner, StatusBar
 from desktop.tasks import Background
 from desktop.viewer import Viewer
 from desktop.worklist import WorklistFeed, WorklistPanel
+from dicom_node.drafts import WorkingDraft, save_working_draft, working_draft
 from dicom_node.reports import format_date, person_name
 from engine.provenance import validate_for_signing
 
 SHORTCUTS = {
     "Next study": "Ctrl+Down", "Previous study": "Ctrl+Up", "Draft findings and impression": "Ctrl+D",
     "Impression from findings": "Ctrl+Shift+I", "Accept AI text": "Ctrl+Shift+A", "Sign": "Ctrl+Return",
+    "Sign and open the next study": "Ctrl+Shift+Return",
     "Search worklist": "Ctrl+F", "Models…": "Ctrl+M", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q",
 }
+
+
+AUTOSAVE_AFTER_MS = 300  # after the last keystroke: the text is in the store well within a second
+
+
+def has_typed_text(saved: WorkingDraft) -> bool:
+    return any(origin == "human" and text.strip() for section in saved.sections.values()
+               for origin, _, text in section.get("runs", ()))
 
 
 class MainWindow(QMainWindow):
@@ -68,6 +78,12 @@ class MainWindow(QMainWindow):
         self._queue_section: str | None = None  # section the drafting queue streams into the open study
         self._status_busy = False
         self.models_dialog: ModelsDialog | None = None  # made on first use
+        self.question: QMessageBox | None = None  # the last question asked (tests answer it)
+        self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_AFTER_MS)
+        self._autosave.timeout.connect(self.save_working_text)
+        self._unsaved: tuple[str, dict] | None = None  # study uid, panel state not yet in the store
+        self._saving = False
+        self.autosaves = 0  # saves that reached the store (tests wait on it)
         self._problems_shown = set(workstation.problems)
         self._timers = [QTimer(self, interval=1000), QTimer(self, interval=3000)]
         self._timers[0].timeout.connect(self.refresh_status)
@@ -91,10 +107,15 @@ class MainWindow(QMainWindow):
         b.report_sent.connect(self._report_sent)
         self.section_piece.connect(self._section_piece)
         self.worklist.study_opened.connect(self.open_study)
+        b.draft_failed.connect(self._queue_failed)
         p = self.panel
+        for editor in (p.findings, p.impression):
+            editor.edited.connect(self._text_edited)
+        self.setTabOrder(self.viewer, p.findings)
+        self.setTabOrder(p.findings, p.impression)
         p.draft_requested.connect(self.draft_section)
         p.impression_from_findings_requested.connect(self.impression_from_findings)
-        p.sign_requested.connect(self.sign)
+        p.sign_requested.connect(lambda: self.sign())
         p.send_requested.connect(self.send)
         p.export_requested.connect(self.export)
         menu = self.menuBar().addMenu("&RadDraft")
@@ -102,7 +123,8 @@ class MainWindow(QMainWindow):
                            ("Previous study", lambda: self.worklist.open_relative(-1)),
                            ("Draft findings and impression", self.draft_both),
                            ("Impression from findings", self.impression_from_findings),
-                           ("Accept AI text", self.panel.accept_ai), ("Sign", self.sign),
+                           ("Accept AI text", self.panel.accept_ai), ("Sign", lambda: self.sign()),
+                           ("Sign and open the next study", self.sign_and_next),
                            ("Search worklist", lambda: self.worklist.search.setFocus()),
                            ("Models…", self.open_models), ("Settings…", self.open_settings), ("Quit", self.close)):
             action = QAction(name, self, shortcut=QKeySequence(SHORTCUTS[name]))
@@ -160,11 +182,17 @@ class MainWindow(QMainWindow):
     # -- opening a study -------------------------------------------------------------------------------
     @Slot(str)
     def open_study(self, study_uid: str) -> None:
+        self.save_working_text()  # the study being left: its text is saved before the panel changes
         self._opening = study_uid
-        self.background.run(lambda: self.ws.open_study(study_uid), self._show_study,
+        self.background.run(lambda: self._load_study(study_uid, True), self._show_study,
                             self._failed("Cannot open the study"))
 
-    def _show_study(self, opened) -> None:
+    def _load_study(self, study_uid: str, mark: bool):
+        """On a worker thread: the study and the unsigned text autosaved for it."""
+        return self.ws.open_study(study_uid, mark=mark), working_draft(self.ws.store.index, study_uid)
+
+    def _show_study(self, loaded) -> None:
+        opened, saved = loaded
         if opened.study.study_uid != self._opening:
             return  # another study was asked for meanwhile
         self.opened, self.generating, self._queue_section = opened, set(), None
@@ -176,16 +204,60 @@ class MainWindow(QMainWindow):
         self.panel.show_critical(critical if opened.report is None else ())
         if opened.report is not None:
             self.panel.show_signed(opened.report, opened.sends)
+        elif saved is not None and (opened.draft is None or saved.saved_at >= opened.draft.created_at
+                                    or has_typed_text(saved)):
+            self.panel.restore(saved.sections, saved.saved_at)
         elif opened.draft is not None:
             self.panel.show_draft(opened.draft)
         else:
             self.panel.source.setText(f"No draft yet ({study.state.value}).")
+        if opened.report is None:
+            self.panel.findings.setFocus()  # at the end of its text (the editor puts the cursor there)
         self.feed.request()
 
     def _reload(self, then=None) -> None:
         if self.opened is not None:
             uid = self.opened.study.study_uid
-            self.background.run(lambda: self.ws.open_study(uid, mark=False), then or self._show_study)
+            self.background.run(lambda: self._load_study(uid, False), then or self._show_study)
+
+    # -- autosave: the unsigned text of the open study, in the store within a second of typing -----------
+    def _text_edited(self) -> None:
+        if self.opened is None or self.panel.signed or self.opened.report is not None:
+            return
+        self._unsaved = (self.opened.study.study_uid, self.panel.state())
+        self._autosave.start()
+
+    def save_working_text(self) -> None:
+        """Write the pending text now (one save in flight at a time: the store never goes back in time)."""
+        self._autosave.stop()
+        if self._unsaved is None or self._saving:
+            return
+        (uid, state), self._unsaved = self._unsaved, None
+        self._saving = True
+        who = self.ws.config.reading.radiologist
+
+        def saved(_) -> None:
+            self._saving = False
+            self.autosaves += 1
+            if self._unsaved is not None:
+                self.save_working_text()
+
+        def failed(error: Exception) -> None:
+            self._saving = False
+            if self._unsaved is None:
+                self._unsaved = (uid, state)  # kept for the next try
+            self._failed("Your text could not be saved")(error)
+
+        self.background.run(lambda: save_working_draft(self.ws.store.index, uid, state, saved_by=who),
+                            saved, failed)
+
+    def ask(self, question: str) -> bool:
+        """Ask before the model replaces the radiologist's text."""
+        box = self.question = QMessageBox(QMessageBox.Icon.Question, "RadDraft", question,
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.setInformativeText("Your text is replaced by the model's; Ctrl+Z in the section brings it back.")
+        return box.exec() == QMessageBox.StandardButton.Yes
 
     def _untouched(self) -> bool:
         """Nothing typed by the radiologist: the editors may be replaced by the model's text."""
@@ -210,6 +282,13 @@ class MainWindow(QMainWindow):
             self.panel.start_stream(section, "drafting queue")
         self.panel.append_stream(section, text)
 
+    @Slot(str, str)
+    def _queue_failed(self, study_uid: str, reason: str) -> None:
+        if self._is_open(study_uid) and self._queue_section is not None:
+            section, self._queue_section = self._queue_section, None
+            if section:
+                self.panel.end_stream(section, f"Drafting failed: {reason}")
+
     @Slot(str, int)
     def _queue_finished(self, study_uid: str, draft_id: int) -> None:
         if self._is_open(study_uid) and self._untouched() and not self.generating:
@@ -218,7 +297,8 @@ class MainWindow(QMainWindow):
 
     # -- drafting on demand ----------------------------------------------------------------------------
     def draft_both(self) -> None:
-        self.draft_section("findings", then=lambda: self.draft_section("impression"))
+        if self._may_replace(("findings", "impression")):
+            self.draft_section("findings", then=lambda: self.draft_section("impression", asked=True), asked=True)
 
     def impression_from_findings(self) -> None:
         findings = self.panel.findings.section.text.strip()
@@ -227,9 +307,17 @@ class MainWindow(QMainWindow):
             return
         self.draft_section("impression", findings=findings)
 
+    def _may_replace(self, sections) -> bool:
+        typed = [name for name in sections if self.panel.editor(name).has_human_text()]
+        if not typed or self.opened is None or self.panel.signed:
+            return True
+        return self.ask(f"Replace the text you wrote in {' and '.join(typed)} with a new draft?")
+
     @Slot(str)
-    def draft_section(self, section: str, findings: str | None = None, then=None) -> None:
+    def draft_section(self, section: str, findings: str | None = None, then=None, asked: bool = False) -> None:
         if self.opened is None or section in self.generating or self.panel.signed or self.ws.model is None:
+            return
+        if not asked and not self._may_replace((section,)):
             return
         uid, model = self.opened.study.study_uid, self.ws.model.model_id
         self.generating.add(section)
@@ -242,13 +330,16 @@ class MainWindow(QMainWindow):
         def done(text: str) -> None:
             self.generating.discard(section)
             if self._is_open(uid):
-                self.panel.source.setText(f"{section.capitalize()} drafted by {model}: blue text is the model's "
-                                          "until you edit or accept it.")
+                self.panel.end_stream(section, f"{section.capitalize()} drafted by {model}: blue text is the "
+                                      "model's until you edit or accept it.")
                 if then:
                     then()
 
         def failed(error: Exception) -> None:
             self.generating.discard(section)
+            if self._is_open(uid):
+                self.panel.end_stream(section, f"Drafting the {section} failed: {error}. Ctrl+Z brings back "
+                                      "the text it replaced.")
             self._failed(f"Drafting the {section} failed")(error)
 
         self.background.run(lambda: self.ws.draft_section(uid, section, findings, piece), done, failed)
@@ -259,7 +350,10 @@ class MainWindow(QMainWindow):
             self.panel.append_stream(section, text)
 
     # -- signing, sending, exporting -------------------------------------------------------------------
-    def sign(self) -> None:
+    def sign_and_next(self) -> None:
+        self.sign(then=lambda: self.worklist.open_relative(1))
+
+    def sign(self, then=None) -> None:
         if self.opened is None or self.panel.signed or self.generating:
             return
         sections = self.panel.sections()
@@ -286,9 +380,12 @@ class MainWindow(QMainWindow):
                                 signed, failed)
 
         def signed(report) -> None:
+            self._unsaved = None if self._unsaved and self._unsaved[0] == uid else self._unsaved
             self.status_bar.notify(f"Report signed ({report.ai_share_kept:.0%} of the AI text kept).")
             self.feed.request()
             self._reload()
+            if then is not None:
+                then()
 
         def failed(error: Exception) -> None:
             self.panel.sign.setEnabled(True)
@@ -349,12 +446,16 @@ class MainWindow(QMainWindow):
         self.background.run(lambda: self.ws.apply_settings(changes), applied, self._failed("Settings not applied"))
 
     def shutdown(self) -> None:
+        self.save_working_text()
         for timer in self._timers:
             timer.stop()
         if self.models_dialog is not None:
             self.models_dialog.page.shutdown()
         self.bridge.close()
         self.background.wait(15000)
+        if self._unsaved is not None:  # typed while the last save was in flight: nothing runs after us
+            (uid, state), self._unsaved = self._unsaved, None
+            save_working_draft(self.ws.store.index, uid, state, saved_by=self.ws.config.reading.radiologist)
 
     def closeEvent(self, event) -> None:
         self.shutdown()

@@ -85,12 +85,16 @@ class WorkingDraft:
 
 
 def save_working_draft(index: Index, study_uid: str, sections: dict[str, Any], *, saved_by: str = "",
-                       now: float | None = None) -> WorkingDraft:
-    """Keep `sections` as the study's unsigned text (replacing the previous save), in one transaction."""
+                       now: float | None = None) -> WorkingDraft | None:
+    """Keep `sections` as the study's unsigned text (replacing the previous save), in one transaction.
+    None when the study is signed meanwhile (a save that arrives after the signing is not kept)."""
     now = time.time() if now is None else now
     with index.transaction() as conn:
-        if conn.execute("SELECT 1 FROM studies WHERE study_uid = ?", (study_uid,)).fetchone() is None:
+        row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        if row is None:
             raise KeyError(f"unknown study {study_uid}")
+        if StudyState(row[0]) in (StudyState.SIGNED, StudyState.SENT):
+            return None
         conn.execute(
             "INSERT INTO working_drafts(study_uid, saved_at, saved_by, sections) VALUES (?,?,?,?) "
             "ON CONFLICT(study_uid) DO UPDATE SET saved_at = excluded.saved_at, saved_by = excluded.saved_by, "

@@ -166,3 +166,5 @@ def test_working_draft_is_replaced_on_each_save_and_removed_by_signing(store, tm
         save_working_draft(store.index, "1.2.3.unknown", first)
     sign_report(store.index, report(uid))
     assert working_draft(store.index, uid) is None  # the signed report is the text now
+    assert save_working_draft(store.index, uid, second) is None  # a save landing after the signing
+    assert working_draft(store.index, uid) is None
