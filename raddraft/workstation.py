@@ -341,7 +341,8 @@ class Workstation:
             impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
             draft_id=draft_id, ai_share_kept=round(metrics.ai_share_kept, 4), edit_distance=metrics.edit_distance,
             detail={"ai_characters_written": metrics.ai_characters_written,
-                    "ai_characters_kept": metrics.ai_characters_kept, "sections": metrics.sections,
+                    "ai_characters_kept": metrics.ai_characters_kept,
+                    "ai_characters_accepted_unchanged": metrics.ai_characters_accepted, "sections": metrics.sections,
                     "model": self.model.model_id if self.model else "", **review_detail(checks, review)}),
             queue_send=pacs.configured and pacs.send_on_sign)
         try:
