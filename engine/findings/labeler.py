@@ -27,10 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.findings.rules import (
+    ALTERNATIVE_AFTER,
+    ALTERNATIVE_BEFORE,
     CRITICAL_TARGETS,
     DROPPED_DEFAULT_MODIFIERS,
     IGNORE,
     MODIFIERS,
+    POSSIBLE,
+    PROBABLE,
+    PROBABLE_HEDGES,
+    PROBABLE_TRAILING,
     TARGETS,
     TRAILING_HEDGE,
     Target,
@@ -60,6 +66,7 @@ _SIDES = (("bilateral", re.compile(r"\b(?:bilateral(?:ly)?|both|bibasilar|bibasa
 _BOTH_SIDES = re.compile(r"\b(?:left|right)\b[\w\s-]{0,30}?\s(?:and|&)\s+(?:the\s+)?(?:left|right)\b(?:\s+[\w-]+){0,3}\s*$")
 _NUMBERED_ITEM = re.compile(r"(?:(?<=\s)|^)\d{1,2}[.)]\s+(?=[A-Za-z])")
 _BLANK_LINE = re.compile(r"\n\s*\n")
+_DOUBLE_STOP = re.compile(r"\.\.(?=\s|$)")  # "effusion.. Left basilar atelectasis": a typed full stop twice
 _ABBREVIATIONS = ((re.compile(r"\b[Ee]\.[Tt]\.(?=\s)"), "ET"), (re.compile(r"\b[Nn]\.[Gg]\.(?=\s)"), "NG"),
                   (re.compile(r"\bvs\.", re.IGNORECASE), "vs"), (re.compile(r"\bapprox\.", re.IGNORECASE), "approx"),
                   (re.compile(r"\b[Dd]r\."), "Dr"))
@@ -77,6 +84,7 @@ class Mention:
     side: str  # "left", "right", "bilateral" or "" as the sentence says around the mention
     historical: bool = False
     hypothetical: bool = False  # a reason for more imaging ("CT to exclude a nodule"): no finding stated
+    hedge: str = ""  # an uncertain mention's strength: "probable" or "possible" (engine.findings.rules); else ""
 
 
 def _register_extensions() -> None:
@@ -84,6 +92,8 @@ def _register_extensions() -> None:
 
     if not Span.has_extension("inherent"):
         Span.set_extension("inherent", default=PRESENT)
+    if not Span.has_extension("inherent_hedge"):
+        Span.set_extension("inherent_hedge", default="")
 
 
 class Labeler:
@@ -116,13 +126,15 @@ class Labeler:
         """Labels for every key of `LABEL_KEYS`: "present", "absent", "uncertain" or "not_mentioned"."""
         return labels_from_mentions(self.mentions(text), said_anything=bool(re.search(r"\w", text or "")))
 
-    def label_many(self, texts: list[str]) -> list[dict[str, str]]:
+    def mentions_many(self, texts: list[str]) -> list[list[Mention]]:
         for text in texts:
             if not isinstance(text, str):
                 raise LabelerError(f"report text must be a string, got {type(text).__name__}")
-        docs = self.nlp.pipe(_normalise(text) for text in texts)
-        return [labels_from_mentions(_mentions_of(doc), said_anything=bool(re.search(r"\w", text)))
-                for doc, text in zip(docs, texts)]
+        return [_mentions_of(doc) for doc in self.nlp.pipe(_normalise(text) for text in texts)]
+
+    def label_many(self, texts: list[str]) -> list[dict[str, str]]:
+        return [labels_from_mentions(mentions, said_anything=bool(re.search(r"\w", text)))
+                for mentions, text in zip(self.mentions_many(texts), texts)]
 
 
 def labels_from_mentions(mentions: list[Mention], *, said_anything: bool) -> dict[str, str]:
@@ -165,7 +177,8 @@ def _build_pipeline() -> Any:
         nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";", "\n\n"]})
         matcher = nlp.add_pipe("medspacy_target_matcher", config={"result_type": "group", "prune": False})
         matcher.add([TargetRule(literal=target.key, category=_label(target), pattern=target.pattern,
-                                attributes={"inherent": target.inherent})
+                                attributes={"inherent": target.inherent,
+                                            "inherent_hedge": target.hedge or POSSIBLE})
                      for target in TARGETS + CRITICAL_TARGETS])
         context = nlp.add_pipe("medspacy_context", config={"input_span_type": "group", "rules": None,
                                                            "span_attrs": "default"})
@@ -216,6 +229,7 @@ def _normalise(text: str) -> str:
     "vs.") do not. Offsets are kept: every replacement has the length of what it replaces."""
     for pattern, replacement in _ABBREVIATIONS:
         text = pattern.sub(lambda m, word=replacement: word.ljust(len(m.group())), text)
+    text = _DOUBLE_STOP.sub(". ", text)
     text = _BLANK_LINE.sub(lambda m: " ." + m.group()[2:] if len(m.group()) > 2 else "\n\n", text)
     return _NUMBERED_ITEM.sub(lambda m: " . " + " " * (len(m.group()) - 3), text)
 
@@ -239,14 +253,20 @@ def _mentions_of(doc: Any) -> list[Mention]:
         if section in NOT_FINDINGS_SECTIONS:
             continue
         taken.setdefault(key, []).append((span.start_char, span.end_char))
-        status = _status(span)
-        if status == PRESENT and _hedged_after(span, spans):
+        status, hedge = _status(span), ""
+        trailing = _hedge_after(span, spans) if status == PRESENT else None
+        if trailing is not None:
             status = UNCERTAIN
+            hedge = PROBABLE if PROBABLE_TRAILING.search(trailing) else POSSIBLE
+        elif status == UNCERTAIN:
+            hedge = _hedge_of(span)
+        elif status == PRESENT and _named_as_alternative(span):
+            status, hedge = UNCERTAIN, PROBABLE
         found.append(Mention(key=key, status=status, text=span.text, sentence=span.sent.text.strip(" .\n"),
                              section=section or "", start=span.start_char, end=span.end_char, side=_side(span, spans),
                              historical=bool(span._.is_historical) and not span._.is_negated,
                              hypothetical=bool(span._.is_hypothetical) and not span._.is_negated
-                             and not span._.is_uncertain))
+                             and not span._.is_uncertain, hedge=hedge))
     return sorted(found, key=lambda m: (m.start, m.key))
 
 
@@ -254,16 +274,36 @@ def _overlap(a: Any, b: Any) -> bool:
     return a.start_char < b.end_char and b.start_char < a.end_char
 
 
-def _hedged_after(span: Any, spans: list[Any]) -> bool:
+def _hedge_after(span: Any, spans: list[Any]) -> str | None:
     """"Nodule, possibly a nipple shadow" hedges the nodule; "opacity, which may represent atelectasis" hedges
-    atelectasis only: a hedge after a mention applies to it when no other finding follows the hedge."""
+    atelectasis only: a hedge after a mention applies to it when no other finding follows the hedge. Returns
+    the hedge's words, or None."""
     sentence = span.sent
     hedge = TRAILING_HEDGE.search(span.doc.text[span.end_char:sentence.end_char])
     if hedge is None:
-        return False
+        return None
     hedge_end = span.end_char + hedge.end()
-    return not any(other.start_char >= hedge_end and other.end_char <= sentence.end_char
-                   and not other.label_.startswith(IGNORE.upper() + "|") for other in spans)
+    if any(other.start_char >= hedge_end and other.end_char <= sentence.end_char
+           and not other.label_.startswith(IGNORE.upper() + "|") for other in spans):
+        return None
+    return hedge.group()
+
+
+def _named_as_alternative(span: Any) -> bool:
+    """"Atelectasis or scarring": the mention is one of two alternatives its sentence names."""
+    sentence, text = span.sent, span.doc.text
+    return bool(ALTERNATIVE_AFTER.match(text[span.end_char:sentence.end_char])
+                or ALTERNATIVE_BEFORE.search(text[max(sentence.start_char, span.start_char - 40):span.start_char]))
+
+
+def _hedge_of(span: Any) -> str:
+    """An uncertain mention's strength: its inherent one (an equivocal phrase), else the weakest of the
+    uncertainty modifiers on it."""
+    if span._.inherent == UNCERTAIN:
+        return span._.inherent_hedge
+    cues = {modifier.rule.literal.lower() for modifier in span._.modifiers
+            if modifier.category == "POSSIBLE_EXISTENCE"}
+    return PROBABLE if cues and cues <= PROBABLE_HEDGES else POSSIBLE
 
 
 def _status(span: Any) -> str:

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from engine.findings.vocabulary import ABSENT, PRESENT, UNCERTAIN
 
 IGNORE = "ignore"
+# How sure an uncertain mention is, on the scale radiologists read hedges by (Panicek & Hricak, "How sure are
+# you, doctor?", AJR 2016): "probable" (likely, probably, suggestive of, concerning for, versus: the reader
+# commits to it or to one named alternative) and "possible" (may, could, possible, question, cannot exclude,
+# differential: the reader raises it). Both are "uncertain" labels; MeSH indexers code the first and not the
+# second, which `training.evaluation.real_reports` scores as a convention of its own.
+PROBABLE, POSSIBLE = "probable", "possible"
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class Target:
     inherent: str
     pattern: str
     hides: str = ""
+    hedge: str = ""  # for an UNCERTAIN target: how sure the phrase is: PROBABLE, else POSSIBLE
 
 
 HEART = (r"(?:heart|cardiac silhouette|cardiac shadow|cardiac size|heart size|cardiomediastinal silhouette"
@@ -48,9 +55,10 @@ TARGETS: tuple[Target, ...] = (
            rf"\b(?:top[- ]normal|upper[- ]normal|high[- ]normal)\s+(?:\w+\s+)?(?:{HEART}|heart)"),
     Target("cardiomegaly", UNCERTAIN,
            rf"\b{HEART}(?:\s+[\w,]+){{0,3}}?\s+(?:is\s+|are\s+|appears?\s+|remains?\s+)?(?:at\s+|in\s+)?(?:the\s+)?"
-           r"(?:borderline|mildly\s+prominent)"),
+           r"(?:borderline|mildly\s+prominent)", hedge=PROBABLE),
     Target("cardiomegaly", UNCERTAIN,
-           rf"\bborderline\s+(?:\w+\s+)?(?:cardiomegaly|enlargement(?:\s+of\s+the\s+{HEART})?|{HEART}|heart)"),
+           rf"\bborderline\s+(?:\w+\s+)?(?:cardiomegaly|enlargement(?:\s+of\s+the\s+{HEART})?|{HEART}|heart)",
+           hedge=PROBABLE),
     Target("cardiomegaly", ABSENT,
            rf"\b{HEART}(?:\s+(?:and|&)\s+(?:the\s+)?(?:mediastinal|mediastinum|hilar|pulmonary\s+vascular\w*|vascular\w*)"
            r"(?:\s+(?:contours?|silhouettes?|size|structures|vasculature))?)?"
@@ -185,8 +193,10 @@ MODIFIERS: tuple[tuple, ...] = (
     ("no new", _NEG, "FORWARD", None),
     ("no acute", _NEG, "FORWARD", None),
     # negation, backward (the mention's own predicate)
+    # "not definitely seen"; "XXXX" is a word the IU de-identification removed ("not XXXX seen")
     ("not seen", _NEG, "BACKWARD",
      [{"LOWER": {"IN": ["is", "are", "was", "were"]}, "OP": "?"}, {"LOWER": "not"}, {"LOWER": "been", "OP": "?"},
+      {"LOWER": {"IN": ["definitely", "convincingly", "clearly", "xxxx"]}, "OP": "?"},
       {"LOWER": {"IN": ["seen", "identified", "present", "visualized", "visible", "demonstrated", "evident",
                         "appreciated", "noted", "detected", "apparent", "definitely", "clearly"]}}]),
     ("no longer seen", _NEG, "BACKWARD",
@@ -287,6 +297,20 @@ MODIFIERS: tuple[tuple, ...] = (
                                   {"LOWER": {"IN": ["adjacent", "associated", "new", "mild", "moderate", "small",
                                                     "large", "trace", "a"]}}]),
 )
+
+# The uncertainty modifiers (by their rule's literal, medspaCy's defaults included) that say "probable"; every
+# other uncertainty modifier says "possible". A mention under several hedges takes the weakest ("may represent
+# atelectasis versus pneumonia" is possible).
+PROBABLE_HEDGES = frozenset({
+    "probable", "probably", "likely", "borderline", "versus", "suspected", "suspect", "suggest", "suggestive of",
+    "concerning for", "concern for", "suspicion for", "suspicious for", "worrisome for", "vague", "faint"})
+# A finding named as one of two alternatives ("atelectasis or scarring", "scarring or atelectasis") is
+# uncertain: the reader commits to one of them (probable), as with "versus". Negated lists ("no effusion or
+# pneumothorax") are absent before this applies.
+ALTERNATIVE_AFTER = re.compile(r"^\s*(?:or|and/or)\s+\w", re.IGNORECASE)
+ALTERNATIVE_BEFORE = re.compile(r"\w\s+(?:or|and/or)\s+(?:[\w-]+\s+){0,2}$", re.IGNORECASE)
+# A trailing hedge's words that say "probable" (the rest say "possible").
+PROBABLE_TRAILING = re.compile(r"\b(?:probably|likely|favou?r(?:ing|ed)?)\b", re.IGNORECASE)
 
 # A hedge after a mention ("nodule, possibly a nipple shadow"), before the end of its sentence; it applies
 # backward only when no finding follows it (the labeler checks that).

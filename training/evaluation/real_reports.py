@@ -1,8 +1,13 @@
 """The labeler on real report language: IU X-ray reports scored against their MeSH indexing.
 
 A report is positive for a finding when its MeSH terms name it (any qualifier, "Cardiomegaly/borderline"
-included); the labeler's call is positive when the finding is present or uncertain. Findings + Impression
-are labeled together, as the MeSH indexers read them.
+included). Findings + Impression are labeled together, as the MeSH indexers read them. The labeler's call is
+positive in one of two ways:
+- `score`, the issue's mapping: the finding is present or uncertain;
+- `score_probable`, MeSH's own convention for hedges: the finding is present or *probable* ("likely",
+  "suggestive of", "versus", "borderline"). The IU indexers code probable findings and leave possible ones
+  ("may represent", "could", "cannot exclude", "question of", "differential") to the observation they explain
+  (Opacity, Markings, Costophrenic Angle/blunted). The labels stay "uncertain" for both strengths.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.findings.labeler import Mention
+from engine.findings.rules import PROBABLE
 from engine.findings.vocabulary import PRESENT, UNCERTAIN
 
 # Our key -> the MeSH main headings that index it.
@@ -63,13 +70,31 @@ def read_reports(path: Path) -> list[RealReport]:
 
 
 def score(reports: Iterable[RealReport], predict: Callable[[list[str]], list[dict[str, str]]]) -> Scores:
+    """The issue's mapping: a present or uncertain label is positive."""
     reports = list(reports)
     labels = predict([r.text for r in reports])
+    return _scores(reports, [frozenset(k for k in SCORED_KEYS if label.get(k) in (PRESENT, UNCERTAIN))
+                             for label in labels])
+
+
+def probable_positives(mentions: list[Mention]) -> frozenset[str]:
+    """The findings a MeSH indexer would code: stated present, or uncertain at the "probable" strength."""
+    return frozenset(m.key for m in mentions if m.key in MESH_MAPPING and not m.historical and not m.hypothetical
+                     and (m.status == PRESENT or (m.status == UNCERTAIN and m.hedge == PROBABLE)))
+
+
+def score_probable(reports: Iterable[RealReport], mentions_many: Callable[[list[str]], list[list[Mention]]]) -> Scores:
+    """MeSH's convention for hedges: a present or probable finding is positive, a possible one is not."""
+    reports = list(reports)
+    return _scores(reports, [probable_positives(m) for m in mentions_many([r.text for r in reports])])
+
+
+def _scores(reports: list[RealReport], calls: list[frozenset[str]]) -> Scores:
     per_key = {}
     for key in SCORED_KEYS:
         tp = fp = fn = 0
-        for report, label in zip(reports, labels):
-            called = label.get(key) in (PRESENT, UNCERTAIN)
+        for report, positives in zip(reports, calls):
+            called = key in positives
             true = key in report.truth
             tp += called and true
             fp += called and not true
