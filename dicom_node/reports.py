@@ -88,6 +88,7 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
             why = ("its images are still arriving" if current == StudyState.RECEIVING
                    else "it is already signed")
             raise SigningError(f"the study cannot be signed: {why} ({current.value})")
+        signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
         cursor = conn.execute(
             "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
             "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -101,6 +102,59 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
         if queue_send:
             _insert_send(conn, signed.id, signed.study_uid, now)
     return signed
+
+
+AMENDABLE = frozenset({StudyState.SIGNED, StudyState.SENT})
+
+
+def sign_amendment(index: Index, report: SignedReport, amends: SignedReport, addendum: str, *,
+                   queue_send: bool = False, now: float | None = None) -> SignedReport:
+    """Save `report` as an amendment of the signed report `amends` (an addendum or a correction): a new
+    report of the same study, whose SR goes in the same series and refers to the one it replaces; the study
+    is "signed" again until its SR is sent. One transaction."""
+    if not addendum.strip():
+        raise SigningError("say what the amendment changes (the addendum text)")
+    if amends.study_uid != report.study_uid or not amends.id:
+        raise SigningError("an amendment replaces a signed report of the same study")
+    problems = [f"{name} is empty" for name in ("findings", "impression") if not getattr(report, name).strip()]
+    if not report.signed_by.strip():
+        problems.append("nobody is signing (set the radiologist's name in the settings)")
+    if problems:
+        raise SigningError("; ".join(problems))
+    now = time.time() if now is None else now
+    detail = {**report.detail, "amends": amends.id, "addendum": addendum.strip(),
+              "revision": int(amends.detail.get("revision", 0)) + 1,
+              "predecessor": {"study_uid": amends.study_uid, "series_uid": amends.sr_series_uid,
+                              "sop_instance_uid": amends.sr_sop_instance_uid}}
+    signed = replace(report, signed_at=now, detail=detail, sr_series_uid=amends.sr_series_uid,
+                     sr_sop_instance_uid=report.sr_sop_instance_uid or generate_uid())
+    with index.transaction() as conn:
+        row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (report.study_uid,)).fetchone()
+        if row is None or StudyState(row[0]) not in AMENDABLE:
+            raise SigningError("only a signed or sent report can be amended")
+        latest = conn.execute("SELECT MAX(id) FROM reports WHERE study_uid = ?", (report.study_uid,)).fetchone()[0]
+        if latest != amends.id:
+            raise SigningError(f"report {amends.id} was amended already: amend the latest one ({latest})")
+        signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
+        cursor = conn.execute(
+            "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
+            "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (signed.study_uid, now, signed.signed_by, signed.findings, signed.impression, signed.draft_id,
+             float(signed.ai_share_kept), int(signed.edit_distance), signed.sr_series_uid,
+             signed.sr_sop_instance_uid, json.dumps(signed.detail, sort_keys=True)),
+        )
+        signed = replace(signed, id=int(cursor.lastrowid or 0))
+        Index.set_state(conn, signed.study_uid, StudyState(row[0]), StudyState.SIGNED,
+                        f"amended by {signed.signed_by} (report {amends.id} replaced)", now)
+        if queue_send:
+            _insert_send(conn, signed.id, signed.study_uid, now)
+    return signed
+
+
+def reports_of(index: Index, study_uid: str) -> list[SignedReport]:
+    """Every report of the study, oldest first: the original and its amendments (the history)."""
+    rows = index.reader().execute("SELECT * FROM reports WHERE study_uid = ? ORDER BY id", (study_uid,)).fetchall()
+    return [_report(row) for row in rows]
 
 
 def latest_report(index: Index, study_uid: str) -> SignedReport | None:
@@ -195,10 +249,55 @@ def record_send_failure(index: Index, item_id: int, error: str, next_attempt_at:
 
 
 # -- reading -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChangedInstance:
+    """An image of a signed study received after its last report was signed."""
+
+    sop_instance_uid: str
+    kind: str  # "replaced" (same SOP Instance UID, new content) or "new"
+    received_at: float
+    instance_number: int | None = None
+
+
+def _images_now(conn: Any, study_uid: str) -> dict[str, float]:
+    """The study's instances as signed: SOP Instance UID -> when that content was received."""
+    rows = conn.execute("SELECT sop_instance_uid, received_at FROM instances WHERE study_uid = ?", (study_uid,))
+    return {row[0]: row[1] for row in rows}
+
+
+def changed_after_signing(index: Index, study_uid: str) -> list[ChangedInstance]:
+    """The instances that are not as the study's latest report was signed on: new ones, and replaced ones
+    (same SOP Instance UID, content received since). Empty when unsigned or unchanged."""
+    report = latest_report(index, study_uid)
+    if report is None:
+        return []
+    seen = report.detail.get("images_signed")
+    rows = index.reader().execute("SELECT sop_instance_uid, received_at, instance_number FROM instances "
+                                  "WHERE study_uid = ? ORDER BY received_at", (study_uid,)).fetchall()
+    changed = []
+    for uid, received_at, number in rows:
+        if seen is None:  # signed before images were recorded with the report: by time
+            if received_at > report.signed_at:
+                changed.append(ChangedInstance(uid, "new", received_at, number))
+        elif uid not in seen:
+            changed.append(ChangedInstance(uid, "new", received_at, number))
+        elif abs(float(seen[uid]) - received_at) > 1e-6:
+            changed.append(ChangedInstance(uid, "replaced", received_at, number))
+    return changed
+
+
+def close_readings(index: Index, by: str, *, keep: str = "") -> None:
+    """`by` is no longer reading the studies they opened (but `keep`): "in progress" clears."""
+    with index.transaction() as conn:
+        conn.execute("DELETE FROM readings WHERE opened_by = ? AND study_uid != ?", (by, keep))
+
+
 def mark_opened(index: Index, study_uid: str, by: str, *, now: float | None = None) -> None:
-    """Record that `by` opened the study (the worklist shows it in progress)."""
+    """Record that `by` opened the study (the worklist shows it in progress); the study `by` had open
+    before is no longer in progress."""
     now = time.time() if now is None else now
     with index.transaction() as conn:
+        conn.execute("DELETE FROM readings WHERE opened_by = ? AND study_uid != ?", (by, study_uid))
         conn.execute("INSERT INTO readings(study_uid, opened_at, opened_by) VALUES (?,?,?) "
                      "ON CONFLICT(study_uid) DO UPDATE SET opened_at = excluded.opened_at, "
                      "opened_by = excluded.opened_by", (study_uid, now, by))

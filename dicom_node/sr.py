@@ -170,6 +170,7 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
     ds.VerifyingObserverSequence = DicomSequence([observer])
     ds.PerformedProcedureCodeSequence = DicomSequence()
     ds.CurrentRequestedProcedureEvidenceSequence = _evidence(study.study_uid, instances)
+    _mark_amendment(ds, report)
     # SR Document Content: the root container and its tree.
     ds.ValueType = "CONTAINER"
     ds.ConceptNameCodeSequence = DicomSequence([REPORT_TITLE])
@@ -183,8 +184,37 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
         *_observer_context(report.signed_by),
         _section(FINDINGS_SECTION, FINDING, report.findings),
         _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression, *_communication_items(report)),
+        *_addendum_section(report),
     ])
     return ds
+
+
+ADDENDUM = code("121078", "DCM", "Addendum")
+
+
+def _mark_amendment(ds: Dataset, report: SignedReport) -> None:
+    """An amendment (IHE SINR: a revised report) refers to the SR it replaces in the Predecessor Documents
+    Sequence, and is the next instance of the same series."""
+    predecessor = report.detail.get("predecessor")
+    if not predecessor:
+        return
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = BASIC_TEXT_SR
+    ref.ReferencedSOPInstanceUID = predecessor["sop_instance_uid"]
+    series = Dataset()
+    series.SeriesInstanceUID = predecessor["series_uid"]
+    series.ReferencedSOPSequence = DicomSequence([ref])
+    study = Dataset()
+    study.StudyInstanceUID = predecessor["study_uid"]
+    study.ReferencedSeriesSequence = DicomSequence([series])
+    ds.PredecessorDocumentsSequence = DicomSequence([study])
+    ds.InstanceNumber = int(report.detail.get("revision", 1)) + 1
+    ds.SeriesDescription = "RadDraft signed report (amended)"
+
+
+def _addendum_section(report: SignedReport) -> list[Dataset]:
+    addendum = str(report.detail.get("addendum", "")).strip()
+    return [_section(ADDENDUM, ADDENDUM, addendum)] if addendum else []
 
 
 def sr_path(root: Path, report: SignedReport) -> Path:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from dicom_node.index import Index, StudyState
 
-BADGES = ("receiving", "stable", "drafting", "drafted", "failed", "signed", "sending", "send failed", "sent")
+BADGES = ("receiving", "stable", "drafting", "drafted", "failed", "signed", "sending", "send failed", "sent",
+          "changed after signing")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class WorklistRow:
     send_attempts: int
     send_error: str
     critical: tuple[str, ...] = ()  # critical findings the current draft states ("pneumothorax (tension or large)")
+    changed_after_signing: int = 0  # instances received (new or replaced) after the last report was signed
+    amendments: int = 0  # reports that replaced an earlier one (addenda, corrections)
 
     @property
     def critical_unread(self) -> bool:
@@ -51,6 +54,8 @@ class WorklistRow:
 
     @property
     def badge(self) -> str:
+        if self.changed_after_signing:
+            return "changed after signing"
         if self.state == StudyState.SIGNED and self.send_status == "pending":
             return "send failed" if self.send_attempts else "sending"
         return self.state.value
@@ -60,7 +65,16 @@ class WorklistRow:
         """The reason behind the badge (a tooltip)."""
         if self.badge == "send failed":
             return f"send failed {self.send_attempts}x, retrying: {self.send_error}"
+        if self.changed_after_signing:
+            return (f"{self.changed_after_signing} image(s) received after the report was signed "
+                    f"({self.state.value}): open it to review them and add an addendum")
         parts = [self.state_reason] if self.state_reason else []
+        if self.amendments > 0:
+            parts.append(f"report amended {self.amendments}x")
+        if self.has_draft and self.state == StudyState.RECEIVING:
+            # A speculative draft (dicom_node/stability.py) came before these images: say so.
+            parts.append("the draft was made before the latest images arrived; it is drafted again "
+                         "once the study is complete")
         if self.in_progress:
             opened = time.strftime("%H:%M", time.localtime(self.opened_at))
             parts.append(f"opened by {self.opened_by or 'someone'} at {opened}")
@@ -78,7 +92,14 @@ SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
        COALESCE(o.status, '') AS send_status, COALESCE(o.attempts, 0) AS send_attempts,
        COALESCE(o.last_error, '') AS send_error,
        COALESCE((SELECT json_extract(d.detail, '$.critical') FROM drafts d
-                 WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1), '[]') AS critical
+                 WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1), '[]') AS critical,
+       (SELECT COUNT(*) FROM instances i JOIN reports p ON p.id = (SELECT MAX(id) FROM reports q
+                WHERE q.study_uid = s.study_uid)
+            WHERE i.study_uid = s.study_uid AND CASE WHEN json_type(p.detail, '$.images_signed') IS NULL
+                THEN i.received_at > p.signed_at
+                ELSE COALESCE(ABS(json_extract(p.detail, '$.images_signed."' || i.sop_instance_uid || '"')
+                                  - i.received_at) > 1e-6, 1) END) AS changed_after_signing,
+       (SELECT COUNT(*) - 1 FROM reports p WHERE p.study_uid = s.study_uid) AS amendments
 FROM studies s
 LEFT JOIN readings r ON r.study_uid = s.study_uid
 LEFT JOIN outbox o ON o.id = (SELECT MAX(id) FROM outbox x WHERE x.study_uid = s.study_uid)
@@ -99,6 +120,7 @@ def _row(row: object) -> WorklistRow:
     values = dict(row)  # type: ignore[call-overload]
     values["state"] = StudyState(values["state"])
     values["has_draft"] = bool(values["has_draft"])
+    values["amendments"] = max(0, values["amendments"])
     critical = json.loads(values["critical"] or "[]")
     values["critical"] = tuple(str(c) for c in critical) if isinstance(critical, list) else ()
     return WorklistRow(**values)

@@ -11,6 +11,7 @@ window/level. numpy + pydicom only; the desktop viewer calls these from worker t
 
 from __future__ import annotations
 
+import os
 import math
 import threading
 from collections import OrderedDict
@@ -169,11 +170,16 @@ class FrameCache:
 
     def __init__(self, capacity: int = 24) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[str, int], DisplayFrame] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int, int], DisplayFrame] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, path: Path | str, frame: int = 0) -> DisplayFrame:
-        key = (str(path), frame)
+        try:  # a file replaced in place (a corrected instance resent) is another key: never the old pixels
+            stat = os.stat(path)
+            version: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = (0, 0)
+        key = (str(path), frame, *version)
         with self._lock:
             cached = self._items.get(key)
             if cached is not None:

@@ -168,3 +168,31 @@ def test_working_draft_is_replaced_on_each_save_and_removed_by_signing(store, tm
     assert working_draft(store.index, uid) is None  # the signed report is the text now
     assert save_working_draft(store.index, uid, second) is None  # a save landing after the signing
     assert working_draft(store.index, uid) is None
+
+
+def test_images_changed_after_signing_are_named_until_an_amendment_covers_them(store, tmp_path):
+    import pydicom
+
+    from dicom_node.reports import changed_after_signing, sign_amendment
+
+    uid = add_study(store, tmp_path)
+    original = store.index.instances_of(uid)[0]
+    signed = sign_report(store.index, report(uid))
+    assert changed_after_signing(store.index, uid) == [] and worklist_row(store.index, uid).badge == "signed"
+    ds = pydicom.dcmread(store.path_of(original))  # a corrected instance: same SOP Instance UID, new pixels
+    ds.PixelData = bytes(len(ds.PixelData))
+    corrected = tmp_path / "corrected.dcm"
+    ds.save_as(corrected)
+    store.put(ReceivedInstance.from_part10(corrected.read_bytes()))
+    extra = tmp_path / "extra.dcm"
+    copy_with_fresh_uids(sample_path("CT_small.dcm"), extra, study_uid=uid)
+    store.put(ReceivedInstance.from_part10(extra.read_bytes()))
+    changes = changed_after_signing(store.index, uid)
+    assert sorted(c.kind for c in changes) == ["new", "replaced"]
+    assert original.sop_instance_uid in {c.sop_instance_uid for c in changes}
+    row = worklist_row(store.index, uid)
+    assert row.state == StudyState.SIGNED and row.badge == "changed after signing" and row.changed_after_signing == 2
+    sign_amendment(store.index, report(uid, findings="Lungs clear on the corrected images."), signed, "Images corrected.")
+    row = worklist_row(store.index, uid)
+    assert changed_after_signing(store.index, uid) == [] and row.badge == "signed" and row.amendments == 1
+    assert "amended 1x" in row.badge_detail

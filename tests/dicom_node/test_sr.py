@@ -10,7 +10,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_node.index import StudyState
-from dicom_node.reports import SignedReport, sign_report
+from dicom_node.reports import SignedReport, SigningError, sign_report
 from dicom_node.settings import StoreSettings
 from dicom_node.sr import BASIC_TEXT_SR, build_report_sr, clean_text, section_texts, write_report_sr
 from dicom_node.store import ReceivedInstance, Store
@@ -95,4 +95,36 @@ def test_critical_communication_is_a_text_item_of_the_impressions_and_passes_dci
     dciodvfy = require_tool("dciodvfy")
     verdict = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
     output = verdict.stdout + verdict.stderr
+    assert "Error" not in output and "Warning" not in output, output
+
+
+def test_amendment_refers_to_the_report_it_replaces_and_passes_dciodvfy(tmp_path, signed):
+    from dicom_node.reports import latest_report, reports_of, sign_amendment
+    from dicom_node.sr import section_texts as texts_of
+
+    store, first = signed
+    amended = sign_amendment(store.index, SignedReport(
+        first.study_uid, findings="Small right effusion.\nNo pneumothorax.", impression="Effusion (small), right.",
+        signed_by="Smith^Anna"), first, "Side corrected: the effusion is on the right.")
+    assert store.index.study(first.study_uid).state == StudyState.SIGNED
+    assert [r.id for r in reports_of(store.index, first.study_uid)] == [first.id, amended.id]
+    assert latest_report(store.index, first.study_uid) == amended
+    with pytest.raises(SigningError):  # the original is no longer the latest: amend the amendment
+        sign_amendment(store.index, SignedReport(first.study_uid, "F.", "I.", "Smith^Anna"), first, "again")
+    with pytest.raises(SigningError):
+        sign_amendment(store.index, SignedReport(first.study_uid, "F.", "I.", "Smith^Anna"), amended, " ")
+    path = write_report_sr(store.root, amended, store.index.study(first.study_uid),
+                           store.index.instances_of(first.study_uid))
+    ds = pydicom.dcmread(path)
+    predecessor = ds.PredecessorDocumentsSequence[0]
+    reference = predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert (predecessor.StudyInstanceUID, reference.ReferencedSOPInstanceUID) == (
+        first.study_uid, first.sr_sop_instance_uid)
+    assert ds.SeriesInstanceUID == first.sr_series_uid and ds.SOPInstanceUID != first.sr_sop_instance_uid
+    assert ds.InstanceNumber == 2 and ds.ContentSequence[-1].ConceptNameCodeSequence[0].CodeMeaning == "Addendum"
+    assert texts_of(ds)["findings"] == "Small right effusion.\nNo pneumothorax."
+    dciodvfy = require_tool("dciodvfy")
+    verdict = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    output = verdict.stdout + verdict.stderr
+    assert "BasicTextSR" in output
     assert "Error" not in output and "Warning" not in output, output
