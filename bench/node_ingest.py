@@ -2,10 +2,14 @@
 dcmtk's storescp and Orthanc, alternately, several runs each; prints medians and ratios.
 
     python bench/node_ingest.py [--count 200] [--size 512] [--runs 3] [--nagle-count 40]
+                                [--associations 4] [--per-association 60]
 
 RadDraft keeps fsync on (every instance is durable before it is acknowledged); storescp does not
 fsync; Orthanc runs with SyncStorageArea true. Each run starts the receiver on an empty store.
-A second table repeats the runs with TCP_NODELAY unset on the sender (as many PACS leave it).
+The second table sends `--associations` studies at once, one storescu (one association) each, as a
+PACS that forwards several studies; the time is from the first connect to the last acknowledgement.
+A last table repeats the single-association runs with TCP_NODELAY unset on the sender (as many PACS
+leave it). Ratios are of medians over runs made in the same rounds, the receivers alternating.
 """
 
 from __future__ import annotations
@@ -93,13 +97,17 @@ RECEIVERS: dict[str, Callable] = {"RadDraft node (fsync)": raddraft, "dcmtk stor
                                   "Orthanc (SyncStorageArea)": orthanc}
 
 
-def send(files: list[Path], port: int, aet: str, nodelay: bool) -> float:
+def send(groups: list[list[Path]], port: int, aet: str, nodelay: bool) -> float:
+    """Each group on its own association, all at once; seconds until the last one is acknowledged."""
     started = time.perf_counter()
-    result = subprocess.run(["storescu", "-aec", aet, "127.0.0.1", str(port), *map(str, files)],
-                            env=receiver_env(nodelay), capture_output=True, text=True)
+    procs = [subprocess.Popen(["storescu", "-aec", aet, "127.0.0.1", str(port), *map(str, files)],
+                              env=receiver_env(nodelay), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for files in groups]
+    errors = [proc.communicate()[1] for proc in procs]
     elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise RuntimeError(f"storescu to {aet} failed: {result.stderr[-500:]}")
+    for proc, err in zip(procs, errors):
+        if proc.returncode != 0:
+            raise RuntimeError(f"storescu to {aet} failed: {err[-500:]}")
     return elapsed
 
 
@@ -111,13 +119,14 @@ class Row:
     runs: list[float]
 
 
-def measure(files: list[Path], runs: int, nodelay: bool) -> list[Row]:
+def measure(groups: list[list[Path]], runs: int, nodelay: bool) -> list[Row]:
+    files = [path for group in groups for path in group]
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     times: dict[str, list[float]] = {name: [] for name in RECEIVERS}
     for _ in range(runs):
         for name, receiver in RECEIVERS.items():  # alternate receivers within each round
             with tempfile.TemporaryDirectory(prefix="ingest-") as tmp, receiver(Path(tmp)) as (port, aet):
-                times[name].append(send(files, port, aet, nodelay))
+                times[name].append(send(groups, port, aet, nodelay))
     rows = []
     for name, values in times.items():
         median = statistics.median(values)
@@ -141,6 +150,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--nagle-count", type=int, default=40, help="corpus size for the TCP_NODELAY-unset runs (0: skip)")
+    parser.add_argument("--associations", type=int, default=4, help="concurrent associations of the second table (0: skip)")
+    parser.add_argument("--per-association", type=int, default=60, help="instances each concurrent association sends")
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "Orthanc"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -151,10 +162,16 @@ def main() -> int:
         mb = sum(p.stat().st_size for p in files) / len(files) / 1e6
         print(f"corpus: {len(files)} CT instances, {args.size}x{args.size}x16 bit, {mb:.2f} MB each; "
               f"{args.runs} runs per receiver, median shown; {os.cpu_count()} CPUs")
-        print_table("storescu with TCP_NODELAY=1", measure(files, args.runs, nodelay=True))
+        print_table("one association, storescu with TCP_NODELAY=1", measure([files], args.runs, nodelay=True))
+        if args.associations:
+            studies = write_ct_corpus(Path(tmp) / "studies", args.associations * args.per_association,
+                                      size=args.size, studies=args.associations)
+            groups = [studies[k::args.associations] for k in range(args.associations)]
+            print_table(f"{args.associations} concurrent associations (one study of {args.per_association} "
+                        f"instances each), TCP_NODELAY=1", measure(groups, args.runs, nodelay=True))
         if args.nagle_count:
             print_table(f"storescu with TCP_NODELAY unset (Nagle on), first {args.nagle_count} instances",
-                        measure(files[: args.nagle_count], args.runs, nodelay=False))
+                        measure([files[: args.nagle_count]], args.runs, nodelay=False))
     return 0
 
 

@@ -84,6 +84,7 @@ class IncomingDataset:
         self._trailing = 0
         self._head = bytearray()
         self._head_done = False
+        self._sealed = False
         self._fd: int | None = None
         try:
             self._fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o640)
@@ -97,7 +98,7 @@ class IncomingDataset:
         """A sink that drops everything: the request was refused before its dataset arrived."""
         sink = cls.__new__(cls)
         sink.transfer_syntax, sink.temp_path, sink.size, sink.failure = "", None, 0, failure
-        sink._lock, sink._fd = threading.Lock(), None
+        sink._lock, sink._fd, sink._sealed = threading.Lock(), None, True
         return sink
 
     @property
@@ -177,24 +178,41 @@ class IncomingDataset:
             self.temp_path.unlink(missing_ok=True)
             self.temp_path = None
 
+    def seal(self) -> None:
+        """The last fragment has arrived: check the end and sync the file. Called on the DUL thread right
+        after the request is queued, so the sync overlaps the hand-over to the association thread;
+        `complete()` does it instead if it gets there first."""
+        with self._lock:
+            self._seal_locked()
+
+    def _seal_locked(self) -> None:
+        if self._sealed:
+            return
+        self._sealed = True
+        if self.failure is None:
+            self._check_end()
+        if self.failure is None and self._fd is not None:
+            try:
+                _sync_file(self._fd)
+            except OSError as exc:
+                self._fail(StoreWriteError(describe_os_error("sync", exc)))
+
     # -- on the association thread ----------------------------------------------------------------
     def complete(self) -> InstanceHeader:
         """The dataset is whole: check its end, sync the file, return its header; else raise and drop it."""
         with self._lock:
             try:
-                if self.failure is None:
-                    self._check_end()
+                self._seal_locked()
                 if self.failure is not None:
                     raise self.failure
                 header = read_header_from_dataset(
                     self._head, EXPLICIT_VR_LITTLE_ENDIAN if self._inflater else self.transfer_syntax)
                 self._head = bytearray()
                 try:
-                    _sync_file(self._fd)
                     os.close(self._fd)
                     self._fd = None
                 except OSError as exc:
-                    raise StoreWriteError(describe_os_error("sync", exc)) from exc
+                    raise StoreWriteError(describe_os_error("close", exc)) from exc
                 return header
             except BaseException:
                 self._close_and_remove()
@@ -275,6 +293,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
             threading.Thread(target=make_target(self.assoc._serve_request), args=(d_primitive, context_id)).start()
         else:
             self.msg_queue.put((context_id, d_primitive))
+            if d_primitive._raddraft_incoming is not None:
+                d_primitive._raddraft_incoming.seal()
         self.message = None
 
     def _decode(self, message: DIMSEMessage, primitive) -> bool:

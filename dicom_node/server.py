@@ -57,6 +57,17 @@ def storage_contexts() -> list[PresentationContext]:
     return contexts
 
 
+class _SharedContexts(list):
+    """The server's supported contexts, shared by every association instead of deep-copied for each.
+
+    pynetdicom deep-copies them per association (~150 contexts with their UIDs validated again:
+    tens of ms of GIL on the gate thread per association); the acceptor only reads them, since
+    negotiation builds new result contexts, so one list serves all."""
+
+    def __deepcopy__(self, memo) -> list[PresentationContext]:
+        return list(self)
+
+
 class _QuickAckSocket(socket.socket):
     """Re-arms TCP_QUICKACK after every read: Linux clears it, and senders that leave Nagle on
     otherwise wait for our delayed ACK (40 ms) before each PDU."""
@@ -174,6 +185,7 @@ class DicomNode:
             server_class=ThreadedAssociationServer,
         )
         ae._servers.append(server)  # as AE.start_server does
+        server.contexts = _SharedContexts(server.contexts)
         # socketserver listens with a backlog of 5: a burst of connections (a scan, a flood) would leave
         # a real sender waiting on SYN retries for seconds before the gate ever sees it.
         server.socket.listen(_LISTEN_BACKLOG)
