@@ -251,9 +251,10 @@ def case_scan(receiver: Receiver, held: ExitStack, folder: Path) -> str:
 
 
 def case_half_pdata(receiver: Receiver, held: ExitStack, folder: Path) -> str:
+    """Stalled peers from one address (127.0.0.2); the normal sender (127.0.0.1) tries while they hold on."""
     peers, rejected = [], 0
     for _ in range(11):
-        peer = held.enter_context(RawPeer("127.0.0.1", receiver.port))
+        peer = held.enter_context(RawPeer("127.0.0.1", receiver.port, source_host="127.0.0.2"))
         try:
             peer.associate([(1, CT_IMAGE_STORAGE, [EXPLICIT])], called=receiver.ae_title)
         except ConnectionError:
@@ -261,8 +262,9 @@ def case_half_pdata(receiver: Receiver, held: ExitStack, folder: Path) -> str:
             continue
         peer.send(hostile.pdu_header(0x04, 1000) + bytes(100))
         peers.append(peer)
+    while_held = normal_sender(receiver, folder)
     ended = how_it_ended(peers[0], _WAIT_FOR_CLOSE_S) if peers else "-"
-    return f"{len(peers)} associated ({rejected} rejected); first: {ended}"
+    return f"{len(peers)} associated ({rejected} rejected); sender meanwhile: {while_held}; first: {ended}"
 
 
 def case_half_dataset(receiver: Receiver, held: ExitStack, folder: Path) -> str:

@@ -12,8 +12,9 @@ socket and its few received bytes, in one selector loop, whatever the number of 
 - each address may keep `max_pending_per_peer` such connections, all addresses together
   `max_pending_connections`; a new one beyond either closes the oldest, so a flood of idle
   connections cannot lock out a sender that speaks at once;
-- when every slot is taken the request is answered A-ASSOCIATE-RJ (transient, local limit exceeded)
-  by the gate itself.
+- when every slot is taken, or the peer's address already holds `max_associations_per_peer`
+  associations, the request is answered A-ASSOCIATE-RJ (transient, local limit exceeded) by the
+  gate itself.
 
 TLS handshakes also run here, non-blocking, under the same ARTIM deadline.
 """
@@ -55,23 +56,39 @@ class GateLimits:
 
 
 class Slots:
-    """The association slots: taken by an admitted association, given back when its thread ends."""
+    """The association slots: taken by an admitted association, given back when its thread ends.
 
-    def __init__(self, size: int) -> None:
+    One address holds at most `per_peer` of them, so peers that associate and then stall (inside a
+    PDU, for up to `pdu_timeout_s`) from one address cannot take the slots of every other sender."""
+
+    def __init__(self, size: int, per_peer: int | None = None) -> None:
         self.size = size
+        self.per_peer = per_peer or size
         self._used = 0
+        self._per_host: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def try_take(self) -> bool:
+    def try_take(self, host: str = "") -> bool:
         with self._lock:
-            if self._used >= self.size:
+            held = self._per_host.get(host, 0)
+            if self._used >= self.size or held >= self.per_peer:
                 return False
             self._used += 1
+            self._per_host[host] = held + 1
             return True
 
-    def give_back(self) -> None:
+    def give_back(self, host: str = "") -> None:
         with self._lock:
             self._used = max(0, self._used - 1)
+            left = self._per_host.get(host, 0) - 1
+            if left > 0:
+                self._per_host[host] = left
+            else:
+                self._per_host.pop(host, None)
+
+    def held_by(self, host: str) -> int:
+        with self._lock:
+            return self._per_host.get(host, 0)
 
     @property
     def used(self) -> int:
@@ -303,7 +320,8 @@ class AdmissionGate:
             close_quietly(pending.sock)
             return
         if not admitted:
-            log.warning("association from %s rejected: all %s slots are busy", pending.host, "association")
+            log.warning("association from %s rejected: no association slot free (all busy, or its address holds "
+                        "its share)", pending.host)
             pending.sock.setblocking(True)
             pending.sock.settimeout(1.0)
             send_quietly(pending.sock, _REJECT_LOCAL_LIMIT)

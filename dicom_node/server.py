@@ -141,7 +141,7 @@ class DicomNode:
         self._ae: AE | None = None
         self._server: ThreadedAssociationServer | None = None
         self._gate: AdmissionGate | None = None
-        self._slots = Slots(settings.max_associations)
+        self._slots = Slots(settings.max_associations, settings.max_associations_per_peer)
 
     @property
     def port(self) -> int:
@@ -200,8 +200,10 @@ class DicomNode:
 
     def _admit(self, client: socket.socket, address: tuple, associate_rq: bytes) -> bool:
         """Start an association for a connection whose A-ASSOCIATE-RQ has arrived; False if no slot is free."""
-        if not self._slots.try_take():
+        host = str(address[0])
+        if not self._slots.try_take(host):
             return False
+        give_back = functools.partial(self._slots.give_back, host)
         try:
             client.setblocking(True)
             # The DUL reads only once select() saw bytes, so this bounds the waits inside a PDU (and each
@@ -210,9 +212,9 @@ class DicomNode:
             client.settimeout(self.settings.pdu_timeout_s)
             sink_factory = functools.partial(open_incoming, store=self.store,
                                              max_inflated_bytes=self.settings.max_inflated_bytes)
-            _NodeRequestHandler(client, address, self._server, associate_rq, self._slots.give_back, sink_factory)
+            _NodeRequestHandler(client, address, self._server, associate_rq, give_back, sink_factory)
         except BaseException:
-            self._slots.give_back()
+            give_back()
             raise
         return True
 

@@ -50,8 +50,14 @@ class NodeSettings:
     # Calling AE titles allowed to associate; empty means any.
     allowed_calling_aes: tuple[str, ...] = ()
     max_associations: int = 10
+    # Established associations one peer address may hold at once: peers that associate and then
+    # stall (for up to pdu_timeout_s) from one address leave the other slots to other senders.
+    max_associations_per_peer: int = 5
     # A study is "stable" when no instance arrived for this long (DCMTK storescp's end-of-study idea).
     stable_after_s: float = 10.0
+    # Sooner when the front door says the study can be drafted (a frontal image is there) and no
+    # instance came for this long; a later instance reopens it. 0: only the quiet period (and the count).
+    speculative_after_s: float = 1.0
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     # An association with no PDU for this long is aborted (Orthanc's DicomScpTimeout is 30 s too).
@@ -90,7 +96,10 @@ class NodeSettings:
             raise SettingsError("max_associations", f"must be at least 1, got {self.max_associations}")
         if self.stable_after_s <= 0:
             raise SettingsError("stable_after_s", f"must be positive, got {self.stable_after_s}")
-        for name in ("max_pending_per_peer", "max_pending_connections", "max_inflated_bytes"):
+        if self.speculative_after_s < 0:
+            raise SettingsError("speculative_after_s", f"must be 0 (off) or positive, got {self.speculative_after_s}")
+        for name in ("max_pending_per_peer", "max_pending_connections", "max_inflated_bytes",
+                     "max_associations_per_peer"):
             if getattr(self, name) < 1:
                 raise SettingsError(name, f"must be at least 1, got {getattr(self, name)}")
         for name in ("acse_timeout_s", "dimse_timeout_s", "network_timeout_s", "shutdown_grace_s", "artim_timeout_s",

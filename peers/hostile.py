@@ -111,8 +111,10 @@ class Response:
 class RawPeer:
     """One TCP connection to a DICOM node, driven PDU by PDU."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, source_host: str | None = None) -> None:
+        # source_host: another loopback address (127.0.0.2) plays a second peer address on one machine.
+        source = (source_host, 0) if source_host else None
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_pdu = 16384
 

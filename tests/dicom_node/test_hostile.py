@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_node.handlers import (CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, MISSING_OR_BAD_UID,
-                                 OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED)
+                                 OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS)
 from peers import hostile
 from peers.hostile import CT_IMAGE_STORAGE, EXPLICIT, IMPLICIT, JPEG_BASELINE, RawPeer
 from tests.conftest import copy_with_fresh_uids, sample_path
@@ -192,6 +192,42 @@ def test_idle_and_half_header_connections_do_not_starve_a_sender(make_node, tmp_
     assert node.node.pending_connections <= node.node.settings.max_pending_per_peer
     for s in idle + half:
         s.close()
+
+
+def test_peers_stalled_inside_a_pdu_from_one_address_leave_slots_to_other_senders(make_node, tmp_path):
+    # pdu_timeout_s far beyond the test: the stalled peers hold their associations throughout.
+    node = make_node(max_associations=10, max_associations_per_peer=4,
+                     **{**FAST, "pdu_timeout_s": 30.0, "network_timeout_s": 30.0})
+    stalled, rejected = [], 0
+    for _ in range(10):
+        peer = RawPeer("127.0.0.1", node.port, timeout=4, source_host="127.0.0.2")
+        try:
+            peer.associate([(1, CT_IMAGE_STORAGE, [EXPLICIT])])
+        except ConnectionError:
+            rejected += 1
+            peer.close()
+            continue
+        peer.send(hostile.pdu_header(0x04, 1000) + b"\0" * 100)  # half a P-DATA-TF, then silence
+        stalled.append(peer)
+    try:
+        assert (len(stalled), rejected) == (4, 6)
+        assert node.node.active_associations() == 4
+        ds = _ct_dataset(tmp_path)
+        started = time.monotonic()
+        assoc = associate(node.port, [CTImageStorage])
+        assert assoc.is_established
+        assert assoc.send_c_store(ds).Status == SUCCESS
+        assoc.release()
+        assert time.monotonic() - started < 2.0
+        assert node.store.index.instance(ds.SOPInstanceUID) is not None
+    finally:
+        for peer in stalled:
+            peer.close()
+    assert _wait_until(lambda: node.node.active_associations() == 0, 3)
+    again = RawPeer("127.0.0.1", node.port, timeout=4, source_host="127.0.0.2")
+    with again:  # the address's share is free again once its peers are gone
+        again.associate([(1, CT_IMAGE_STORAGE, [EXPLICIT])])
+        again.release()
 
 
 def test_a_peer_stuck_inside_a_pdu_loses_its_association(make_node):
