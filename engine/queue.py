@@ -154,7 +154,9 @@ class DraftingQueue:
         record = save_draft(index, DraftRecord(
             study_uid=study_uid, model=draft.model, provider=draft.provider, findings=draft.findings,
             impression=draft.impression,
-            detail={"variant": draft.variant, "images": list(draft.images), "prompts": draft.prompts,
+            # `instances`: how many of the study's images were there (a speculative draft may precede more).
+            detail={"variant": draft.variant, "images": list(draft.images), "instances": len(paths),
+                    "prompts": draft.prompts,
                     "timings": draft.timings, "critical": self._critical_in(draft)}))
         total = float(draft.timings.get("total_s", 0.0))  # type: ignore[arg-type]
         log.info("study %s drafted by %s in %.2f s%s", study_uid, draft.model, total,
