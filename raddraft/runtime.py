@@ -83,11 +83,25 @@ def start_drafting_queue(config: AppConfig, store: Store, model: DraftModel, nod
 
 
 def start_node(settings: NodeSettings, store: Store, node_events: NodeEvents) -> DicomNode:
-    """The listening node; OSError (the port) after releasing what it started."""
+    """The listening node, completing studies early (dicom_node/stability.py) when the sender's count is
+    reached or, speculatively, once a frontal image is there; OSError (the port) after releasing what it
+    started."""
     node = DicomNode(settings, store, node_events)
+    node.tracker.complete_early(settings.speculative_after_s, lambda study_uid: has_frontal_image(store, study_uid))
     try:
         node.start()
     except OSError:
         node.tracker.stop()
         raise
     return node
+
+
+def has_frontal_image(store: Store, study_uid: str) -> bool:
+    """Whether the engine would read one of the study's stored images as frontal (from the index's View
+    Position and Series Description, as the viewer does): enough to draft a chest study speculatively."""
+    from engine.preprocess import classify_view_texts
+
+    index = store.index
+    described = {series.series_uid: series.series_description for series in index.series_of(study_uid)}
+    return any(classify_view_texts(row.view_position, described.get(row.series_uid, "")) == "frontal"
+               for row in index.instances_of(study_uid))
