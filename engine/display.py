@@ -11,8 +11,8 @@ window/level. numpy + pydicom only; the desktop viewer calls these from worker t
 
 from __future__ import annotations
 
-import os
 import math
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -23,7 +23,13 @@ import pydicom
 from pydicom.pixels import apply_modality_lut, pixel_array
 
 from engine.errors import PreprocessError
-from engine.imaging import header_window, window_gain_offset, window_values
+from engine.imaging import (
+    UndecodablePixels,
+    header_window,
+    missing_decoder,
+    window_gain_offset,
+    window_values,
+)
 from engine.preprocess import classify_view_texts
 
 _STATS_SAMPLE = 1 << 16
@@ -108,6 +114,10 @@ def load_frame(path: Path | str, frame: int = 0) -> DisplayFrame:
         frame = min(max(frame, 0), frames - 1)
         arr = pixel_array(str(path), index=frame if frames > 1 else None)
     except Exception as error:  # noqa: BLE001 - pydicom and the decoders raise many kinds on bad data
+        why = missing_decoder(_transfer_syntax(path))
+        if why:
+            raise UndecodablePixels(f"{Path(path).name}: stored as received, but its pixels cannot be shown "
+                                    f"here: {why}") from None
         raise PreprocessError(f"{Path(path).name}: cannot be displayed ({type(error).__name__}: {error})") from None
     photometric = _text(ds, "PhotometricInterpretation").upper() or "MONOCHROME2"
     colour = arr.ndim == 3
@@ -132,6 +142,13 @@ def load_frame(path: Path | str, frame: int = 0) -> DisplayFrame:
     }
     return DisplayFrame(values, default, (lo, hi), auto, photometric == "MONOCHROME1", colour, frame, frames,
                         header, attributes, function)
+
+
+def _transfer_syntax(path: Path | str) -> str:
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.get("TransferSyntaxUID", "") or "")
+    except Exception:  # noqa: BLE001 - not DICOM at all: the caller's own message says so
+        return ""
 
 
 def render(frame: DisplayFrame, center: float, width: float, invert: bool = False) -> np.ndarray:

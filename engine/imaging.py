@@ -37,6 +37,38 @@ def has_pixels(ds: Dataset) -> bool:
     return any(keyword in ds for keyword in PIXEL_KEYWORDS)
 
 
+class UndecodablePixels(PreprocessError):
+    """The image is fine, but nothing installed decodes its transfer syntax (no decoder, or its plugin is
+    missing): the study keeps it as received; the viewer says so and drafting goes on without it."""
+
+
+def missing_decoder(transfer_syntax: str) -> str | None:
+    """Why no installed decoder handles `transfer_syntax`, or None when one does."""
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import UID
+
+    uid = UID(transfer_syntax)
+    if not uid:
+        return None
+    if not uid.is_transfer_syntax:  # newer than this pydicom (JPEG XL in pydicom 3.0)
+        return f"no decoder exists for transfer syntax {uid}"
+    if not uid.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"no decoder exists for {uid.name}"
+    if decoder.is_available:
+        return None
+    missing = "; ".join(decoder.missing_dependencies) or "its plugins are not installed"
+    return f"no decoder for {uid.name} is installed ({missing})"
+
+
+def transfer_syntax_of(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+
+
 def decode_first_frame(ds: Dataset) -> np.ndarray:
     """Stored values of frame 0: [rows, cols] or [rows, cols, samples]; `PreprocessError` names the image."""
     uid = sop_uid(ds)
@@ -46,6 +78,9 @@ def decode_first_frame(ds: Dataset) -> np.ndarray:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         arr = pixel_array(ds, index=0 if frames > 1 else None)
     except Exception as error:  # noqa: BLE001 - pydicom and the pylibjpeg plugins raise many kinds on bad data
+        why = missing_decoder(transfer_syntax_of(ds))
+        if why:
+            raise UndecodablePixels(f"image {uid}: its pixels cannot be decoded here: {why}") from None
         raise PreprocessError(f"image {uid}: its pixel data cannot be decoded "
                               f"({type(error).__name__}: {error})") from None
     if arr.ndim == 3 and frames > 1 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:

@@ -31,7 +31,16 @@ from pydicom.errors import InvalidDicomError
 from dicom_node.durable import TEMP_SUFFIX
 from engine.bundle import COMBINE_MODES, RESIZE_MODES, VIEW_KINDS, WINDOW_POLICIES, Preprocessing
 from engine.errors import PreprocessError
-from engine.imaging import has_pixels, image_to_unit, pad_to_square, resize, sop_uid, stitch, to_square
+from engine.imaging import (
+    UndecodablePixels,
+    has_pixels,
+    image_to_unit,
+    pad_to_square,
+    resize,
+    sop_uid,
+    stitch,
+    to_square,
+)
 
 __all__ = [
     "PreparedStudy", "classify_view", "classify_view_texts", "image_to_unit", "load_study", "pad_to_square", "prepare_study", "resize",
@@ -70,6 +79,7 @@ class PreparedStudy:
     sop_instance_uids: tuple[str, ...]  # the images used, in order
     views: tuple[str, ...]            # the view kind each image fills ("frontal" / "lateral")
     study_instance_uid: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (SOP Instance UID, why) of images nothing here decodes
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -277,13 +287,41 @@ def prepare_study(datasets: Sequence[Dataset], prep: Preprocessing) -> PreparedS
     if not chosen:
         raise PreprocessError(f"study {study or '(unknown)'}: no usable image among its {len(datasets)} "
                               f"objects (none has pixel data)")
-    units = [image_to_unit(ds, prep.window) for _, ds in chosen]
+    units, skipped = _decodable_units(datasets, chosen, prep)
+    if not units:
+        raise PreprocessError(f"study {study or '(unknown)'}: no image can be decoded here ({skipped[0][1]})")
+    chosen = _select([ds for ds in datasets if sop_uid(ds) in units], prep.views)
     return PreparedStudy(
-        pixel_values=unit_images_to_pixel_values(units, prep),
+        pixel_values=unit_images_to_pixel_values([units[sop_uid(ds)] for _, ds in chosen], prep),
         sop_instance_uids=tuple(sop_uid(ds) for _, ds in chosen),
         views=tuple(view for view, _ in chosen),
         study_instance_uid=study,
+        skipped=tuple(skipped),
     )
+
+
+def _decodable_units(datasets: Sequence[Dataset], chosen: list[tuple[str, Dataset]],
+                     prep: Preprocessing) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """The [0, 1] images of the chosen datasets by SOP Instance UID; an image no installed decoder reads
+    is passed over for the next candidate of its view (noted in `skipped`), never failing the study."""
+    units: dict[str, np.ndarray] = {}
+    skipped: list[tuple[str, str]] = []
+    left_out: set[str] = set()
+    while chosen:
+        for _, ds in chosen:
+            uid = sop_uid(ds)
+            if uid in units:
+                continue
+            try:
+                units[uid] = image_to_unit(ds, prep.window)
+            except UndecodablePixels as error:
+                log.warning("drafting without %s", error)
+                skipped.append((uid, str(error)))
+                left_out.add(uid)
+        if not any(sop_uid(ds) in left_out for _, ds in chosen):
+            return units, skipped
+        chosen = _select([ds for ds in datasets if sop_uid(ds) not in left_out], prep.views)
+    return units, skipped
 
 
 def study_pixel_values(datasets: Sequence[Dataset], prep: Preprocessing) -> np.ndarray:
