@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMenu,
     QPushButton,
     QToolButton,
@@ -30,6 +31,7 @@ class DraftPanel(QWidget):
     sign_requested = Signal()
     send_requested = Signal()
     export_requested = Signal(str)  # "text", "pdf" or "sr"
+    amend_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -38,6 +40,12 @@ class DraftPanel(QWidget):
         self.critical.setStyleSheet("background: #d0021b; color: white; font-weight: bold; padding: 4px;"
                                     " border-radius: 3px;")
         self.critical.hide()
+        self._build_domain_widgets()
+        self.changed = QLabel("")  # images received after signing
+        self.changed.setWordWrap(True)
+        self.changed.setStyleSheet("background: #8e44ad; color: white; font-weight: bold; padding: 4px;"
+                                   " border-radius: 3px;")
+        self.changed.hide()
         self.title = QLabel("No study open")
         self.title.setStyleSheet("font-weight: bold; font-size: 14px;")
         self.source = QLabel("")
@@ -51,6 +59,11 @@ class DraftPanel(QWidget):
         self.sign = QPushButton("Sign", toolTip="Validate, sign and store the report (Ctrl+Return)")
         self.sign.setStyleSheet("font-weight: bold;")
         self.send = QPushButton("Send", toolTip="Send the signed report to PACS as DICOM SR")
+        self.amend = QPushButton("Amend…", toolTip="Add an addendum or correct the signed report: a new SR that "
+                                                   "replaces it and refers to it")
+        self.amend.clicked.connect(self.amend_requested.emit)
+        self.addendum = QLineEdit(placeholderText="Addendum: what changed and why (required to sign the amendment)")
+        self.addendum.hide()
         self.export = QToolButton(text="Export", popupMode=QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.export)
         for label, kind in (("Text…", "text"), ("PDF…", "pdf"), ("DICOM SR…", "sr")):
@@ -76,16 +89,22 @@ class DraftPanel(QWidget):
         grid.setRowStretch(1, 3)
         grid.setRowStretch(3, 2)
         actions = QHBoxLayout()
-        for button in (self.accept, self.sign, self.send, self.export):
+        for button in (self.accept, self.sign, self.send, self.amend, self.export):
             actions.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.critical)
+        layout.addWidget(self.domain_banner)
+        layout.addWidget(self.withheld)
+        layout.addWidget(self.use_anyway)
+        layout.addWidget(self.changed)
         layout.addWidget(self.title)
         layout.addWidget(self.source)
         layout.addLayout(grid, 1)
+        layout.addWidget(self.addendum)
         layout.addLayout(actions)
         layout.addWidget(self.message)
         self.signed = False
+        self.amending = None  # the signed report (dicom_node.reports.SignedReport) being amended
         self.model_available = True
         self.set_study(None)
 
@@ -99,7 +118,12 @@ class DraftPanel(QWidget):
     def set_study(self, title: str | None) -> None:
         self.title.setText(title or "No study open")
         self.show_critical(())
-        self.signed = False
+        self.use_withheld()
+        self.show_confidence(None)
+        self.show_changed(())
+        self.signed, self.amending = False, None
+        self.addendum.clear()
+        self.addendum.hide()
         for editor in (self.findings, self.impression):
             editor.show_text("")
             editor.setReadOnly(title is None)
@@ -113,8 +137,41 @@ class DraftPanel(QWidget):
                               ". Communicate it before signing." if findings else "")
         self.critical.setVisible(bool(findings))
 
+    def show_changed(self, changes) -> None:
+        """The banner of a signed study whose images changed after signing (dicom_node.reports.ChangedInstance)."""
+        if not changes:
+            self.changed.hide()
+            return
+        names = ", ".join(f"{c.kind} instance {c.instance_number if c.instance_number is not None else '?'} "
+                          f"({c.sop_instance_uid}) at {time.strftime('%H:%M', time.localtime(c.received_at))}"
+                          for c in changes)
+        self.changed.setText(f"Images changed after signing: {names}. Review them; Amend… adds an addendum.")
+        self.changed.show()
+
+    def start_amendment(self, report) -> None:
+        """Edit the signed text of `report` into an amendment (the text is the radiologist's)."""
+        self.amending, self.signed = report, False
+        self.findings.show_text(report.findings)
+        self.impression.show_text(report.impression)
+        for editor in (self.findings, self.impression):
+            editor.setReadOnly(False)
+        self.addendum.show()
+        self.addendum.setFocus()
+        self.source.setText("Amending the signed report: correct the text, say what changed, then Sign. The "
+                            "amendment is sent as a new SR that refers to the one it replaces.")
+        self._update_buttons(has_study=True)
+
     def show_draft(self, draft) -> None:
-        """A stored draft (dicom_node.drafts.DraftRecord): its sections as unreviewed AI text."""
+        """A stored draft (dicom_node.drafts.DraftRecord): its sections as unreviewed AI text; a draft of a
+        study outside the model's domain is shown greyed under a red banner instead (`show_withheld`)."""
+        self.show_confidence(draft.detail.get("confidence"))
+        if (draft.detail.get("domain") or {}).get("in_domain") is False:
+            self.show_withheld(draft)
+            return
+        self.use_withheld()
+        self.fill_draft(draft)
+
+    def fill_draft(self, draft) -> None:
         source = f"draft {draft.id} ({draft.model})"
         self.findings.show_text(draft.findings, Origin.AI, source)
         self.impression.show_text(draft.impression, Origin.AI, source)
@@ -127,10 +184,14 @@ class DraftPanel(QWidget):
         self.impression.show_text(report.impression)
         for editor in (self.findings, self.impression):
             editor.setReadOnly(True)
-        self.signed = True
+        self.signed, self.amending = True, None
+        self.addendum.hide()
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(report.signed_at))
         text = (f"Signed by {report.signed_by} at {when}; AI text kept {report.ai_share_kept:.0%}, "
                 f"edit distance {report.edit_distance}.")
+        if report.detail.get("amends"):
+            text = (f"Amendment {report.detail.get('revision', 1)} (“{report.detail.get('addendum', '')}”) "
+                    f"signed by {report.signed_by} at {when}, replacing report {report.detail['amends']}.")
         last = sends[-1] if sends else None
         if last is not None:
             text += (f" Sent to {last.destination}." if last.status == "sent" else
@@ -188,3 +249,57 @@ class DraftPanel(QWidget):
         self.sign.setEnabled(editable)
         self.send.setEnabled(has_study and self.signed)
         self.export.setEnabled(has_study and self.signed)
+        self.amend.setEnabled(has_study and self.signed)
+
+    # -- a draft outside the model's training domain, and per-finding confidence ---------------------------
+    def _build_domain_widgets(self) -> None:
+        self.domain_banner = QLabel("")
+        self.domain_banner.setWordWrap(True)
+        self.domain_banner.setStyleSheet("background: #d0021b; color: white; font-weight: bold; padding: 4px;"
+                                         " border-radius: 3px;")
+        self.domain_banner.hide()
+        self.withheld = QLabel("")  # the unreliable draft, greyed: read, never pre-filled as if it were good
+        self.withheld.setWordWrap(True)
+        self.withheld.setStyleSheet("color: #9a9a9a; font-style: italic; border: 1px dashed #bbbbbb; padding: 4px;")
+        self.withheld.hide()
+        self.use_anyway = QPushButton("Use this draft anyway", toolTip="Put the unreliable draft into the "
+                                      "editors as AI text to edit or accept")
+        self.use_anyway.clicked.connect(self._use_withheld_draft)
+        self.use_anyway.hide()
+        self._withheld_draft = None
+
+    def show_withheld(self, draft) -> None:
+        domain = draft.detail.get("domain") or {}
+        self._withheld_draft = draft
+        self.domain_banner.setText(f"This study is outside what model {draft.model} was trained on; its draft is "
+                                   f"unreliable (domain score {domain.get('score')} > {domain.get('threshold')}).")
+        self.withheld.setText(f"Findings: {draft.findings}\nImpression: {draft.impression}")
+        for widget in (self.domain_banner, self.withheld, self.use_anyway):
+            widget.show()
+        self.source.setText(f"Draft {draft.id} by {draft.model} withheld: the editors stay empty. "
+                            "Use this draft anyway to start from it.")
+
+    def use_withheld(self) -> None:
+        """Hide the out-of-domain banner and greyed draft (another study, or the draft was taken)."""
+        self._withheld_draft = None
+        for widget in (self.domain_banner, self.withheld, self.use_anyway):
+            widget.hide()
+
+    def _use_withheld_draft(self) -> None:
+        draft = self._withheld_draft
+        if draft is None:
+            return
+        self.withheld.hide()
+        self.use_anyway.hide()
+        self._withheld_draft = None
+        self.fill_draft(draft)  # the banner stays: the text is still the unreliable draft
+
+    def show_confidence(self, confidence) -> None:
+        """The model's confidence per finding, on hover over either section."""
+        if isinstance(confidence, dict) and confidence:
+            tip = "Model confidence per finding: " + ", ".join(
+                f"{key.replace('_', ' ')} {float(value):.0%}" for key, value in confidence.items())
+        else:
+            tip = ""
+        for editor in (self.findings, self.impression):
+            editor.setToolTip(tip)

@@ -8,6 +8,8 @@ queue and the outbox arrive as Qt signals (`EventBridge`). No business rule live
 from __future__ import annotations
 
 import copy
+import logging
+import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -25,9 +27,10 @@ from desktop.tasks import Background
 from desktop.viewer import Viewer
 from desktop.worklist import WorklistFeed, WorklistPanel
 from dicom_node.drafts import WorkingDraft, save_working_draft, working_draft
-from dicom_node.reports import format_date, person_name
+from dicom_node.reports import changed_after_signing, close_readings, format_date, person_name
 from engine.provenance import validate_for_signing
 
+log = logging.getLogger(__name__)
 SHORTCUTS = {
     "Next study": "Ctrl+Down", "Previous study": "Ctrl+Up", "Draft findings and impression": "Ctrl+D",
     "Impression from findings": "Ctrl+Shift+I", "Accept AI text": "Ctrl+Shift+A", "Sign": "Ctrl+Return",
@@ -108,6 +111,7 @@ class MainWindow(QMainWindow):
         self.section_piece.connect(self._section_piece)
         self.worklist.study_opened.connect(self.open_study)
         b.draft_failed.connect(self._queue_failed)
+        b.instance_stored.connect(self._instance_stored)
         p = self.panel
         for editor in (p.findings, p.impression):
             editor.edited.connect(self._text_edited)
@@ -118,6 +122,7 @@ class MainWindow(QMainWindow):
         p.sign_requested.connect(lambda: self.sign())
         p.send_requested.connect(self.send)
         p.export_requested.connect(self.export)
+        p.amend_requested.connect(self.amend)
         menu = self.menuBar().addMenu("&RadDraft")
         for name, slot in (("Next study", lambda: self.worklist.open_relative(1)),
                            ("Previous study", lambda: self.worklist.open_relative(-1)),
@@ -155,6 +160,7 @@ class MainWindow(QMainWindow):
     def _show_rows(self, rows) -> None:
         self.worklist.set_rows(rows)
         self.status_bar.show_critical(self.worklist.critical_count())
+        self.status_bar.show_out_of_domain(self.worklist.out_of_domain_count())
 
     def _show_new_problems(self) -> None:
         """Problems that arose while running (a model that would not load when the current one changed)."""
@@ -188,11 +194,13 @@ class MainWindow(QMainWindow):
                             self._failed("Cannot open the study"))
 
     def _load_study(self, study_uid: str, mark: bool):
-        """On a worker thread: the study and the unsigned text autosaved for it."""
-        return self.ws.open_study(study_uid, mark=mark), working_draft(self.ws.store.index, study_uid)
+        """On a worker thread: the study, the unsigned text autosaved for it, its images changed after signing."""
+        index = self.ws.store.index
+        return (self.ws.open_study(study_uid, mark=mark), working_draft(index, study_uid),
+                changed_after_signing(index, study_uid))
 
     def _show_study(self, loaded) -> None:
-        opened, saved = loaded
+        opened, saved, changes = loaded
         if opened.study.study_uid != self._opening:
             return  # another study was asked for meanwhile
         self.opened, self.generating, self._queue_section = opened, set(), None
@@ -202,6 +210,7 @@ class MainWindow(QMainWindow):
         self.viewer.open_study(opened)
         critical = tuple(opened.draft.detail.get("critical", ())) if opened.draft is not None else ()
         self.panel.show_critical(critical if opened.report is None else ())
+        self.panel.show_changed(changes if opened.report is not None else ())
         if opened.report is not None:
             self.panel.show_signed(opened.report, opened.sends)
         elif saved is not None and (opened.draft is None or saved.saved_at >= opened.draft.created_at
@@ -219,6 +228,12 @@ class MainWindow(QMainWindow):
         if self.opened is not None:
             uid = self.opened.study.study_uid
             self.background.run(lambda: self._load_study(uid, False), then or self._show_study)
+
+    @Slot(str)
+    def _instance_stored(self, study_uid: str) -> None:
+        """An image arrived for the open, signed study: show it (and what changed) at once."""
+        if self._is_open(study_uid) and self.opened.report is not None and self.panel.amending is None:
+            self._reload()
 
     # -- autosave: the unsigned text of the open study, in the store within a second of typing -----------
     def _text_edited(self) -> None:
@@ -353,8 +368,38 @@ class MainWindow(QMainWindow):
     def sign_and_next(self) -> None:
         self.sign(then=lambda: self.worklist.open_relative(1))
 
+    def amend(self) -> None:
+        if self.opened is not None and self.opened.report is not None and self.panel.signed:
+            self.panel.start_amendment(self.opened.report)
+
+    def _sign_amendment(self, then=None) -> None:
+        sections, addendum = self.panel.sections(), self.panel.addendum.text().strip()
+        problems = validate_for_signing(sections) + ([] if addendum else ["Say what the amendment changes."])
+        if problems:
+            self.panel.set_message(" ".join(problems), error=True)
+            return
+        snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
+        uid, amends = self.opened.study.study_uid, self.panel.amending.id
+        self.panel.sign.setEnabled(False)
+
+        def signed(report) -> None:
+            self.status_bar.notify(f"Amendment signed; it replaces report {amends}.")
+            self.feed.request()
+            self._reload()
+            if then is not None:
+                then()
+
+        def failed(error: Exception) -> None:
+            self.panel.sign.setEnabled(True)
+            self.panel.set_message(f"Not signed: {error}", error=True)
+
+        self.background.run(lambda: self.ws.amend(uid, snapshot, amends, addendum), signed, failed)
+
     def sign(self, then=None) -> None:
         if self.opened is None or self.panel.signed or self.generating:
+            return
+        if self.panel.amending is not None:
+            self._sign_amendment(then)
             return
         sections = self.panel.sections()
         problems = validate_for_signing(sections)
@@ -456,6 +501,11 @@ class MainWindow(QMainWindow):
         if self._unsaved is not None:  # typed while the last save was in flight: nothing runs after us
             (uid, state), self._unsaved = self._unsaved, None
             save_working_draft(self.ws.store.index, uid, state, saved_by=self.ws.config.reading.radiologist)
+        if self.ws.config.reading.radiologist:  # closing: nothing is "in progress" here any more
+            try:
+                close_readings(self.ws.store.index, self.ws.config.reading.radiologist)
+            except sqlite3.Error as error:  # the store closed first: the next opening replaces the reading
+                log.warning("could not clear the reading in progress: %s", error)
 
     def closeEvent(self, event) -> None:
         self.shutdown()

@@ -46,14 +46,15 @@ CRITICAL = "critical"
 BADGE_COLOURS = {
     "receiving": "#6b7c93", "stable": "#8a8f98", "drafting": "#c98a00", "drafted": "#2f6fdb", "failed": "#c0392b",
     "signed": "#1e8e5a", "sending": "#3c9d8f", "send failed": "#d35400", "sent": "#166b43", CRITICAL: "#d0021b",
+    "changed after signing": "#8e44ad",
 }
 STATE_FILTERS = {
     "All studies": None,
     "To read": {"receiving", "stable", "drafting", "drafted", "failed", CRITICAL},
     "Drafted": {"drafted", CRITICAL},
     "Critical": {CRITICAL},
-    "Signed / sent": {"signed", "sending", "send failed", "sent"},
-    "Problems": {"failed", "send failed"},
+    "Signed / sent": {"signed", "sending", "send failed", "sent", "changed after signing"},
+    "Problems": {"failed", "send failed", "changed after signing"},
 }
 
 
@@ -74,6 +75,13 @@ def _state_text(row: WorklistRow) -> str:
     return f"{badge} · in progress" if row.in_progress else badge
 
 
+def domain_text(row: WorklistRow) -> str:
+    """The current draft's domain state ("" without a draft)."""
+    if not row.has_draft:
+        return ""
+    return {True: "in domain", False: "OUT OF DOMAIN", None: "unknown"}[row.in_domain]
+
+
 # (header, display text, sort key)
 COLUMNS: tuple[tuple[str, Callable[[WorklistRow], str], Callable[[WorklistRow], object]], ...] = (
     ("Patient", lambda r: person_name(r.patient_name), lambda r: person_name(r.patient_name).lower()),
@@ -84,6 +92,7 @@ COLUMNS: tuple[tuple[str, Callable[[WorklistRow], str], Callable[[WorklistRow], 
     ("Study date", lambda r: format_date(r.study_date), lambda r: r.study_date + r.study_time),
     ("Received", _received, lambda r: r.last_received),
     ("Images", lambda r: str(r.num_instances), lambda r: r.num_instances),
+    ("Domain", lambda r: domain_text(r), lambda r: domain_text(r)),
     ("State", _state_text, lambda r: -1 if r.critical_unread else BADGES.index(r.badge) if r.badge in BADGES else 99),
 )
 STATE_COLUMN = len(COLUMNS) - 1
@@ -132,6 +141,9 @@ class WorklistModel(QAbstractTableModel):
 
     def critical_count(self) -> int:
         return sum(row.critical_unread for row in self._rows)
+
+    def out_of_domain_count(self) -> int:
+        return sum(row.out_of_domain_unread for row in self._rows)
 
     def row_of(self, study_uid: str) -> WorklistRow | None:
         return next((r for r in self._rows if r.study_uid == study_uid), None)
@@ -261,6 +273,9 @@ class WorklistPanel(QWidget):
 
     def critical_count(self) -> int:
         return self.model.critical_count()
+
+    def out_of_domain_count(self) -> int:
+        return self.model.out_of_domain_count()
 
     def current_study_uid(self) -> str | None:
         index = self.view.currentIndex()

@@ -317,6 +317,17 @@ class Workstation:
         critical = find_critical({"findings": findings, "impression": impression}, critical_names)
         return SignChecks(tuple(problems), tuple(critical))
 
+    def _ai_part(self, study_uid: str, draft_id: int | None) -> dict[str, object]:
+        """For the SR: the software, and the model and domain state of the draft the report started from."""
+        from dicom_node.drafts import drafts_of
+        from raddraft import __version__
+
+        part: dict[str, object] = {"software": f"RadDraft {__version__}"}
+        record = next((d for d in drafts_of(self.store.index, study_uid) if d.id == draft_id), None)
+        if record is not None:
+            part.update(model=record.model, domain=record.detail.get("domain"))
+        return part
+
     def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None,
              review: SignReview | None = None) -> SignedReport:
         """Validate, run the checks before signing (their problems need a reason, critical findings a
@@ -343,8 +354,37 @@ class Workstation:
             detail={"ai_characters_written": metrics.ai_characters_written,
                     "ai_characters_kept": metrics.ai_characters_kept,
                     "ai_characters_accepted_unchanged": metrics.ai_characters_accepted, "sections": metrics.sections,
-                    "model": self.model.model_id if self.model else "", **review_detail(checks, review)}),
+                    "model": self.model.model_id if self.model else "", **review_detail(checks, review),
+                    **self._ai_part(study_uid, draft_id)}),
             queue_send=pacs.configured and pacs.send_on_sign)
+        try:
+            ensure_report_sr(self.store, report.id, self.config.reading.organization)
+        except OSError as error:  # the outbox writes it again before sending
+            log.error("could not write the SR of report %d yet: %s", report.id, error)
+        self.outbox.notify()
+        return report
+
+    def amend(self, study_uid: str, sections: Mapping[str, SectionText], amends_id: int,
+              addendum: str) -> SignedReport:
+        """Sign an amendment (addendum or correction) of the signed report `amends_id`: a new SR in the same
+        study that refers to the one it replaces, queued for PACS as a report is."""
+        from dicom_node.reports import sign_amendment
+
+        sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
+        problems = validate_for_signing(sections)
+        amends = report_by_id(self.store.index, amends_id)
+        if amends is None or amends.study_uid != study_uid:
+            problems.append(f"report {amends_id} is not a report of this study.")
+        if problems:
+            raise SigningError(" ".join(problems))
+        metrics = signing_metrics(sections)
+        pacs = self.config.pacs
+        report = sign_amendment(self.store.index, SignedReport(
+            study_uid=study_uid, findings=sections["findings"].text.strip(),
+            impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
+            draft_id=amends.draft_id, ai_share_kept=amends.ai_share_kept, edit_distance=metrics.edit_distance,
+            detail={"sections": metrics.sections, "model": amends.detail.get("model", "")}),
+            amends, addendum, queue_send=pacs.configured and pacs.send_on_sign)
         try:
             ensure_report_sr(self.store, report.id, self.config.reading.organization)
         except OSError as error:  # the outbox writes it again before sending
@@ -364,7 +404,9 @@ class Workstation:
         study = self.store.index.study(report.study_uid) if report else None
         if report is None or study is None:
             raise KeyError(f"unknown report {report_id}")
-        return report_as_text(report, study)
+        from dicom_node.sr import ai_contribution_line
+
+        return report_as_text(report, study).rstrip("\n") + "\n\n" + ai_contribution_line(report) + "\n"
 
     def export_text(self, report_id: int, path: Path) -> Path:
         from dicom_node.durable import write_text_atomically

@@ -44,6 +44,13 @@ def desktop(tmp_path: Path, qtbot) -> Iterator:
     gc.unfreeze()
 
 
+@pytest.fixture
+def no_model(tmp_path: Path) -> dict:
+    """Overrides for a window without a model (a folder that is no bundle) and without drafting."""
+    (tmp_path / "no-model").mkdir()
+    return {"engine.draft_on_stable": False, "engine.model": str(tmp_path / "no-model")}
+
+
 class Pacs:
     """A test SCP that receives the SRs: a second, real RadDraft node with its own store."""
 

@@ -11,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from PySide6.QtGui import QTextCursor
 
 from dicom_node.drafts import DraftRecord, save_draft, working_draft
@@ -21,7 +20,6 @@ from dicom_node.store import ReceivedInstance, Store
 from tests.conftest import copy_with_fresh_uids, sample_path
 
 DRAFT_FINDINGS, DRAFT_IMPRESSION = "No effusion. Heart is normal.", "Normal chest."
-NO_MODEL = {"engine.draft_on_stable": False}
 
 
 def drafted_study(store: Store, tmp_path: Path, name: str) -> str:
@@ -47,12 +45,6 @@ def type_at_end(qtbot, editor, text: str) -> None:
     editor.setFocus()
     editor.moveCursor(QTextCursor.MoveOperation.End)
     qtbot.keyClicks(editor, text)
-
-
-@pytest.fixture
-def no_model(tmp_path: Path) -> dict:
-    (tmp_path / "no-model").mkdir()
-    return {**NO_MODEL, "engine.model": str(tmp_path / "no-model")}
 
 
 def test_text_is_saved_within_a_second_and_kept_across_studies(desktop, qtbot, tmp_path, no_model):

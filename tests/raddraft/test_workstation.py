@@ -108,8 +108,8 @@ def test_sign_records_provenance_metrics_and_writes_the_sr(workstation, tmp_path
     impression = SectionText(draft.impression, Origin.AI)
     with pytest.raises(SigningError, match="AI-marked"):
         ws.sign(uid, {"findings": findings, "impression": impression}, draft.id)
-    findings.sync_to("No effusion. Heart mildly enlarged.")  # reviews the second sentence only
-    assert [findings.text[s.start:s.end] for s in findings.unreviewed()] == ["No effusion."]
+    findings.sync_to("No effusion. Heart mildly enlarged.")  # only the typed characters change origin
+    assert [findings.text[s.start:s.end] for s in findings.unreviewed()] == ["No effusion. Heart ", "."]
     findings.accept_all()
     impression.accept_all()
     report = ws.sign(uid, {"findings": findings, "impression": impression}, draft.id)
@@ -117,6 +117,7 @@ def test_sign_records_provenance_metrics_and_writes_the_sr(workstation, tmp_path
     assert report.draft_id == draft.id and report.signed_by == "Smith^Anna"
     assert report.edit_distance > 0 and 0.5 < report.ai_share_kept < 1.0
     assert report.detail["sections"]["findings"]["model_text"] == "No effusion. Heart normal."
+    assert report.detail["ai_characters_accepted_unchanged"] == len("No effusion. Heart .") + len("Normal.")
     assert outbox_of(ws.store.index, uid)[0].status == "pending"  # queued for PACS at signing
     assert pydicom.dcmread(ws.sr_file(report.id)).VerificationFlag == "VERIFIED"
     assert "Heart mildly enlarged." in ws.report_text(report.id)
