@@ -82,6 +82,7 @@ class MainWindow(QMainWindow):
         self._status_busy = False
         self.models_dialog: ModelsDialog | None = None  # made on first use
         self.question: QMessageBox | None = None  # the last question asked (tests answer it)
+        self.settings_dialog: SettingsDialog | None = None  # the last one shown (tests answer it)
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_AFTER_MS)
         self._autosave.timeout.connect(self.save_working_text)
         self._unsaved: tuple[str, dict] | None = None  # study uid, panel state not yet in the store
@@ -474,7 +475,8 @@ class MainWindow(QMainWindow):
 
     # -- settings and closing --------------------------------------------------------------------------
     def open_settings(self) -> None:
-        dialog = SettingsDialog(self.ws.config, self.ws.check_settings, self)
+        dialog = self.settings_dialog = SettingsDialog(self.ws.config, self.ws.check_settings, self,
+                                                       verify=self.ws.verify_settings, background=self.background)
         if dialog.exec() == SettingsDialog.DialogCode.Accepted and dialog.changes():
             self.apply_settings(dialog.changes())
 

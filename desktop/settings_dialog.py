@@ -1,5 +1,7 @@
 """Settings: the node, the PACS destination, the model bundle and provider, and who signs. Validated
-before it closes (the message names the key); the window then applies and saves it off the GUI thread."""
+before it closes (the message names the key): the values at once, then, off the GUI thread, what needs disk
+or network (the model folder loads as a bundle, the port is free, the PACS answers C-ECHO: a warning that
+"Save anyway" passes). The window then applies and saves it off the GUI thread."""
 
 from __future__ import annotations
 
@@ -36,10 +38,13 @@ def _port(value: int, minimum: int = 0) -> QSpinBox:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, config, check: Callable[[Mapping[str, Any]], None], parent: QWidget | None = None) -> None:
+    def __init__(self, config, check: Callable[[Mapping[str, Any]], None], parent: QWidget | None = None,
+                 verify: Callable[[Mapping[str, Any]], list[str]] | None = None, background=None) -> None:
         super().__init__(parent)
         self.setWindowTitle("RadDraft settings")
         self._config, self._check = config, check
+        self._verify, self._background = verify, background
+        self._warned: dict[str, Any] | None = None  # changes whose warnings were shown: OK saves them
         node, pacs, engine, reading = config.node, config.pacs, config.engine, config.reading
         self.fields: dict[str, QWidget] = {
             "node.ae_title": QLineEdit(node.ae_title), "node.host": QLineEdit(node.host),
@@ -92,6 +97,7 @@ class SettingsDialog(QDialog):
         self.error.setWordWrap(True)
         layout.addWidget(self.error)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.ok = buttons.button(QDialogButtonBox.StandardButton.Ok)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
@@ -128,9 +134,35 @@ class SettingsDialog(QDialog):
         return out
 
     def accept(self) -> None:
+        changes = self.changes()
         try:
-            self._check(self.changes())
+            self._check(changes)
         except Exception as error:  # noqa: BLE001 - any validation error is shown, never raised
-            self.error.setText(str(error))
+            self._show(str(error))
             return
-        super().accept()
+        if self._verify is None or self._background is None or changes == self._warned:
+            super().accept()
+            return
+        self.ok.setEnabled(False)
+        self.ok.setText("Checking…")
+        self._background.run(lambda: self._verify(changes), lambda warnings: self._verified(changes, warnings),
+                             lambda error: self._refused(str(error)))
+
+    def _verified(self, changes: dict[str, Any], warnings: list[str]) -> None:
+        self.ok.setEnabled(True)
+        if not warnings:
+            self.ok.setText("OK")
+            super().accept()
+            return
+        self._warned = changes
+        self.ok.setText("Save anyway")
+        self._show(" ".join(warnings) + " Save anyway, or change it.", warning=True)
+
+    def _refused(self, message: str) -> None:
+        self.ok.setEnabled(True)
+        self.ok.setText("OK")
+        self._show(message)
+
+    def _show(self, message: str, warning: bool = False) -> None:
+        self.error.setText(message)
+        self.error.setStyleSheet("color: #9a6700;" if warning else "color: #b03a2e;")

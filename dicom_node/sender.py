@@ -139,6 +139,28 @@ def send_files(host: str, port: int, paths: Iterable[Path], *, calling_ae: str =
     return summary
 
 
+def echo(host: str, port: int, *, calling_ae: str = "RADDRAFT", called_ae: str = "ANY-SCP",
+         timeout_s: float = 5.0) -> None:
+    """C-ECHO the peer; SendError saying what failed (unreachable, rejected, or a failure status)."""
+    _config.LOG_HANDLER_LEVEL = "none"
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        reason = ("was rejected by the peer (check the AE titles)" if assoc.is_rejected
+                  else "could not be established (peer unreachable, or it aborted)")
+        raise SendError(f"C-ECHO: association with {called_ae}@{host}:{port} {reason}")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    if not status or status.Status != 0:
+        raise SendError(f"C-ECHO to {called_ae}@{host}:{port} failed "
+                        f"(status {'none' if not status else hex(status.Status)})")
+
+
 def _send_one(assoc, candidate: _Candidate) -> SendOutcome:
     if not assoc.is_established:
         return SendOutcome(candidate.path, None, "association lost")

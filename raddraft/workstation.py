@@ -477,10 +477,47 @@ class Workstation:
                     data[key] = value
             build_settings(_SECTIONS[section], data, section)
 
+    def verify_settings(self, changes: Mapping[str, Any]) -> list[str]:
+        """Check `changes` against the world before they are saved (disk and network: a worker thread).
+        ConfigError for what must not be saved: a model folder that does not load as a bundle, a node port
+        that is neither free nor the current one. Returns warnings that may be saved anyway: a PACS
+        destination that does not answer C-ECHO."""
+        from raddraft.config import ConfigError
+
+        self.check_settings(changes)
+        merged = {f"{section}.{key}": value for section in ("node", "pacs", "engine")
+                  for key, value in asdict(getattr(self.config, section)).items()} | dict(changes)
+        if changes.get("engine.model"):
+            from engine.bundle import validate_bundle
+            from engine.errors import EngineError
+
+            try:
+                validate_bundle(Path(changes["engine.model"]))
+            except (EngineError, OSError, ValueError) as error:
+                raise ConfigError(f"engine.model: {changes['engine.model']} is not a model bundle ({error})") from None
+        if {"node.port", "node.host"} & set(changes):
+            _check_port_free(str(merged["node.host"]), int(merged["node.port"]),
+                             current=self.node.port if self.node is not None else None)
+        warnings = []
+        pacs_keys = {"pacs.host", "pacs.port", "pacs.ae_title", "pacs.calling_ae"}
+        if pacs_keys & set(changes) and merged.get("pacs.host"):
+            from dicom_node.sender import SendError, echo
+
+            try:
+                echo(str(merged["pacs.host"]), int(merged["pacs.port"]), calling_ae=str(merged["pacs.calling_ae"]),
+                     called_ae=str(merged["pacs.ae_title"]), timeout_s=3.0)
+            except (SendError, OSError, RuntimeError) as error:
+                warnings.append(f"The PACS destination does not answer: {error}")
+        return warnings
+
     def apply_settings(self, changes: Mapping[str, Any]) -> list[str]:
         """Save `changes` to the configuration file and apply them now; return what was restarted."""
         from raddraft.config_file import save_changes
 
+        if changes.get("engine.model"):  # nothing that does not load as a bundle reaches the file
+            from engine.bundle import validate_bundle
+
+            validate_bundle(Path(changes["engine.model"]))
         old = self.config
         new = save_changes(self.config_path, changes, self.overrides)
         new = replace(new, store=old.store)  # the store of a running app does not move
@@ -492,6 +529,9 @@ class Workstation:
             self._follow_registry()
             if self.model is not None and self.queue is not None:
                 self.queue.swap_model(self.model)
+            elif self.model is None and self.queue is not None:  # never draft with a model no longer shown
+                self.queue.stop()
+                self.queue = None
             elif self.model is not None and self._lock is not None and new.engine.draft_on_stable:
                 self._start_queue()
             done.append(f"model: {self.model.model_id if self.model else 'none'}")
@@ -514,6 +554,21 @@ def signed_report_counts(store: Store, since: float | None) -> tuple[int, int]:
         "SELECT COUNT(DISTINCT study_uid), COUNT(DISTINCT CASE WHEN signed_at > ? THEN study_uid END) FROM reports",
         (since if since is not None else float("-inf"),)).fetchone()
     return int(row[0]), int(row[1])
+
+
+def _check_port_free(host: str, port: int, current: int | None) -> None:
+    """ConfigError unless `port` on `host` can be listened on (or is the node's own port now)."""
+    import socket
+
+    from raddraft.config import ConfigError
+
+    if port == 0 or port == current:
+        return
+    with socket.socket() as probe:
+        try:
+            probe.bind((host or "0.0.0.0", port))
+        except OSError as error:
+            raise ConfigError(f"node.port: {host or '0.0.0.0'}:{port} is not free ({error.strerror})") from None
 
 
 def _read_text(path: Path) -> str:

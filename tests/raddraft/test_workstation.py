@@ -129,11 +129,16 @@ def test_settings_applied_while_running(workstation, tmp_path):
     ws.check_settings({"pacs.ae_title": "ARCHIVE", "pacs.host": "127.0.0.1"})
     with pytest.raises(ConfigError, match="pacs.host"):
         ws.check_settings({"pacs.ae_title": "ARCHIVE"})
-    done = ws.apply_settings({"pacs.ae_title": "ARCHIVE", "pacs.host": "127.0.0.1", "node.ae_title": "READER2",
-                              "engine.model": str(tmp_path / "no-such-bundle")})
+    from engine.errors import BundleError
+
+    with pytest.raises(BundleError, match="no-such-bundle"):  # nothing that is no bundle reaches the file
+        ws.apply_settings({"pacs.ae_title": "ARCHIVE", "engine.model": str(tmp_path / "no-such-bundle")})
+    assert "ARCHIVE" not in (tmp_path / "raddraft.toml").read_text()
+    with pytest.raises(ConfigError, match="not a model bundle"):
+        ws.verify_settings({"engine.model": str(tmp_path / "no-such-bundle")})
+    done = ws.apply_settings({"pacs.ae_title": "ARCHIVE", "pacs.host": "127.0.0.1", "node.ae_title": "READER2"})
     assert ws.outbox.pacs.describe() == "ARCHIVE@127.0.0.1:104"
     assert ws.node is not None and ws.node.settings.ae_title == "READER2" and ws.node.port != 0
-    assert any("no-such-bundle" in problem for problem in ws.problems)  # reported, not raised
     assert "DICOM node restarted" in done and old_port
     assert "ARCHIVE" in (tmp_path / "raddraft.toml").read_text()
 
