@@ -35,7 +35,7 @@ from engine.findings.rules import (
     MODIFIERS,
     POSSIBLE,
     PROBABLE,
-    PROBABLE_HEDGES,
+    PROBABLE_HEDGE,
     PROBABLE_TRAILING,
     TARGETS,
     TRAILING_HEDGE,
@@ -301,9 +301,24 @@ def _hedge_of(span: Any) -> str:
     uncertainty modifiers on it."""
     if span._.inherent == UNCERTAIN:
         return span._.inherent_hedge
-    cues = {modifier.rule.literal.lower() for modifier in span._.modifiers
-            if modifier.category == "POSSIBLE_EXISTENCE"}
-    return PROBABLE if cues and cues <= PROBABLE_HEDGES else POSSIBLE
+    cues = [span.doc[slice(*modifier.modifier_span)].text for modifier in _hedges_on(span)]
+    return PROBABLE if cues and all(PROBABLE_HEDGE.match(cue) for cue in cues) else POSSIBLE
+
+
+def _hedges_on(span: Any) -> list[Any]:
+    """The uncertainty modifiers on a mention, with those whose scope ConText cut short at one of them: a hedge's
+    scope ends where the next hedge begins ("may be related to rib lesions versus nodules": "may" reaches the
+    nodules only through "versus")."""
+    hedges = [m for m in span._.modifiers if m.category == "POSSIBLE_EXISTENCE"]
+    others = [m for m in span.doc._.context_graph.modifiers if m.category == "POSSIBLE_EXISTENCE" and m not in hedges]
+    grew = True
+    while grew:
+        starts = {h.modifier_span[0] for h in hedges}
+        cut = [m for m in others if m.scope_span[1] in starts and m.direction.upper() != "BACKWARD"]
+        hedges += cut
+        others = [m for m in others if m not in cut]
+        grew = bool(cut)
+    return hedges
 
 
 def _status(span: Any) -> str:

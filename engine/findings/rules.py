@@ -298,12 +298,12 @@ MODIFIERS: tuple[tuple, ...] = (
                                                     "large", "trace", "a"]}}]),
 )
 
-# The uncertainty modifiers (by their rule's literal, medspaCy's defaults included) that say "probable"; every
-# other uncertainty modifier says "possible". A mention under several hedges takes the weakest ("may represent
-# atelectasis versus pneumonia" is possible).
-PROBABLE_HEDGES = frozenset({
-    "probable", "probably", "likely", "borderline", "versus", "suspected", "suspect", "suggest", "suggestive of",
-    "concerning for", "concern for", "suspicion for", "suspicious for", "worrisome for", "vague", "faint"})
+# The uncertainty modifiers' words (as matched: medspaCy's default "possible" rule also matches "likely") that
+# say "probable"; every other uncertainty modifier says "possible". A mention under several hedges takes the
+# weakest ("may represent atelectasis versus pneumonia" is possible).
+PROBABLE_HEDGE = re.compile(r"^(?:(?:is|are|be)\s+)?(?:most\s+)?(?:probable|probably|likely|borderline|versus|vs\.?|suspected|suspect"
+                            r"|suggest(?:s|ed|ing|ive)?(?:\s+of)?|concern(?:ing|ed)?\s+(?:for|about)"
+                            r"|suspicio(?:n|us)\s+(?:for|of)|worrisome\s+for|vague|faint)$", re.IGNORECASE)
 # A finding named as one of two alternatives ("atelectasis or scarring", "scarring or atelectasis") is
 # uncertain: the reader commits to one of them (probable), as with "versus". Negated lists ("no effusion or
 # pneumothorax") are absent before this applies.

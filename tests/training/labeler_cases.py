@@ -128,4 +128,36 @@ CASES: list[tuple[str, dict[str, str]]] = [
     ("Minimal fibronodular scarring at the right apex.", {"nodule": P}),
     ("Small bilateral pleural effusions suspected.", {"pleural_effusion": U}),
     ("Suspected right lower lobe pneumonia.", {"consolidation": U}),
+    # a finding named as one of two alternatives is uncertain; a negated list stays absent
+    ("Subsegmental atelectasis or scarring at the right base.", {"atelectasis": U}),
+    ("Left basilar scarring or atelectasis.", {"atelectasis": U}),
+    ("Small right pleural effusion and/or pleural thickening.", {"pleural_effusion": U}),
+    ("No effusion or pneumothorax on the left.", {"pleural_effusion": A, "pneumothorax": A}),
+    ("Right lower lobe pneumonia or aspiration.", {"consolidation": U}),
+    # negation with an adverb between "not" and the verb; a doubled full stop ends the sentence
+    ("The right upper lobe nodule is not definitely seen on this study.", {"nodule": A}),
+    ("The left effusion is not convincingly identified.", {"pleural_effusion": A}),
+    ("No pleural effusion.. Mild bibasilar atelectasis.", {"pleural_effusion": A, "atelectasis": P}),
+]
+
+# The strength of an uncertain mention (engine.findings.rules: PROBABLE / POSSIBLE): (text, key, hedge).
+HEDGE_CASES: list[tuple[str, str, str]] = [
+    ("Likely right lower lobe pneumonia.", "consolidation", "probable"),
+    ("Right lower lobe opacity, probably atelectasis.", "atelectasis", "probable"),
+    ("Findings most suggestive of early pneumonia.", "consolidation", "probable"),
+    ("Patchy opacity concerning for pneumonia.", "consolidation", "probable"),
+    ("Atelectasis versus pneumonia in the left base.", "consolidation", "probable"),
+    ("Borderline heart size.", "cardiomegaly", "probable"),
+    ("Small left effusion is suspected.", "pleural_effusion", "probable"),
+    ("Possible small right pleural effusion.", "pleural_effusion", "possible"),
+    ("Perihilar opacities may represent edema.", "edema", "possible"),
+    ("Findings could reflect early pneumonia.", "consolidation", "possible"),
+    ("A small left apical pneumothorax cannot be excluded.", "pneumothorax", "possible"),
+    ("Question of a small left effusion.", "pleural_effusion", "possible"),
+    ("The differential includes edema and atypical infection.", "edema", "possible"),
+    ("Nodule in the left mid lung, possibly a nipple shadow.", "nodule", "possible"),
+    ("Blunting of the left costophrenic angle.", "pleural_effusion", "possible"),
+    # the weakest hedge on a mention wins: "may" reaches the nodule through "versus"
+    ("These may be due to rib lesions versus true pulmonary nodules.", "nodule", "possible"),
+    ("Opacity may represent atelectasis versus consolidation.", "consolidation", "possible"),
 ]

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from labeler_cases import CASES
+from labeler_cases import CASES, HEDGE_CASES
 
 from training.data.findings import FindingSampling, sample_findings
 from training.data.reports import ReportWriter
-from engine.findings.labeler import LabelerError, label_report
+from engine.findings.labeler import LabelerError, label_mentions, label_report
 from training.vocabulary import FINDING_KEYS, LABEL_KEYS
 
 
@@ -26,6 +26,18 @@ def test_sentence(text, expected):
     labels = label_report(text)
     assert set(labels) == set(LABEL_KEYS)
     assert {k: labels[k] for k in FINDING_KEYS} == {k: expected.get(k, "not_mentioned") for k in FINDING_KEYS}
+
+
+@pytest.mark.parametrize("text,key,hedge", HEDGE_CASES, ids=[c[0][:48] for c in HEDGE_CASES])
+def test_hedge_strength(text, key, hedge):
+    """An uncertain mention says how sure it is; the label stays "uncertain" either way."""
+    mentions = [m for m in label_mentions(text) if m.key == key]
+    assert mentions and {m.hedge for m in mentions} == {hedge}
+    assert label_report(text)[key] == "uncertain"
+
+
+def test_stated_mentions_carry_no_hedge():
+    assert {m.hedge for m in label_mentions("Small left pleural effusion. No pneumothorax.")} == {""}
 
 
 @pytest.mark.parametrize("text,no_finding", [
