@@ -182,10 +182,13 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
     ds.ContentSequence = DicomSequence([
         _language(),
         *_observer_context(report.signed_by),
+        *_device_observer_context(report),
         _section(FINDINGS_SECTION, FINDING, report.findings),
         _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression, *_communication_items(report)),
         *_addendum_section(report),
+        *_ai_contribution_items(report),
     ])
+    _mark_ai_equipment(ds, report)
     return ds
 
 
@@ -210,6 +213,87 @@ def _mark_amendment(ds: Dataset, report: SignedReport) -> None:
     ds.PredecessorDocumentsSequence = DicomSequence([study])
     ds.InstanceNumber = int(report.detail.get("revision", 1)) + 1
     ds.SeriesDescription = "RadDraft signed report (amended)"
+
+
+# -- the AI's part (IHE AI Results practice): the model as a second observer of the document, a device
+# (TID 1002 / TID 1004), beside the radiologist who signed; what it contributed and whether the study was
+# within what it was trained on, as Comments (Basic Text SR has no NUM, and dciodvfy accepts no private
+# coding scheme, so the statements are TEXT in standard codes).
+DEVICE_OBSERVER_TYPE = code("121007", "DCM", "Device")
+AI_COMMENT = code("121106", "DCM", "Comment")
+_UID_PREFIX = "2.25."
+
+
+def ai_model(report: SignedReport) -> tuple[str, str] | None:
+    """(name, version) of the model whose draft the report started from; None when no model drafted it."""
+    model = str(report.detail.get("model") or "") if report.draft_id is not None else ""
+    if not model:
+        return None
+    name, _, version = model.partition("@")
+    return name, version
+
+
+def domain_statement(domain: object) -> str:
+    """The draft's domain state in words, as the SR and the text/PDF export state it."""
+    state = domain.get("in_domain") if isinstance(domain, dict) else None
+    if state is None:
+        return "unknown (the model has no domain signature)"
+    words = "within the model's training domain" if state else "OUTSIDE the model's training domain"
+    score, threshold = domain.get("score"), domain.get("threshold")  # type: ignore[union-attr]
+    return f"{words} (score {score} vs threshold {threshold})"
+
+
+def ai_contribution_line(report: SignedReport) -> str:
+    """The one line the text/PDF export ends with."""
+    model = ai_model(report)
+    if model is None:
+        return "AI: not drafted by AI."
+    return (f"AI: drafted by {model[0]} {model[1]}; {report.ai_share_kept:.0%} of the AI text kept; study "
+            f"{domain_statement(report.detail.get('domain'))}.")
+
+
+def _device_observer_context(report: SignedReport) -> list[Dataset]:
+    from pydicom.uid import generate_uid
+
+    model = ai_model(report)
+    if model is None:
+        return []
+    name, version = model
+    observer_type = _item("HAS OBS CONTEXT", "CODE", code("121005", "DCM", "Observer Type"))
+    observer_type.ConceptCodeSequence = DicomSequence([DEVICE_OBSERVER_TYPE])
+    uid = _item("HAS OBS CONTEXT", "UIDREF", code("121012", "DCM", "Device Observer UID"))
+    uid.UID = generate_uid(_UID_PREFIX, entropy_srcs=["raddraft model", name, version])  # same model, same UID
+    items = [observer_type, uid]
+    for concept, value in ((code("121013", "DCM", "Device Observer Name"), name),
+                           (code("121014", "DCM", "Device Observer Manufacturer"), "RadDraft"),
+                           (code("121015", "DCM", "Device Observer Model Name"), f"{name} {version}".strip())):
+        item = _item("HAS OBS CONTEXT", "TEXT", concept)
+        item.TextValue = clean_text(value)
+        items.append(item)
+    return items
+
+
+def ai_statements(report: SignedReport) -> list[str]:
+    """Drafted by AI or not, the share of AI text kept and the domain state; [] for a report the
+    workstation did not sign (no software recorded, no draft)."""
+    if report.draft_id is None and not report.detail.get("software"):
+        return []
+    model = ai_model(report)
+    if model is None:
+        return ["Drafted by AI: no."]
+    return [f"Drafted by AI: yes, by {model[0]} {model[1]}.",
+            f"Share of AI text kept: {report.ai_share_kept:.1%}.",
+            f"Study domain: {domain_statement(report.detail.get('domain'))}."]
+
+
+def _ai_contribution_items(report: SignedReport) -> list[Dataset]:
+    return [_text_item(AI_COMMENT, statement) for statement in ai_statements(report)]
+
+
+def _mark_ai_equipment(ds: Dataset, report: SignedReport) -> None:
+    software = str(report.detail.get("software") or "").strip()
+    if software:
+        ds.SoftwareVersions = clean_text(software)[:64]
 
 
 def _addendum_section(report: SignedReport) -> list[Dataset]:

@@ -41,6 +41,13 @@ class WorklistRow:
     critical: tuple[str, ...] = ()  # critical findings the current draft states ("pneumothorax (tension or large)")
     changed_after_signing: int = 0  # instances received (new or replaced) after the last report was signed
     amendments: int = 0  # reports that replaced an earlier one (addenda, corrections)
+    # the current draft's domain state: True / False (outside the model's training domain) / None (unknown)
+    in_domain: bool | None = None
+
+    @property
+    def out_of_domain_unread(self) -> bool:
+        """A draft outside its model's domain waits for a radiologist (counted in the status bar)."""
+        return self.has_draft and self.in_domain is False and self.state not in (StudyState.SIGNED, StudyState.SENT)
 
     @property
     def critical_unread(self) -> bool:
@@ -93,6 +100,8 @@ SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
        COALESCE(o.last_error, '') AS send_error,
        COALESCE((SELECT json_extract(d.detail, '$.critical') FROM drafts d
                  WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1), '[]') AS critical,
+       (SELECT json_extract(d.detail, '$.domain.in_domain') FROM drafts d
+                 WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1) AS in_domain,
        (SELECT COUNT(*) FROM instances i JOIN reports p ON p.id = (SELECT MAX(id) FROM reports q
                 WHERE q.study_uid = s.study_uid)
             WHERE i.study_uid = s.study_uid AND CASE WHEN json_type(p.detail, '$.images_signed') IS NULL
@@ -123,6 +132,7 @@ def _row(row: object) -> WorklistRow:
     values["amendments"] = max(0, values["amendments"])
     critical = json.loads(values["critical"] or "[]")
     values["critical"] = tuple(str(c) for c in critical) if isinstance(critical, list) else ()
+    values["in_domain"] = None if values["in_domain"] is None else bool(values["in_domain"])
     return WorklistRow(**values)
 
 

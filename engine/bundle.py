@@ -179,6 +179,9 @@ class BundleManifest:
     checkpoint: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The out-of-domain check (engine.domain): "signature" names its .npz file, the rest describes how it
+    # was made (method, threshold, studies, score figures). Empty: no signature, drafts say in_domain None.
+    domain: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -256,6 +259,7 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
             checkpoint=data.get("checkpoint"),
             provenance=data.get("provenance", {}),
             metrics=data.get("metrics", {}),
+            domain=_optional_object(data, "domain"),
             format_version=version,
         )
     except _FieldError as error:
@@ -279,6 +283,13 @@ def _prompt_layout(data: Any) -> PromptLayout:
             raise _FieldError(f"'prompting.{key}' must be an object")
     layout = _build(PromptLayout, rest, "prompting")
     return dataclasses.replace(layout, variants=built)
+
+
+def _optional_object(data: dict, key: str) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise _FieldError(f"{key!r} must be an object")
+    return value
 
 
 def _require(data: dict, key: str, kind: type) -> Any:

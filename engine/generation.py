@@ -76,6 +76,8 @@ class GenerationResult:
     decode_s: float
     reused_tokens: int = 0  # prompt tokens taken from an earlier cache instead of prefilled
     state: DecoderState | None = field(default=None, repr=False, compare=False)  # cache after the last fed token
+    # the model's own probability (softmax of the raw logits) of each token in token_ids: per-finding confidence
+    token_probs: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def ms_per_token(self) -> float:
@@ -191,6 +193,7 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
     fed = list(prompt_ids)  # the tokens whose keys and values are in `past`
     seen = {int(i) for i in prompt_ids}
     generated: list[int] = []
+    probabilities: list[float] = []
     stop_reason = "length"
     decode_started = time.perf_counter()
     while True:
@@ -203,6 +206,7 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
             stop_reason = "eos"
             break
         generated.append(token)
+        probabilities.append(token_probability(logits, token))
         seen.add(token)
         stream.push(token)
         if len(generated) >= options.max_new_tokens:
@@ -218,4 +222,10 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
     text = stream.finish().strip()
     state = DecoderState(tuple(fed), past, image_features) if options.use_cache else None
     return GenerationResult(text, tuple(generated), stop_reason, len(prompt_ids), prefill_s, decode_s,
-                            reused_tokens=reused, state=state)
+                            reused_tokens=reused, state=state, token_probs=tuple(probabilities))
+
+
+def token_probability(logits: np.ndarray, token: int) -> float:
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(values - values.max())
+    return float(shifted[token] / shifted.sum())

@@ -157,11 +157,24 @@ class DraftingQueue:
             # `instances`: how many of the study's images were there (a speculative draft may precede more).
             detail={"variant": draft.variant, "images": list(draft.images), "instances": len(paths),
                     "prompts": draft.prompts,
-                    "timings": draft.timings, "critical": self._critical_in(draft)}))
+                    "timings": draft.timings, **self._trust_of(study_uid, draft)}))
         total = float(draft.timings.get("total_s", 0.0))  # type: ignore[arg-type]
         log.info("study %s drafted by %s in %.2f s%s", study_uid, draft.model, total,
                  " (stale: new images arrived meanwhile)" if record.stale else "")
         self.events.finished.publish(DraftFinished(study_uid, record.id, draft.model, total, record.stale))
+
+    def _trust_of(self, study_uid: str, draft: Draft) -> dict[str, object]:
+        """Domain state and confidence for the draft's detail, and its critical findings, except for a draft
+        outside the model's domain: its text turns on no critical alert by itself (the radiologist's does)."""
+        domain = dict(getattr(draft, "domain", None) or {"in_domain": None, "score": None, "threshold": None})
+        if domain.get("in_domain") is False:
+            # the study UID, model and score only: no patient identifier goes to the log
+            log.info("study %s is outside the training domain of %s (score %s > threshold %s): its draft is "
+                     "marked unreliable", study_uid, draft.model, domain.get("score"), domain.get("threshold"))
+            critical: list[str] = []
+        else:
+            critical = self._critical_in(draft)
+        return {"domain": domain, "confidence": dict(getattr(draft, "confidence", None) or {}), "critical": critical}
 
     def _critical_in(self, draft: Draft) -> list[str]:
         """The critical findings the draft states, flagged in the worklist as soon as the draft is saved."""

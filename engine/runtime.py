@@ -14,6 +14,8 @@ from tokenizers import Tokenizer
 
 from engine import preprocess
 from engine.bundle import BundleManifest, validate_bundle
+from engine.confidence import SectionTokens, finding_confidence
+from engine.domain import UNKNOWN, DomainSignature, DomainState, read_signature
 from engine.errors import BundleError, GenerationError
 from engine.generation import (
     DecoderState,
@@ -61,9 +63,16 @@ class Draft:
     images: tuple[str, ...]
     prompts: dict[str, str]
     timings: dict[str, object] = field(default_factory=dict)
+    # engine.domain: {in_domain: True / False / None (the bundle has no signature), score, threshold}
+    domain: dict[str, object] = field(default_factory=UNKNOWN.to_dict)
+    confidence: dict[str, float] = field(default_factory=dict)  # finding key -> probability (engine.confidence)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @property
+    def out_of_domain(self) -> bool:
+        return self.domain.get("in_domain") is False
 
 
 class DraftModel:
@@ -76,6 +85,7 @@ class DraftModel:
         self.tokenizer = tokenizer
         self.provider_choice = choice
         self._max_new_tokens = max_new_tokens or manifest.generation.max_new_tokens
+        self.domain_signature: DomainSignature | None = read_signature(bundle_dir, manifest.domain.get("signature"))
         self.load_seconds = 0.0  # set by load_model
         self.resident_bytes = 0  # process resident memory right after loading
 
@@ -151,6 +161,7 @@ class DraftModel:
         prepared = time.perf_counter()
         features = self.image_features(study_input)
         encoded = time.perf_counter()
+        domain = self.domain_state(features)
         used_indication = self.limit_indication(indication if indication is not None else study_input.indication) \
             if self.takes_indication else None
         layout = {"views": self._prompt_views(study_input), "indication": used_indication}
@@ -173,7 +184,19 @@ class DraftModel:
             timings={"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),
                      **shared_timing, "findings": findings.timings(), "impression": impression.timings(),
                      "total_s": round(done - started, 4)},
+            domain=domain.to_dict(), confidence=self.confidence(findings, impression),
         )
+
+    def domain_state(self, features: np.ndarray) -> DomainState:
+        """How far the study's images lie from the training images; UNKNOWN for a bundle without a signature."""
+        if self.domain_signature is None:
+            return UNKNOWN
+        return self.domain_signature.state(features, self.variant)
+
+    def confidence(self, findings: GenerationResult, impression: GenerationResult) -> dict[str, float]:
+        return finding_confidence(self.tokenizer, {
+            name: SectionTokens(result.text, result.token_ids, result.token_probs)
+            for name, result in (("findings", findings), ("impression", impression))})
 
 
     def _shared_prefill(self, features: np.ndarray, options: GenerationOptions, *, views: tuple[str, ...],

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt layout for checkpoints with a chat template: instructions, system, views, "
                              "view_words, indication (default: the checkpoint's raddraft_prompts.json, else one "
                              "frontal view; see docs/models.md)")
+    parser.add_argument("--domain-data", type=Path, metavar="MANIFEST",
+                        help="the training data's manifest.jsonl (raddraft synth / dataset): store a domain "
+                             "signature of its train split, thresholds from its validation split, so drafts of "
+                             "studies unlike it are flagged out of domain (without it: in_domain unknown)")
     parser.add_argument("--card-notes", type=Path, metavar="FILE.md",
                         help="markdown to put at the top of MODEL_CARD.md (e.g. a not-for-clinical-use notice)")
 
@@ -89,4 +93,21 @@ def run(args: argparse.Namespace, config) -> int:
         return 2
     bar.close()
     print("\n".join(report.summary_lines()))
+    if args.domain_data is not None:
+        return _add_domain(report.bundle_dir, args.domain_data)
+    return 0
+
+
+def _add_domain(bundle_dir: Path, manifest: Path) -> int:
+    from training.export import ExportError
+    from training.export.domain import add_domain_signature, studies_of_manifest
+
+    try:
+        train, validation = studies_of_manifest(manifest)
+        entry = add_domain_signature(bundle_dir, train, validation, source=str(manifest))
+    except ExportError as exc:
+        print(f"raddraft export: the bundle is written, but not its domain signature: {exc}", file=sys.stderr)
+        return 2
+    print(f"  domain signature: {entry['studies']['train']} training, {entry['studies']['validation']} "
+          f"validation studies; thresholds {entry['thresholds']}")
     return 0

@@ -128,3 +128,66 @@ def test_amendment_refers_to_the_report_it_replaces_and_passes_dciodvfy(tmp_path
     output = verdict.stdout + verdict.stderr
     assert "BasicTextSR" in output
     assert "Error" not in output and "Warning" not in output, output
+
+
+def _ai_report(report: SignedReport, domain: dict | None) -> SignedReport:
+    detail = {"model": "raddraft-phantom-cxr@1.0.0", "software": "RadDraft 0.1.0", "domain": domain}
+    return SignedReport(**{**report.__dict__, "draft_id": 7, "ai_share_kept": 0.8234, "detail": detail})
+
+
+def _ai_items(ds) -> dict[str, object]:
+    """The device observer's items (after the person's) and the AI comments, by concept meaning."""
+    found: dict[str, object] = {"comments": []}
+    for item in ds.ContentSequence[3:]:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.RelationshipType == "HAS OBS CONTEXT":
+            found[name] = (item.ConceptCodeSequence[0].CodeMeaning if item.ValueType == "CODE" else
+                           item.UID if item.ValueType == "UIDREF" else str(item.TextValue))
+        elif name == "Comment":
+            found["comments"].append(str(item.TextValue))
+    return found
+
+
+@pytest.mark.parametrize("domain, words", [
+    ({"in_domain": False, "score": 310.2, "threshold": 165.0}, "OUTSIDE the model's training domain"),
+    ({"in_domain": True, "score": 120.0, "threshold": 165.0}, "within the model's training domain"),
+    (None, "unknown"),
+])
+def test_ai_part_device_observer_share_and_domain_pass_dciodvfy(tmp_path, signed, domain, words):
+    store, report = signed
+    report = _ai_report(report, domain)
+    ds = build_report_sr(report, store.index.study(report.study_uid), store.index.instances_of(report.study_uid))
+    items = _ai_items(ds)
+    assert items["Observer Type"] == "Device"
+    assert items["Device Observer Name"] == "raddraft-phantom-cxr"
+    assert items["Device Observer Model Name"] == "raddraft-phantom-cxr 1.0.0"
+    assert items["Device Observer Manufacturer"] == "RadDraft"
+    assert str(items["Device Observer UID"]).startswith("2.25.")
+    drafted, share, state = items["comments"]
+    assert drafted == "Drafted by AI: yes, by raddraft-phantom-cxr 1.0.0." and share == "Share of AI text kept: 82.3%."
+    assert state.startswith("Study domain: ") and words in state
+    assert ds.SoftwareVersions == "RadDraft 0.1.0"
+    # the person who signed stays the report's observer; the device observes only the AI's subtree
+    assert [item.ConceptNameCodeSequence[0].CodeValue for item in ds.ContentSequence][:3] == [
+        "121049", "121005", "121008"]
+    path = tmp_path / "ai-sr.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    dciodvfy = require_tool("dciodvfy")
+    verdict = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60, check=False)
+    output = verdict.stdout + verdict.stderr
+    assert "BasicTextSR" in output
+    assert "Error" not in output and "Warning" not in output, output
+
+
+def test_a_report_written_without_a_draft_says_not_drafted_by_ai(signed):
+    from dicom_node.sr import ai_contribution_line
+
+    store, report = signed
+    report = SignedReport(**{**report.__dict__, "detail": {"software": "RadDraft 0.1.0", "model": "m@1"}})
+    ds = build_report_sr(report, store.index.study(report.study_uid), store.index.instances_of(report.study_uid))
+    assert _ai_items(ds) == {"comments": ["Drafted by AI: no."]}
+    assert ai_contribution_line(report) == "AI: not drafted by AI."
+    drafted = _ai_report(report, {"in_domain": False, "score": 310.2, "threshold": 165.0})
+    assert ai_contribution_line(drafted) == ("AI: drafted by raddraft-phantom-cxr 1.0.0; 82% of the AI text kept; "
+                                             "study OUTSIDE the model's training domain (score 310.2 vs threshold "
+                                             "165.0).")
