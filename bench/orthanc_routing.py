@@ -1,7 +1,8 @@
 """Routing latency: phantom studies stored into Orthanc with dcmtk's storescu and auto-routed by an Orthanc
 Lua rule to RadDraft, against storescu sending the same studies straight to RadDraft (the peer baseline).
 
-    python bench/orthanc_routing.py [--studies 20] [--runs 3] [--size 256] [--stable-after 10] [--nagle]
+    python bench/orthanc_routing.py [--studies 20] [--runs 3] [--size 256] [--stable-after 10]
+                                    [--speculative-after 1] [--compare-quiet-only] [--nagle]
 
 RadDraft runs in-process as the app hosts it (raddraft/workstation.py) with the embedded model; Orthanc is
 /usr/sbin/Orthanc on loopback (peers/orthanc.py), a fresh one and a fresh RadDraft store in every run. The
@@ -9,9 +10,11 @@ studies are sent one after another, one storescu per study (one association per 
 
 Measured per study, from storescu returning, i.e. its receiver (Orthanc, or RadDraft directly) has
 acknowledged the last instance, which both do only once it is stored and indexed, to the draft saved in
-RadDraft's store. That latency includes the stability quiet period (`node.stable_after_s`): RadDraft drafts
-a study only after no instance of it arrived for that long, so the quiet period is most of it and is
-printed with the table. Breakdown: forward (acknowledged by Orthanc -> last instance in RadDraft's store;
+RadDraft's store. A study is complete (and drafted) after the stability quiet period
+(`node.stable_after_s`), or sooner: speculatively once a frontal image is there and no instance came for
+`node.speculative_after_s` (a later instance reopens it and it is drafted again), or at the sender's Number
+of Study Related Instances. Both settings are printed with the table; `--compare-quiet-only` adds the same
+runs with speculation off (the quiet period alone). Breakdown: forward (acknowledged by Orthanc -> last instance in RadDraft's store;
 the routing hop; storescu's return also covers its association release, so Orthanc may already have
 forwarded the instance: it reads as 0 or slightly below), quiet (-> study stable), queued (-> taken by the drafting queue, which drafts one study
 at a time), drafting (-> draft saved: reading the images and running the model).
@@ -120,14 +123,15 @@ def write_phantoms(out: Path, count: int, size: int, seed: int) -> list[PhantomS
 
 
 @contextmanager
-def raddraft(workdir: Path, stable_after_s: float, timeline: Timeline) -> Iterator[object]:
+def raddraft(workdir: Path, stable_after_s: float, speculative_after_s: float,
+             timeline: Timeline) -> Iterator[object]:
     from raddraft.config import load_config
     from raddraft.workstation import Workstation
 
     config_file = workdir / "raddraft.toml"
     config_file.write_text("")  # never the user's own configuration
     overrides = {"store.root": str(workdir / "store"), "node.port": 0, "node.ae_title": RADDRAFT_AE,
-                 "node.stable_after_s": stable_after_s}
+                 "node.stable_after_s": stable_after_s, "node.speculative_after_s": speculative_after_s}
     ws = Workstation.start(load_config(config_file, overrides), config_path=config_file, overrides=overrides)
     try:
         if ws.problems or ws.node is None or ws.queue is None:
@@ -142,14 +146,15 @@ def raddraft(workdir: Path, stable_after_s: float, timeline: Timeline) -> Iterat
         ws.stop()
 
 
-def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, nodelay: bool) -> list[StudyLatency]:
+def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, speculative_after_s: float,
+             nodelay: bool) -> tuple[list[StudyLatency], float]:
     from peers.dcmtk import storescu_send
     from peers.orthanc import Modality, running_orthanc
 
     timeline = Timeline()
     via_orthanc = route == ROUTES[0]
     with tempfile.TemporaryDirectory(prefix="routing-") as tmp, \
-            raddraft(Path(tmp), stable_after_s, timeline) as ws:
+            raddraft(Path(tmp), stable_after_s, speculative_after_s, timeline) as ws:
         pacs = (running_orthanc(Path(tmp) / "orthanc", ae_title=PACS_AE, route_to=ROUTE,
                                 never_route_from=[RADDRAFT_AE], nodelay=nodelay)
                 if via_orthanc else nullcontext())
@@ -169,7 +174,9 @@ def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, nod
                 if held != sum(len(s.paths) for s in studies):
                     raise RuntimeError(f"Orthanc holds {held} instances after storescu returned")
             timeline.wait_drafted([s.study_uid for s in studies], timeout=stable_after_s + 60 + 5 * len(studies))
+            settle_redrafts(ws, studies, timeout=stable_after_s + 30)
             check_complete(ws, studies)
+            drafts = drafts_per_study(ws, studies)
     latencies = []
     for study in studies:
         c = timeline.clocks[study.study_uid]
@@ -177,7 +184,26 @@ def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, nod
                                       forward=c.arrived - c.acknowledged if via_orthanc else 0.0,
                                       quiet=c.stable - c.arrived, queued=c.started - c.stable,
                                       drafting=c.drafted - c.started))
-    return latencies
+    return latencies, drafts
+
+
+def settle_redrafts(ws, studies: list[PhantomStudy], timeout: float) -> None:
+    """Wait until no study is receiving or queued: a speculative draft that more images overtook is
+    drafted again, and the table's "draft ready" is that last draft."""
+    from dicom_node.index import StudyState
+
+    deadline = time.monotonic() + timeout
+    busy = frozenset({StudyState.RECEIVING, StudyState.STABLE, StudyState.DRAFTING})
+    while time.monotonic() < deadline:
+        if all(ws.store.index.study(s.study_uid).state not in busy for s in studies):
+            return
+        time.sleep(0.05)
+
+
+def drafts_per_study(ws, studies: list[PhantomStudy]) -> float:
+    from dicom_node.drafts import drafts_of
+
+    return statistics.mean(len(drafts_of(ws.store.index, s.study_uid)) for s in studies)
 
 
 def check_complete(ws, studies: list[PhantomStudy]) -> None:
@@ -195,6 +221,7 @@ def check_complete(ws, studies: list[PhantomStudy]) -> None:
 @dataclass
 class RouteResult:
     runs: list[list[StudyLatency]] = field(default_factory=list)
+    drafts: list[float] = field(default_factory=list)  # drafts per study, per run (above 1: redrafted)
 
     def median(self, part: str) -> float:
         return statistics.median(statistics.median(getattr(s, part) for s in run) for run in self.runs)
@@ -206,7 +233,8 @@ class RouteResult:
         return " ".join(f"{statistics.median(s.total for s in run):.2f}" for run in self.runs)
 
 
-def measure(studies: list[PhantomStudy], runs: int, stable_after_s: float, nodelay: bool) -> dict[str, RouteResult]:
+def measure(studies: list[PhantomStudy], runs: int, stable_after_s: float, speculative_after_s: float,
+            nodelay: bool) -> dict[str, RouteResult]:
     from tqdm import tqdm
 
     results = {route: RouteResult() for route in ROUTES}
@@ -214,23 +242,27 @@ def measure(studies: list[PhantomStudy], runs: int, stable_after_s: float, nodel
     with tqdm(total=runs * len(ROUTES), desc=f"runs ({label})", unit="run", file=sys.stderr, disable=None) as bar:
         for _ in range(runs):
             for route in ROUTES:  # alternate routes within each round
-                results[route].runs.append(run_once(route, studies, stable_after_s, nodelay))
+                latencies, drafts = run_once(route, studies, stable_after_s, speculative_after_s, nodelay)
+                results[route].runs.append(latencies)
+                results[route].drafts.append(drafts)
                 bar.update(1)
     return results
 
 
-def print_table(title: str, results: dict[str, RouteResult], stable_after_s: float) -> None:
+def print_table(title: str, results: dict[str, RouteResult], stable_after_s: float,
+                speculative_after_s: float) -> None:
     print(f"\n{title}")
-    print(f"stability quiet period in force: node.stable_after_s = {stable_after_s:g} s; it is part of every "
-          "latency below (a study is drafted only once no instance arrived for that long)")
+    print(f"completion: node.stable_after_s = {stable_after_s:g} s (upper bound), node.speculative_after_s = "
+          f"{speculative_after_s:g} s ({'off' if not speculative_after_s else 'after a frontal image'})")
     print(f"{'route':32s} {'acknowledged -> draft ready (s)':>31s} {'forward (s)':>14s} {'quiet (s)':>10s} "
-          f"{'queued (s)':>11s} {'drafting (s)':>13s}  run medians (s)")
+          f"{'queued (s)':>11s} {'drafting (s)':>13s} {'drafts/study':>12s}  run medians (s)")
     print(f"{'':32s} {'median':>15s} {'worst':>15s} {'median':>7s} {'worst':>6s} {'median':>10s} "
-          f"{'median':>11s} {'median':>13s}")
+          f"{'median':>11s} {'median':>13s} {'mean':>12s}")
     for route, result in results.items():
         print(f"{route:32s} {result.median('total'):15.2f} {result.worst('total'):15.2f} "
               f"{result.median('forward'):7.2f} {result.worst('forward'):6.2f} {result.median('quiet'):10.2f} "
-              f"{result.median('queued'):11.3f} {result.median('drafting'):13.3f}  {result.run_medians()}")
+              f"{result.median('queued'):11.3f} {result.median('drafting'):13.3f} "
+              f"{statistics.mean(result.drafts):12.2f}  {result.run_medians()}")
     routed, direct = results[ROUTES[0]], results[ROUTES[1]]
     print(f"{'routing through Orthanc adds':32s} {routed.median('total') - direct.median('total'):+15.2f} "
           f"{routed.worst('total') - direct.worst('total'):+15.2f}")
@@ -244,6 +276,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--stable-after", type=float, default=None,
                         help="RadDraft's quiet period in seconds (default: the product's default)")
+    parser.add_argument("--speculative-after", type=float, default=None,
+                        help="RadDraft's speculative quiet in seconds, 0: off (default: the product's default)")
+    parser.add_argument("--compare-quiet-only", action="store_true",
+                        help="also run with speculation off, the quiet period alone")
     parser.add_argument("--nagle", action="store_true", help="also run with TCP_NODELAY unset")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -255,15 +291,19 @@ def main() -> int:
         print("Orthanc not found (/usr/sbin/Orthanc): apt-get install orthanc dcmtk", file=sys.stderr)
         return 2
     stable_after_s = args.stable_after if args.stable_after is not None else NodeSettings().stable_after_s
+    speculative = (args.speculative_after if args.speculative_after is not None
+                   else NodeSettings().speculative_after_s)
+    settings = [speculative, 0.0] if args.compare_quiet_only and speculative else [speculative]
     with tempfile.TemporaryDirectory(prefix="routing-phantoms-") as tmp:
         studies = write_phantoms(Path(tmp), args.studies, args.size, args.seed)
         images = sum(len(s.paths) for s in studies)
         model = describe_model()
         for nodelay in (True, False) if args.nagle else (True,):
-            results = measure(studies, args.runs, stable_after_s, nodelay)
-            print_table(f"{len(studies)} phantom studies ({images} images, {args.size} px), {args.runs} runs per "
-                        f"route, {'TCP_NODELAY=1' if nodelay else 'TCP_NODELAY unset'} on storescu and Orthanc; "
-                        f"drafted by {model}", results, stable_after_s)
+            for speculative_after_s in settings:
+                results = measure(studies, args.runs, stable_after_s, speculative_after_s, nodelay)
+                print_table(f"{len(studies)} phantom studies ({images} images, {args.size} px), {args.runs} runs "
+                            f"per route, {'TCP_NODELAY=1' if nodelay else 'TCP_NODELAY unset'} on storescu and "
+                            f"Orthanc; drafted by {model}", results, stable_after_s, speculative_after_s)
     return 0
 
 
