@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the reason for the exam, for models whose prompt takes one (default: the study's "
                              "DICOM request attributes)")
     parser.add_argument("--stream", action="store_true", help="stream the text to stderr as it is generated")
+    parser.add_argument("--findings-text", type=Path, metavar="FILE",
+                        help="draft only the impression, from the findings in FILE (UTF-8); `findings` in the "
+                             "JSON echoes them")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -45,6 +48,16 @@ def run(args: argparse.Namespace, config) -> int:
         if not path.exists():
             print(f"raddraft draft: no such file or folder: {path}", file=sys.stderr)
             return 2
+    given = None
+    if args.findings_text is not None:
+        try:
+            given = args.findings_text.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"raddraft draft: cannot read the findings: {error}", file=sys.stderr)
+            return 2
+        if not given:
+            print(f"raddraft draft: {args.findings_text} holds no findings", file=sys.stderr)
+            return 2
     try:
         from engine.runtime import load_model
 
@@ -52,15 +65,43 @@ def run(args: argparse.Namespace, config) -> int:
         changes = {key: value for key, value in (
             ("temperature", args.temperature), ("top_p", args.top_p),
             ("repetition_penalty", args.repetition_penalty), ("seed", args.seed)) if value is not None}
-        draft = model.draft(args.paths, options=model.default_options(**changes),
-                            impression_from_findings=args.impression_from_findings, indication=args.indication,
-                            on_piece=_stream_to_stderr if args.stream else None)
+        options = model.default_options(**changes)
+        on_piece = _stream_to_stderr if args.stream else None
+        if given is not None:
+            draft = impression_from_given_findings(model, args.paths, given, options, args.indication, on_piece)
+        else:
+            draft = model.draft(args.paths, options=options, impression_from_findings=args.impression_from_findings,
+                                indication=args.indication, on_piece=on_piece)
     except EngineError as error:
         print(f"raddraft draft: {error}", file=sys.stderr)
         return 1
     json.dump(draft.to_dict(), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def impression_from_given_findings(model, paths, findings: str, options, indication, on_piece):
+    """The impression of the study drafted from `findings` as given (not from findings the model drafts):
+    an engine.runtime.Draft whose `findings` echo them."""
+    import time
+
+    from engine.prompts import IMPRESSION_FROM_FINDINGS
+    from engine.runtime import Draft
+
+    started = time.perf_counter()
+    study = model.prepare(paths)
+    features = model.image_features(study)
+    used = model.limit_indication(indication if indication is not None else study.indication) \
+        if model.takes_indication else None
+    impression = model.generate(IMPRESSION_FROM_FINDINGS, features, options, findings=findings,
+                                on_text=(lambda piece: on_piece("impression", piece)) if on_piece else None,
+                                views=model._prompt_views(study), indication=used)
+    return Draft(findings=findings, impression=impression.text, model=model.model_id, provider=model.provider,
+                 variant=model.variant, images=study.sop_instance_uids,
+                 prompts={"findings": "given", "impression": IMPRESSION_FROM_FINDINGS,
+                          **({"indication": used} if used else {})},
+                 timings={"impression": impression.timings(), "total_s": round(time.perf_counter() - started, 4)},
+                 domain=model.domain_state(features).to_dict())
 
 
 def _stream_to_stderr(section: str, piece: str) -> None:
