@@ -35,9 +35,26 @@ def config_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {**node_overrides(args), **model_overrides(args), "reading.radiologist": args.radiologist}
 
 
+def qt_platform(environ) -> str:
+    """The platform plugin Qt will pick: QT_QPA_PLATFORM's first choice, else Wayland in a Wayland
+    session, else X11 (xcb)."""
+    chosen = environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    if chosen:
+        return chosen
+    wayland = environ.get("WAYLAND_DISPLAY") and environ.get("XDG_SESSION_TYPE") == "wayland"
+    return "wayland" if wayland else "xcb"
+
+
 def run(args: argparse.Namespace, config) -> int:
+    import os
     import sys
 
+    from desktop.platform_check import platform_problem
+
+    problem = platform_problem(qt_platform(os.environ))  # before Qt, which aborts without them (exit 134)
+    if problem:
+        print(f"raddraft: {problem}", file=sys.stderr)
+        return 1
     from desktop.app import application, run_app  # Qt is loaded only here
     from dicom_node.errors import StoreWriteError
     from raddraft.qt_signals import quit_on_signals
