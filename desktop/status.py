@@ -12,8 +12,10 @@ class StatusBar(QStatusBar):
         super().__init__(parent)
         self.critical = QLabel("")
         self.critical.setStyleSheet("color: #d0021b; font-weight: bold;")
+        self.out_of_domain = QLabel("")
+        self.out_of_domain.setStyleSheet("color: #d0021b;")
         self.node, self.today, self.model, self.queue, self.pacs = (QLabel("…") for _ in range(5))
-        for label in (self.critical, self.node, self.today, self.model, self.queue, self.pacs):
+        for label in (self.critical, self.out_of_domain, self.node, self.today, self.model, self.queue, self.pacs):
             label.setContentsMargins(6, 0, 6, 0)
             self.addPermanentWidget(label)
 
@@ -30,6 +32,13 @@ class StatusBar(QStatusBar):
         """How many studies with a critical finding wait to be read."""
         self.critical.setText(f"⚠ {count} critical" if count else "")
         self.critical.setVisible(bool(count))
+
+    def show_out_of_domain(self, count: int) -> None:
+        """How many unsigned studies have a draft outside its model's training domain."""
+        self.out_of_domain.setText(f"{count} out of domain" if count else "")
+        self.out_of_domain.setToolTip("Drafts of these studies are unreliable: the images are unlike the "
+                                      "model's training images" if count else "")
+        self.out_of_domain.setVisible(bool(count))
 
     def notify(self, text: str, error: bool = False) -> None:
         self.setStyleSheet("QStatusBar { color: #b03a2e; }" if error else "")

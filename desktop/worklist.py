@@ -92,10 +92,10 @@ COLUMNS: tuple[tuple[str, Callable[[WorklistRow], str], Callable[[WorklistRow], 
     ("Study date", lambda r: format_date(r.study_date), lambda r: r.study_date + r.study_time),
     ("Received", _received, lambda r: r.last_received),
     ("Images", lambda r: str(r.num_instances), lambda r: r.num_instances),
-    ("Domain", lambda r: domain_text(r), lambda r: domain_text(r)),
     ("State", _state_text, lambda r: -1 if r.critical_unread else BADGES.index(r.badge) if r.badge in BADGES else 99),
+    ("Domain", lambda r: domain_text(r), lambda r: domain_text(r)),
 )
-STATE_COLUMN = len(COLUMNS) - 1
+STATE_COLUMN = next(i for i, (header, _, _) in enumerate(COLUMNS) if header == "State")
 RECEIVED_COLUMN = 6
 
 

@@ -143,6 +143,18 @@ def evaluate(ctx: Context, llava: nn.Module, prep: Preprocessing, bundle: Path |
     return results, where
 
 
+def add_domain(ctx: Context, bundle: Path, report) -> float:
+    """Every trained bundle carries the domain signature of its own training and validation studies."""
+    from training.export.domain import add_domain_signature
+
+    started = time.perf_counter()
+    entry = add_domain_signature(bundle, [s.paths for s in ctx.train.studies],
+                                 [s.paths for s in ctx.validation.studies], source=f"raddraft train: {ctx.config.output.name}")
+    report(f"domain signature: {entry['studies']['train']} training, {entry['studies']['validation']} validation "
+           f"studies; thresholds {entry['thresholds']}")
+    return round(time.perf_counter() - started, 1)
+
+
 def finish_run(ctx: Context, llava: nn.Module, prep: Preprocessing, outcome, *, progress: bool, report):
     config = ctx.config
     started = time.perf_counter()
@@ -156,6 +168,7 @@ def finish_run(ctx: Context, llava: nn.Module, prep: Preprocessing, outcome, *, 
         outcome.bundle_dir = exported.bundle_dir
         outcome.timings["export_seconds"] = round(exported.seconds, 1)
         report("\n".join(exported.summary_lines()))
+        outcome.timings["domain_seconds"] = add_domain(ctx, exported.bundle_dir, report)
     started_eval = time.perf_counter()
     if config.output.evaluate:
         evaluated = evaluate(ctx, llava, prep, outcome.bundle_dir, progress, report)
