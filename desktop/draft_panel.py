@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMenu,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -48,6 +49,8 @@ class DraftPanel(QWidget):
         self.changed.hide()
         self.title = QLabel("No study open")
         self.title.setStyleSheet("font-weight: bold; font-size: 14px;")
+        self.title.setWordWrap(True)  # a long patient name wraps; it never widens the panel over the images
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.source = QLabel("")
         self.source.setWordWrap(True)
         self.findings, self.impression = SectionEditor("findings"), SectionEditor("impression")

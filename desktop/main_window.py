@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, 
 from desktop.draft_panel import DraftPanel
 from desktop.models_page import ModelsDialog, ModelsPage
 from desktop.pdf import write_report_pdf
+from desktop.section_editor import origin_format
 from desktop.settings_dialog import SettingsDialog
 from desktop.sign_dialog import SignDialog
 from desktop.signals import EventBridge
@@ -28,13 +29,13 @@ from desktop.viewer import Viewer
 from desktop.worklist import WorklistFeed, WorklistPanel
 from dicom_node.drafts import WorkingDraft, save_working_draft, working_draft
 from dicom_node.reports import changed_after_signing, close_readings, format_date, person_name
-from engine.provenance import validate_for_signing
+from engine.provenance import Origin, validate_for_signing
 
 log = logging.getLogger(__name__)
 SHORTCUTS = {
     "Next study": "Ctrl+Down", "Previous study": "Ctrl+Up", "Draft findings and impression": "Ctrl+D",
     "Impression from findings": "Ctrl+Shift+I", "Accept AI text": "Ctrl+Shift+A", "Sign": "Ctrl+Return",
-    "Sign and open the next study": "Ctrl+Shift+Return",
+    "Sign and open the next study": "Ctrl+Shift+Return", "Insert the measurement into the findings": "Ctrl+Shift+M",
     "Search worklist": "Ctrl+F", "Models…": "Ctrl+M", "Settings…": "Ctrl+,", "Quit": "Ctrl+Q",
 }
 
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         self.models_dialog: ModelsDialog | None = None  # made on first use
         self.question: QMessageBox | None = None  # the last question asked (tests answer it)
         self.settings_dialog: SettingsDialog | None = None  # the last one shown (tests answer it)
+        self.measurement = ""  # the last distance drawn on an image
         self._autosave = QTimer(self, singleShot=True, interval=AUTOSAVE_AFTER_MS)
         self._autosave.timeout.connect(self.save_working_text)
         self._unsaved: tuple[str, dict] | None = None  # study uid, panel state not yet in the store
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
         self.worklist.study_opened.connect(self.open_study)
         b.draft_failed.connect(self._queue_failed)
         b.instance_stored.connect(self._instance_stored)
+        self.viewer.measured.connect(self._measured)
         p = self.panel
         for editor in (p.findings, p.impression):
             editor.edited.connect(self._text_edited)
@@ -131,6 +134,7 @@ class MainWindow(QMainWindow):
                            ("Impression from findings", self.impression_from_findings),
                            ("Accept AI text", self.panel.accept_ai), ("Sign", lambda: self.sign()),
                            ("Sign and open the next study", self.sign_and_next),
+                           ("Insert the measurement into the findings", self.insert_measurement),
                            ("Search worklist", lambda: self.worklist.search.setFocus()),
                            ("Models…", self.open_models), ("Settings…", self.open_settings), ("Quit", self.close)):
             action = QAction(name, self, shortcut=QKeySequence(SHORTCUTS[name]))
@@ -229,6 +233,24 @@ class MainWindow(QMainWindow):
         if self.opened is not None:
             uid = self.opened.study.study_uid
             self.background.run(lambda: self._load_study(uid, False), then or self._show_study)
+
+    @Slot(str)
+    def _measured(self, text: str) -> None:
+        self.measurement = text
+        self.status_bar.notify(f"Measured {text}: {SHORTCUTS['Insert the measurement into the findings']} "
+                               "puts it into the findings.")
+
+    def insert_measurement(self) -> None:
+        """The last distance into the Findings at its cursor, as the radiologist's text."""
+        editor = self.panel.findings
+        if not self.measurement or editor.isReadOnly():
+            return
+        cursor = editor.textCursor()
+        before = editor.toPlainText()[:cursor.position()]
+        cursor.insertText(("" if not before or before.endswith((" ", "\n")) else " ") + f"Measures {self.measurement}.",
+                          origin_format(Origin.HUMAN))
+        editor.setTextCursor(cursor)
+        editor.setFocus()
 
     @Slot(str)
     def _instance_stored(self, study_uid: str) -> None:

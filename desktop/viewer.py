@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -74,6 +74,8 @@ def stacks_of(opened) -> list[Stack]:
 
 
 class Viewer(QWidget):
+    measured = Signal(str)  # a distance drawn on one of the images
+
     def __init__(self, background: Background, cache: FrameCache | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._background = background
@@ -90,12 +92,15 @@ class Viewer(QWidget):
         self.thumbs.setMovement(QListView.Movement.Static)
         self.thumbs.setIconSize(QSize(THUMB, THUMB))
         self.thumbs.setSpacing(6)
+        self.thumbs.setGridSize(QSize(THUMB + 16, THUMB + 44))  # icon and two lines of text: cells never overlap
+        self.thumbs.setUniformItemSizes(True)
         self.thumbs.setFixedWidth(THUMB + 30)
         self.thumbs.setWordWrap(True)
         self.thumbs.itemClicked.connect(lambda item: self.show_stack(self.active, self.thumbs.row(item)))
         self.presets = QComboBox(toolTip="Window presets")
         self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.presets.setMinimumContentsLength(22)
+        self.presets.setPlaceholderText("Custom window")
         self.presets.activated.connect(self._apply_preset)
         self.toolbar = QToolBar()
         self.toolbar.addWidget(self.presets)
@@ -116,6 +121,7 @@ class Viewer(QWidget):
             canvas.render_wanted.connect(lambda i=i: self._render(i))
             canvas.scroll_requested.connect(lambda step, i=i: (self.set_active(i), self.scroll(step)))
             canvas.clicked.connect(lambda i=i: self.set_active(i))
+            canvas.measured.connect(self.measured.emit)
             images.addWidget(canvas)
         self.canvases[1].hide()
         body = QHBoxLayout()
@@ -253,6 +259,10 @@ class Viewer(QWidget):
             for preset in presets(frame):
                 self.presets.addItem(f"{preset.name} ({preset.width:.0f}/{preset.center:.0f})",
                                      (preset.center, preset.width))
+            # the entry of the window on screen, not the first one ("Header") every time the box is refilled
+            on_screen = (self.canvas.center, self.canvas.width_)
+            self.presets.setCurrentIndex(next((i for i in range(self.presets.count())
+                                               if tuple(self.presets.itemData(i) or ()) == on_screen), -1))
 
     def _apply_preset(self, index: int) -> None:
         window = self.presets.itemData(index)

@@ -63,6 +63,31 @@ class DisplayFrame:
         return int(self.values.shape[0]), int(self.values.shape[1])
 
 
+def _multi(ds: pydicom.Dataset, keyword: str) -> str:
+    """A multi-valued attribute as DICOM writes it ("L\\F"), or ""."""
+    try:
+        value = ds.get(keyword)
+        if value is None:
+            return ""
+        values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        return "\\".join(str(v).strip() for v in values)
+    except Exception:  # noqa: BLE001 - a malformed optional attribute must not stop the display
+        return ""
+
+
+def _spacing(ds: pydicom.Dataset) -> dict[str, str]:
+    """The calibration for distances: Pixel Spacing (in the patient), else Imager Pixel Spacing (at the
+    detector), as "row\\column" mm with which one it is; nothing when neither is valid."""
+    for keyword, source in (("PixelSpacing", "Pixel Spacing"), ("ImagerPixelSpacing", "Imager Pixel Spacing")):
+        try:
+            row, col = (float(v) for v in ds.get(keyword) or ())
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return {"spacing": f"{row}\\{col}", "spacing_source": source}
+    return {}
+
+
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
     try:
         value = ds.get(keyword)
@@ -139,6 +164,7 @@ def load_frame(path: Path | str, frame: int = 0) -> DisplayFrame:
         "study_date": _text(ds, "StudyDate"), "modality": _text(ds, "Modality"), "view": view,
         "series": _text(ds, "SeriesDescription"), "instance": _text(ds, "InstanceNumber"),
         "sop_instance_uid": _text(ds, "SOPInstanceUID"), "photometric": photometric,
+        "orientation": _multi(ds, "PatientOrientation"), **_spacing(ds),
     }
     return DisplayFrame(values, default, (lo, hi), auto, photometric == "MONOCHROME1", colour, frame, frames,
                         header, attributes, function)
