@@ -92,7 +92,8 @@ def test_signal_while_a_study_arrives_stops_cleanly(tmp_path: Path, signum: sign
         deadline = time.monotonic() + 60
         while stored_count(store) < 5 and time.monotonic() < deadline and sender.poll() is None:
             time.sleep(0.02)
-        assert stored_count(store) >= 5, "storescu stored nothing before the signal"
+        at_signal = stored_count(store)
+        assert at_signal >= 5, "storescu stored nothing before the signal"
         app.send_signal(signum)
         returncode = app.wait(timeout=120)
         output, _ = sender.communicate(timeout=60)
@@ -100,6 +101,7 @@ def test_signal_while_a_study_arrives_stops_cleanly(tmp_path: Path, signum: sign
         if app.poll() is None:
             app.kill()
     assert returncode == 0, log.read_text()[-3000:]
+    assert at_signal < STUDY_SIZE, "the study had arrived before the signal: nothing was in flight"
     acked = acknowledged(output)
     assert acked, output[-2000:]
     index = Index(store / "index.sqlite3")
