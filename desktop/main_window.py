@@ -168,7 +168,12 @@ class MainWindow(QMainWindow):
         self.status_bar.show_out_of_domain(self.worklist.out_of_domain_count())
 
     def _show_new_problems(self) -> None:
-        """Problems that arose while running (a model that would not load when the current one changed)."""
+        """Problems that arose while running (a model that would not load when the current one changed);
+        those the workstation no longer has (fixed in the settings, say) leave the banner."""
+        gone = self._problems_shown - set(self.ws.problems)
+        if gone:
+            self.banner.clear_where(gone.__contains__)
+            self._problems_shown -= gone
         for problem in self.ws.problems:
             if problem not in self._problems_shown:
                 self._problems_shown.add(problem)
@@ -277,6 +282,7 @@ class MainWindow(QMainWindow):
         def saved(_) -> None:
             self._saving = False
             self.autosaves += 1
+            self.banner.clear_where(lambda message: message.startswith("Your text could not be saved"))
             if self._unsaved is not None:
                 self.save_working_text()
 
@@ -475,6 +481,8 @@ class MainWindow(QMainWindow):
         self.feed.request()
         if ok:
             self.status_bar.notify(f"Report sent to {detail}.")
+            # PACS takes reports again: the failure banner goes (a send that fails again brings it back)
+            self.banner.clear_where(lambda message: message.startswith("Sending a report failed"))
         else:
             self.banner.add(f"Sending a report failed: {detail}. It stays queued and is retried.")
         if self._is_open(study_uid):
@@ -506,9 +514,7 @@ class MainWindow(QMainWindow):
         """Save and apply validated settings on a worker thread (a node restart or model load takes time)."""
         def applied(done: list[str]) -> None:
             self.status_bar.notify("Settings saved. " + "; ".join(done))
-            for problem in self.ws.problems:
-                self.banner.add(problem)
-                self._problems_shown.add(problem)
+            self._show_new_problems()
             self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
             self.refresh_status()
 

@@ -73,3 +73,11 @@ class MessageBanner(QFrame):
     def dismiss(self) -> None:
         self.messages = []
         self.hide()
+
+    def clear_where(self, fixed) -> None:
+        """Take away the messages whose problem is fixed (`fixed(message)` is true); hide when none is left."""
+        kept = [message for message in self.messages if not fixed(message)]
+        if kept != self.messages:
+            self.messages = kept
+            self.text.setText("\n".join(kept))
+            self.setVisible(bool(kept))

@@ -66,3 +66,15 @@ def test_a_pacs_that_does_not_answer_warns_and_can_be_saved_anyway(desktop, pacs
     answering.accept()
     qtbot.waitUntil(lambda: answering.result() == SettingsDialog.DialogCode.Accepted, timeout=15_000)
     assert answering.error.text() == ""
+
+
+def test_a_problem_fixed_in_the_settings_leaves_the_banner(desktop, qtbot, tmp_path):
+    (tmp_path / "broken").mkdir()
+    window = desktop(**{"engine.model": str(tmp_path / "broken"), "engine.draft_on_stable": False})
+    qtbot.waitUntil(lambda: "model.json" in window.banner.text.text(), timeout=5_000)
+    from raddraft.resources import embedded_model_dir
+
+    window.apply_settings({"engine.model": str(embedded_model_dir())})  # fixed: a real bundle
+    qtbot.waitUntil(lambda: window.ws.model is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: "model.json" not in window.banner.text.text(), timeout=10_000)
+    assert not window.banner.isVisible() or window.banner.text.text().strip()
