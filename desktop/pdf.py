@@ -10,18 +10,25 @@ from PySide6.QtCore import QMarginsF
 from PySide6.QtGui import QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
 
-def write_report_pdf(text: str, path: Path) -> Path:
-    """`text` as written by dicom_node.reports.report_as_text: headings in capitals become bold."""
+def report_document(text: str) -> QTextDocument:
+    """`text` as written by dicom_node.reports.report_as_text: headings in capitals become bold; spaces and
+    line breaks stay as written (pre-wrap), so columns of fields are not collapsed."""
     lines = []
     for line in text.splitlines():
         escaped = html.escape(line)
         if line.isupper() and line.strip():
             lines.append(f"<h3>{escaped}</h3>")
         else:
-            lines.append(f"<p>{escaped or '&nbsp;'}</p>")
+            lines.append(f"<p style='white-space: pre-wrap; margin: 0'>{escaped or '&nbsp;'}</p>")
     document = QTextDocument()
     document.setHtml("<html><body style='font-family: sans-serif; font-size: 11pt'>" + "".join(lines)
                      + "</body></html>")
+    return document
+
+
+def write_report_pdf(text: str, path: Path) -> Path:
+    """The report text as an A4 PDF, written aside and renamed into place."""
+    document = report_document(text)
     partial = Path(path).with_name(f".{Path(path).name}.partial")
     writer = QPdfWriter(str(partial))
     writer.setPageLayout(QPageLayout(QPageSize(QPageSize.PageSizeId.A4), QPageLayout.Orientation.Portrait,

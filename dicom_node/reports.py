@@ -307,13 +307,17 @@ def mark_opened(index: Index, study_uid: str, by: str, *, now: float | None = No
 def report_as_text(report: SignedReport, study: StudyRow) -> str:
     """The signed report as plain text (what the text export writes and the PDF shows)."""
     signed = time.strftime("%Y-%m-%d %H:%M", time.localtime(report.signed_at))
+    fields = [_fields(("Patient", person_name(study.patient_name)), ("ID", study.patient_id)),
+              _fields(("Accession", study.accession_number), ("Study date", format_date(study.study_date))),
+              _fields(("Study", study.study_description))]
+    amended = ([f"AMENDED REPORT (revision {report.detail.get('revision', 1)}): "
+                f"{report.detail.get('addendum', '')}".rstrip(), ""] if report.detail.get("amends") else [])
     lines = [
         "RADIOLOGY REPORT",
         "",
-        f"Patient: {person_name(study.patient_name)}    ID: {study.patient_id}",
-        f"Accession: {study.accession_number}    Study date: {format_date(study.study_date)}",
-        f"Study: {study.study_description}",
+        *(line for line in fields if line),  # an empty field is left out, not printed as "Accession:"
         "",
+        *amended,
         "FINDINGS",
         report.findings.strip(),
         "",
@@ -324,6 +328,10 @@ def report_as_text(report: SignedReport, study: StudyRow) -> str:
         "Drafted with AI assistance (RadDraft); reviewed and verified by the signing radiologist.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _fields(*pairs: tuple[str, str]) -> str:
+    return "    ".join(f"{label}: {value.strip()}" for label, value in pairs if value and value.strip())
 
 
 def person_name(value: str) -> str:

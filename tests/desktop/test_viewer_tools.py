@@ -118,3 +118,12 @@ def test_measurement_goes_into_the_findings_and_a_long_name_wraps(desktop, qtbot
     width = window.panel.minimumSizeHint().width()
     window.panel.title.setText("Wolfeschlegelsteinhausenbergerdorff^Hubert Blaine Maximilian " * 4)
     assert window.panel.minimumSizeHint().width() <= max(width, 600)
+
+
+def test_pdf_keeps_the_spacing_of_the_report_text(qtbot, tmp_path):
+    from desktop.pdf import report_document, write_report_pdf
+
+    text = "RADIOLOGY REPORT\n\nPatient: Doe, Jane    ID: P1\n\nFINDINGS\nLine one.\n  Indented line.\n"
+    plain = report_document(text).toPlainText()
+    assert "Patient: Doe, Jane    ID: P1" in plain and "  Indented line." in plain
+    assert write_report_pdf(text, tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")

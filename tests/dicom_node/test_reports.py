@@ -196,3 +196,18 @@ def test_images_changed_after_signing_are_named_until_an_amendment_covers_them(s
     row = worklist_row(store.index, uid)
     assert changed_after_signing(store.index, uid) == [] and row.badge == "signed" and row.amendments == 1
     assert "amended 1x" in row.badge_detail
+
+
+def test_report_text_leaves_out_empty_fields_and_names_an_amendment(store, tmp_path):
+    from dataclasses import replace as copy_with
+
+    from dicom_node.reports import sign_amendment
+
+    uid = add_study(store, tmp_path)
+    study = copy_with(store.index.study(uid), accession_number="", study_description="")
+    signed = sign_report(store.index, report(uid))
+    text = report_as_text(signed, study)
+    assert "Accession:" not in text and "Study:" not in text and "Study date: " in text
+    amended = sign_amendment(store.index, report(uid, findings="Lungs clear. Old rib fracture."), signed,
+                             "Rib fracture added.")
+    assert "AMENDED REPORT (revision 1): Rib fracture added." in report_as_text(amended, study)
