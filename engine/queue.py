@@ -156,6 +156,7 @@ class DraftingQueue:
             impression=draft.impression,
             # `instances`: how many of the study's images were there (a speculative draft may precede more).
             detail={"variant": draft.variant, "images": list(draft.images), "instances": len(paths),
+                    "skipped": [{"sop_instance_uid": uid, "why": why} for uid, why in draft.skipped],
                     "prompts": draft.prompts,
                     "timings": draft.timings, **self._trust_of(study_uid, draft)}))
         total = float(draft.timings.get("total_s", 0.0))  # type: ignore[arg-type]

@@ -51,6 +51,7 @@ class StudyInput:
     sop_instance_uids: tuple[str, ...]
     views: tuple[str, ...]
     indication: str | None = None  # from the study's DICOM attributes (see engine.indication)
+    skipped: tuple[tuple[str, str], ...] = ()  # (SOP Instance UID, why) of images nothing here decodes
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Draft:
     # engine.domain: {in_domain: True / False / None (the bundle has no signature), score, threshold}
     domain: dict[str, object] = field(default_factory=UNKNOWN.to_dict)
     confidence: dict[str, float] = field(default_factory=dict)  # finding key -> probability (engine.confidence)
+    skipped: tuple[tuple[str, str], ...] = ()  # images passed over: no installed decoder reads them
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,7 +111,8 @@ class DraftModel:
         datasets = list(study) if study and isinstance(study[0], Dataset) else preprocess.load_study(study)
         prepared = preprocess.prepare_study(datasets, self.manifest.preprocessing)
         return StudyInput(prepared.pixel_values, tuple(prepared.sop_instance_uids),
-                          tuple(view or "unknown" for view in prepared.views), study_indication(datasets))
+                          tuple(view or "unknown" for view in prepared.views), study_indication(datasets),
+                          prepared.skipped)
 
     def image_features(self, study: StudyInput) -> np.ndarray:
         return self.graphs.image_features(study.pixel_values)
@@ -178,7 +181,7 @@ class DraftModel:
         done = time.perf_counter()
         return Draft(
             findings=findings.text, impression=impression.text, model=self.model_id, provider=self.provider,
-            variant=self.variant, images=study_input.sop_instance_uids,
+            variant=self.variant, images=study_input.sop_instance_uids, skipped=study_input.skipped,
             prompts={"findings": "findings", "impression": kind,
                      **({"indication": used_indication} if used_indication else {})},
             timings={"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),

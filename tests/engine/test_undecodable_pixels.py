@@ -80,3 +80,30 @@ def test_a_study_of_undecodable_images_only_says_so(study):
 
     with pytest.raises(PreprocessError, match="no image can be decoded here"):
         prepare_study(load_study([undecodable]), Preprocessing(image_size=32, views=("frontal",)))
+
+
+def test_the_drafting_queue_drafts_the_study_and_records_the_image_it_passed_over(study, tmp_path):
+    from dicom_node.drafts import latest_draft
+    from dicom_node.index import StudyState
+    from engine.queue import DraftingQueue
+    from engine.runtime import load_model
+    from engine.settings import EngineSettings
+    from raddraft.resources import embedded_model_dir
+
+    undecodable, _ = study
+    store = Store(StoreSettings(tmp_path / "store"))
+    queue = DraftingQueue(store, load_model(embedded_model_dir(), EngineSettings(providers=("cpu",))))
+    try:
+        for path in study:
+            store.put(ReceivedInstance.from_part10(path.read_bytes()))
+        study_uid = str(pydicom.dcmread(undecodable).StudyInstanceUID)
+        store.index.transition(study_uid, StudyState.STABLE)
+        queue.start()
+        assert queue.wait_idle(120)
+        assert store.index.study(study_uid).state == StudyState.DRAFTED
+        skipped = latest_draft(store.index, study_uid).detail["skipped"]
+        assert [item["sop_instance_uid"] for item in skipped] == [str(pydicom.dcmread(undecodable).SOPInstanceUID)]
+        assert "no decoder exists for MPEG2" in skipped[0]["why"]
+    finally:
+        queue.stop()
+        store.close()
