@@ -145,11 +145,17 @@ def evaluate(ctx: Context, llava: nn.Module, prep: Preprocessing, bundle: Path |
 
 def add_domain(ctx: Context, bundle: Path, report) -> float:
     """Every trained bundle carries the domain signature of its own training and validation studies."""
+    from training.export import ExportError
     from training.export.domain import add_domain_signature
 
     started = time.perf_counter()
-    entry = add_domain_signature(bundle, [s.paths for s in ctx.train.studies],
-                                 [s.paths for s in ctx.validation.studies], source=f"raddraft train: {ctx.config.output.name}")
+    try:
+        entry = add_domain_signature(bundle, [s.paths for s in ctx.train.studies],
+                                     [s.paths for s in ctx.validation.studies],
+                                     source=f"raddraft train: {ctx.config.output.name}")
+    except ExportError as error:  # the bundle stays usable; its drafts say in_domain unknown
+        report(f"no domain signature: {error}")
+        return round(time.perf_counter() - started, 1)
     report(f"domain signature: {entry['studies']['train']} training, {entry['studies']['validation']} validation "
            f"studies; thresholds {entry['thresholds']}")
     return round(time.perf_counter() - started, 1)
