@@ -51,3 +51,36 @@ def test_a_broken_bundle_and_a_missing_path_fail_with_one_line(tmp_path: Path, p
     assert "Traceback" not in broken.stderr
     missing = run_draft("--model", str(tmp_path / "bundle"), str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def _embedded() -> Path:
+    from raddraft.resources import embedded_model_dir
+
+    return embedded_model_dir()
+
+
+def test_draft_json_carries_domain_and_confidence(phantom_studies) -> None:
+    from engine.findings.vocabulary import FINDING_KEYS
+
+    sample = Path(__file__).resolve().parents[2] / "resources" / "samples" / "phantom-effusion"
+    result = run_draft("--model", str(_embedded()), "--provider", "cpu", str(sample))
+    assert result.returncode == 0, result.stderr
+    draft = json.loads(result.stdout)
+    domain = draft["domain"]
+    assert domain["in_domain"] is True and 0 < domain["score"] <= domain["threshold"]
+    assert draft["confidence"] and set(draft["confidence"]) <= set(FINDING_KEYS)
+    assert "pleural_effusion" in draft["confidence"]  # the sample's finding, stated by the draft
+    assert all(0.0 < value <= 1.0 for value in draft["confidence"].values())
+
+
+def test_a_real_ct_image_is_out_of_domain_and_a_bundle_without_signature_says_null(tiny_bundle: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    ct = get_testdata_file("CT_small.dcm")
+    real = run_draft("--model", str(_embedded()), "--provider", "cpu", "--max-new-tokens", "8", ct)
+    assert real.returncode == 0, real.stderr
+    domain = json.loads(real.stdout)["domain"]
+    assert domain["in_domain"] is False and domain["score"] > domain["threshold"]
+    unknown = run_draft("--model", str(tiny_bundle), "--provider", "cpu", "--max-new-tokens", "8", ct)
+    assert unknown.returncode == 0, unknown.stderr
+    assert json.loads(unknown.stdout)["domain"] == {"in_domain": None, "score": None, "threshold": None}

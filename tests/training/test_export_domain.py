@@ -1,0 +1,66 @@
+"""The domain signature at export: `add_domain_signature` on an exported bundle and `raddraft export --domain-data`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.bundle import read_manifest
+from engine.domain import SIGNATURE_FILE, read_signature
+from engine.runtime import load_model
+from engine.settings import EngineSettings
+from training.export import ExportError
+from training.export.domain import add_domain_signature, studies_of_manifest
+
+
+@pytest.fixture(scope="module")
+def phantom_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.phantoms import PhantomConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("domain-phantoms")
+    generate_dataset(out, 40, seed=21, config=PhantomConfig(image_size=64, lateral_fraction=0.0, workers=1))
+    return out / "manifest.jsonl"
+
+
+def test_signature_is_written_into_the_bundle_with_a_threshold_per_variant(tiny_bundle: Path, phantom_manifest,
+                                                                           tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    train, validation = studies_of_manifest(phantom_manifest)
+    assert train and validation
+    entry = add_domain_signature(bundle, train, validation, source="test phantoms", components=8)
+    manifest = read_manifest(bundle)
+    assert manifest.domain == entry and entry["signature"] == SIGNATURE_FILE
+    assert set(entry["thresholds"]) == set(manifest.variants)
+    assert entry["studies"] == {"train": len(train), "validation": len(validation)}
+    signature = read_signature(bundle, SIGNATURE_FILE)
+    assert signature.thresholds == entry["thresholds"]
+    model = load_model(bundle, EngineSettings(providers=("cpu",), variant="fp32"))
+    state = model.domain_state(model.image_features(model.prepare(validation[0])))
+    assert state.in_domain in (True, False) and state.threshold == round(entry["thresholds"]["fp32"], 3)
+
+
+def test_without_a_validation_split_a_tenth_of_train_is_held_out(tiny_bundle: Path, phantom_manifest,
+                                                                  tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    train, _ = studies_of_manifest(phantom_manifest)
+    entry = add_domain_signature(bundle, train, [], source="test phantoms", components=8)
+    assert entry["studies"]["validation"] == max(len(train) // 10, 2)
+    with pytest.raises(ExportError, match="20"):
+        add_domain_signature(bundle, train[:5], [], source="too few")
+
+
+@pytest.mark.slow
+def test_cli_export_with_domain_data(tiny_checkpoint: Path, phantom_manifest, tmp_path: Path, capsys) -> None:
+    from raddraft.cli import main
+
+    out = tmp_path / "cli-bundle"
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--name", "cli", "--version", "3",
+                 "--no-parity", "--domain-data", str(phantom_manifest)]) == 0
+    assert "domain signature:" in capsys.readouterr().out
+    data = json.loads((out / "model.json").read_text())
+    assert data["domain"]["signature"] == SIGNATURE_FILE and (out / SIGNATURE_FILE).is_file()
