@@ -140,6 +140,7 @@ class ImageCanvas(QWidget):
 
     def reset(self) -> None:
         self.invert = False
+        self.measure, self.measurement = None, ""  # a distance belongs to the image it was drawn on
         self.fit()
         if self.frame is not None:
             self.set_window(*self.frame.default_window)

@@ -271,6 +271,12 @@ class SectionEditor(QTextEdit):
         text = event.text()
         return text if text and text.isprintable() else None
 
+    def insertPlainText(self, text: str) -> None:
+        """Text put in by a caller (a script, a measurement) is the radiologist's, never the neighbour's."""
+        cursor = self.textCursor()
+        cursor.insertText(qt_plain(text), origin_format(Origin.HUMAN))
+        self.setTextCursor(cursor)
+
     def createMimeDataFromSelection(self) -> QMimeData:
         mime = super().createMimeDataFromSelection()
         cursor = self.textCursor()

@@ -93,7 +93,6 @@ class Viewer(QWidget):
         self.thumbs.setIconSize(QSize(THUMB, THUMB))
         self.thumbs.setSpacing(6)
         self.thumbs.setGridSize(QSize(THUMB + 16, THUMB + 44))  # icon and two lines of text: cells never overlap
-        self.thumbs.setUniformItemSizes(True)
         self.thumbs.setFixedWidth(THUMB + 30)
         self.thumbs.setWordWrap(True)
         self.thumbs.itemClicked.connect(lambda item: self.show_stack(self.active, self.thumbs.row(item)))

@@ -4,8 +4,10 @@ Makes a few phantom studies, sends them to the app's own DICOM node, lets the ap
 embedded model (or, when it is not installed, a tiny random bundle built on the fly: its text is
 gibberish), signs one, opens a study with a frontal and a lateral view, types a sentence into the
 findings so that model text and typed text differ on screen, and saves:
-  docs/app-main.png      the main window: worklist, images side by side, draft with AI-marked text
+  docs/app-main.png      the main window: worklist, images side by side, draft with AI-marked text, a
+                         calibrated distance drawn on the frontal view
   docs/app-worklist.png  the worklist with its state badges
+  docs/app-amend.png     a signed study whose image was replaced: the banner naming it, the amendment
 """
 
 from __future__ import annotations
@@ -66,6 +68,33 @@ def phantoms(work: Path, count: int) -> list[dict]:
     return records
 
 
+def measure_on(canvas) -> None:
+    """Draw a distance across the image with Shift + left drag, as a reader does."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    rect = canvas.image_rect()
+    start = QPoint(int(rect.left() + rect.width() * 0.30), int(rect.top() + rect.height() * 0.45))
+    end = QPoint(int(rect.left() + rect.width() * 0.45), int(rect.top() + rect.height() * 0.55))
+    shift = Qt.KeyboardModifier.ShiftModifier
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, shift, start)
+    QTest.mouseMove(canvas, end)
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, shift, end)
+
+
+def resend_corrected(workstation, study_uid: str, path: Path) -> None:
+    """The study's first instance again, same SOP Instance UID, pixels changed (a corrected image)."""
+    import pydicom
+
+    from dicom_node.sender import send_files
+
+    instance = workstation.store.index.instances_of(study_uid)[0]
+    ds = pydicom.dcmread(workstation.store.path_of(instance))
+    ds.PixelData = ds.pixel_array[:, ::-1].copy().tobytes()
+    ds.save_as(path)
+    send_files("127.0.0.1", workstation.node.port, [path], called_ae="RADDRAFT")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -120,13 +149,27 @@ def main() -> int:
         editor = window.panel.impression
         editor.moveCursor(editor.textCursor().MoveOperation.End)
         editor.insertPlainText("\nCompared with no prior study.")
+        measure_on(window.viewer.canvases[0])
         wait_until(lambda: rows.row_of(shown["study_uid"]).in_progress)
         deadline = time.monotonic() + 1.5  # let the status bar and thumbnails settle
         wait_until(lambda: time.monotonic() > deadline)
         args.out.mkdir(parents=True, exist_ok=True)
         window.grab().save(str(args.out / "app-main.png"))
         window.worklist.grab().save(str(args.out / "app-worklist.png"))
-        print(f"saved {args.out / 'app-main.png'} and {args.out / 'app-worklist.png'} "
+        # The signed study's frontal image is resent corrected: banner, badge, then an amendment.
+        window.open_study(signed)
+        wait_until(lambda: window.opened is not None and window.opened.study.study_uid == signed
+                   and window.panel.signed)
+        resend_corrected(workstation, signed, work / "corrected.dcm")
+        wait_until(lambda: window.panel.changed.isVisible())
+        window.panel.amend.click()
+        window.panel.addendum.setText("Frontal view replaced by the modality (corrected pixels); findings unchanged.")
+        window.panel.findings.moveCursor(window.panel.findings.textCursor().MoveOperation.End)
+        window.panel.findings.insertPlainText(" Reviewed on the corrected frontal view.")
+        deadline = time.monotonic() + 1.0
+        wait_until(lambda: time.monotonic() > deadline)
+        window.grab().save(str(args.out / "app-amend.png"))
+        print(f"saved {args.out / 'app-main.png'}, {args.out / 'app-worklist.png'} and {args.out / 'app-amend.png'} "
               f"(model {workstation.model.model_id if workstation.model else 'none'})")
         window.shutdown()
         window.close()
