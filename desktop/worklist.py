@@ -214,7 +214,9 @@ class BadgeDelegate(QStyledItemDelegate):
             painter.fillRect(option.rect, option.palette.highlight())
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setClipRect(option.rect)  # never over the next column
         metrics = option.fontMetrics
+        badge = metrics.elidedText(badge, Qt.TextElideMode.ElideRight, max(option.rect.width() - 22, 20))
         width = metrics.horizontalAdvance(badge) + 14
         pill = QRect(option.rect.x() + 4, option.rect.y() + 3, width, option.rect.height() - 6)
         painter.setPen(Qt.PenStyle.NoPen)
@@ -258,6 +260,7 @@ class WorklistPanel(QWidget):
         self.view.setWordWrap(False)
         for column, width in enumerate((200, 110, 110, 70, 220, 90, 130, 60)):
             self.view.setColumnWidth(column, width)
+        self.view.setColumnWidth(STATE_COLUMN, 230)  # "changed after signing", or a state and "● in progress"
         self.view.activated.connect(self._open_index)
         self.view.doubleClicked.connect(self._open_index)
         bar = QHBoxLayout()
