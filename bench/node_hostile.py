@@ -357,7 +357,7 @@ def cases(big_mb: int, skip_big: bool) -> list[Case]:
         Case("A-ASSOCIATE-RQ of 16 MB", case_big_rq, True),
         Case("200 idle + 20 half-header connections", case_idle_flood, True),
         Case("11 x TCP connect + close (scan)", case_scan, True),
-        Case("11 x half a P-DATA, then silence", case_half_pdata, True),
+        Case("11 x half a P-DATA from one address, then silence", case_half_pdata, True),
         Case("half a dataset, then silence", case_half_dataset, True),
     ]
     listed += [Case(f"broken: {name}", broken_case(name)) for name in hostile.broken_stores(_ct(Path(".")))]

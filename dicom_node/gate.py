@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 from dicom_node.reactor import MAX_CONTROL_PDU_BYTES
-from dicom_node.transport import ABORT_INVALID_PARAMETER_PDU, ABORT_UNRECOGNIZED_PDU, close_quietly, send_quietly
+from dicom_node.transport import (
+    ABORT_INVALID_PARAMETER_PDU,
+    ABORT_UNRECOGNIZED_PDU,
+    close_quietly,
+    send_quietly,
+)
 
 log = logging.getLogger(__name__)
 

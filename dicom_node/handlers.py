@@ -9,15 +9,21 @@ from __future__ import annotations
 import logging
 
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from dicom_node.errors import DatasetMismatchError, InflateLimitError, InvalidInstanceError, StoreIndexError, StoreWriteError
+from dicom_node.errors import (
+    DatasetMismatchError,
+    InflateLimitError,
+    InvalidInstanceError,
+    StoreIndexError,
+    StoreWriteError,
+)
 from dicom_node.events import InstanceStored, NodeEvents
 from dicom_node.header import is_valid_uid
 from dicom_node.incoming import IncomingDataset
 from dicom_node.part10 import file_meta_prefix
 from dicom_node.stability import StabilityTracker
 from dicom_node.store import Store, StreamedInstance
+from dicom_node.syntaxes import is_storage_sop_class
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,6 @@ UID_MISMATCH = 0xC213  # the dataset's SOP Instance UID is not the one announced
 PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122  # a C-STORE on a context that is not a storage SOP class
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-
-STORAGE_SOP_CLASSES = frozenset(_STORAGE_CLASSES.values())
 
 
 def failure(status: int, comment: str) -> Dataset:
@@ -65,7 +69,7 @@ def open_incoming(assoc, context_id: int, command_set, *, store: Store, max_infl
         sop_instance = str(command_set.AffectedSOPInstanceUID or "")
         if not (is_valid_uid(sop_class) and is_valid_uid(sop_instance)):
             return IncomingDataset.refused(InvalidInstanceError("the request's SOP Class or Instance UID is malformed"))
-        if str(context.abstract_syntax) not in STORAGE_SOP_CLASSES:
+        if not is_storage_sop_class(str(context.abstract_syntax)):
             return IncomingDataset.refused(InvalidInstanceError("not a storage context"))
         transfer_syntax = str(context.transfer_syntax[0])
         calling_ae = str(assoc.requestor.ae_title).strip()
@@ -92,7 +96,7 @@ def _check_and_store(event, request, incoming: IncomingDataset | None, store: St
     announced_class = str(request.AffectedSOPClassUID or "")
     context_class = str(event.context.abstract_syntax)
     calling_ae = str(event.assoc.requestor.ae_title).strip()
-    if context_class not in STORAGE_SOP_CLASSES:
+    if not is_storage_sop_class(context_class):
         return failure(SOP_CLASS_NOT_SUPPORTED, "C-STORE on a context that is not a storage SOP class")
     if announced_class != context_class:
         return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS, "the request's SOP Class differs from the context's")

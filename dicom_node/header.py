@@ -92,6 +92,7 @@ IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+_DEFLATED = frozenset({DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"})
 # Every attribute the header needs sorts before this tag, so parsing stops there.
 _LAST_HEADER_TAG = Tag(0x0020, 0x0013)
 
@@ -105,14 +106,14 @@ def read_header_from_dataset(dataset: bytes | bytearray | memoryview, transfer_s
 
     Raises InvalidInstanceError (undecodable=True when it cannot be parsed at all).
     """
-    if transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if transfer_syntax not in _DEFLATED:
         raw = scan_raw_values(dataset, explicit_vr=transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN,
                               little_endian=transfer_syntax != EXPLICIT_VR_BIG_ENDIAN)
         fields = header_fields(raw) if raw is not None else None
         if fields is not None:
             return header_from_fields(fields)
     try:
-        if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        if transfer_syntax in _DEFLATED:
             dataset = zlib.decompressobj(-zlib.MAX_WBITS).decompress(bytes(dataset))
         ds = read_dataset(
             io.BytesIO(dataset),

@@ -37,16 +37,19 @@ from pynetdicom.utils import make_target
 
 from dicom_node.dimse_fast import encode_store_response
 from dicom_node.durable import TEMP_SUFFIX, _sync_file
-from dicom_node.errors import (DatasetStructureError, InflateLimitError, InvalidInstanceError, NodeError,
-                               StoreWriteError)
-from dicom_node.header import (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-                               IMPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, read_header_from_dataset)
+from dicom_node.errors import (
+    DatasetStructureError,
+    InflateLimitError,
+    InvalidInstanceError,
+    NodeError,
+    StoreWriteError,
+)
+from dicom_node.header import EXPLICIT_VR_LITTLE_ENDIAN, InstanceHeader, read_header_from_dataset
 from dicom_node.structure import StructureWalker
+from dicom_node.syntaxes import traits_of
 
 log = logging.getLogger(__name__)
 
-NATIVE_TRANSFER_SYNTAXES = frozenset({IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN,
-                                      DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN})
 # Attributes before (0020,0013) are small in real objects; a dataset whose header runs past this
 # is refused rather than buffered.
 _HEADER_BUFFER_CAP = 8 << 20
@@ -76,9 +79,10 @@ class IncomingDataset:
         self.failure: NodeError | None = None
         self._lock = threading.Lock()
         self._hash = hashlib.sha256()
-        self._walker = StructureWalker(explicit_vr=transfer_syntax != IMPLICIT_VR_LITTLE_ENDIAN,
-                                       encapsulated=transfer_syntax not in NATIVE_TRANSFER_SYNTAXES)
-        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN else None
+        traits = traits_of(transfer_syntax)
+        self._walker = StructureWalker(explicit_vr=traits.explicit_vr, encapsulated=traits.encapsulated,
+                                       little_endian=traits.little_endian)
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if traits.deflated else None
         self._max_inflated = max_inflated_bytes
         self._inflated = 0
         self._trailing = 0

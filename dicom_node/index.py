@@ -276,6 +276,13 @@ class Index:
                 raise
             conn.execute("COMMIT")
 
+    def instance_seen_by_writer(self, sop_instance_uid: str) -> InstanceRow | None:
+        """The instance row read on the writer's connection, for the store's write path: it runs on
+        short-lived association threads, and a reader connection per thread would cost an open per
+        association and stay open until the thread's storage is freed."""
+        with self._write_lock:
+            return self.existing_instance(self._writer, sop_instance_uid)
+
     def reader(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:

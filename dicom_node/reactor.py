@@ -28,7 +28,9 @@ from collections.abc import Callable
 
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.service_class import StorageServiceClass
 
 from dicom_node.incoming import StreamingDIMSE, discard_pending_datasets
 from dicom_node.transport import ABORT_INVALID_PARAMETER_PDU, ABORT_PDU, ABORT_UNRECOGNIZED_PDU, send_quietly
@@ -207,6 +209,21 @@ class EventDrivenAssociation(Association):
             self.dul.socket._shutdown_socket()
         if self.on_finished is not None:
             self.on_finished()
+
+    def _serve_request(self, msg, context_id: int) -> None:  # type: ignore[override]
+        """pynetdicom's dispatch, with every C-STORE request served by the Storage SCP (whose handler refuses
+        one on a context that is not storage). pynetdicom picks the service by the request's own SOP Class:
+        for a class it does not know (a private or newer one, accepted by syntaxes.is_storage_sop_class) it
+        aborts, and for the Verification class it answered a C-STORE with a C-ECHO success."""
+        context = self._accepted_cx.get(context_id)
+        if isinstance(msg, C_STORE) and msg.is_valid_request and context is not None and not self._sent_release:
+            self.dimse.cancel_req = {}
+            self._is_paused = True
+            StorageServiceClass(self).SCP(msg, context)
+            self._is_paused = False
+            self.dimse.cancel_req = {}
+            return
+        super()._serve_request(msg, context_id)
 
     def _run_reactor(self) -> None:
         """pynetdicom's acceptor loop without its 1 ms nap: `dimse.get_msg` blocks briefly instead."""

@@ -10,13 +10,13 @@ import functools
 import logging
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import Verification, _STORAGE_CLASSES
+from pynetdicom.sop_class import _STORAGE_CLASSES, Verification
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from dicom_node.events import NodeEvents
@@ -26,35 +26,45 @@ from dicom_node.reactor import abort_now, make_event_driven
 from dicom_node.settings import NodeSettings
 from dicom_node.stability import StabilityTracker
 from dicom_node.store import Store
+from dicom_node.syntaxes import ACCEPTED_TRANSFER_SYNTAXES, is_storage_sop_class
 from dicom_node.transport import NodeAssociationSocket
 
 log = logging.getLogger(__name__)
 
-# Stored as received, never transcoded: every syntax here must be decodable by the engine.
-ACCEPTED_TRANSFER_SYNTAXES = (
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless (Process 14)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE Lossless
-)
+_ACCEPTED_SET = frozenset(ACCEPTED_TRANSFER_SYNTAXES)
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _LISTEN_BACKLOG = 1024
 
 
 def storage_contexts() -> list[PresentationContext]:
-    """One context per storage SOP class pynetdicom knows, plus Verification."""
+    """One context per storage SOP class pynetdicom knows, plus Verification; every transfer syntax each."""
     contexts = [build_context(Verification)]
     for uid in sorted(set(_STORAGE_CLASSES.values())):
         contexts.append(build_context(uid, list(ACCEPTED_TRANSFER_SYNTAXES)))
     return contexts
+
+
+def contexts_for_request(base: list[PresentationContext], associate_rq: bytes) -> list[PresentationContext]:
+    """`base` plus a storage context for each proposed abstract syntax that is storage by our rule but not in
+    `base` (a private or newer storage class: syntaxes.is_storage_sop_class), so that it is accepted."""
+    known = {str(cx.abstract_syntax) for cx in base}
+    request = A_ASSOCIATE_RQ()
+    request.decode(associate_rq)
+    extra = []
+    for item in request.presentation_context:
+        uid = str(item.abstract_syntax or "")
+        if not uid or uid in known or not is_storage_sop_class(uid):
+            continue
+        # Only the proposed syntaxes we accept: a request may carry 128 contexts, each built here.
+        syntaxes = [str(ts) for ts in item.transfer_syntax if str(ts) in _ACCEPTED_SET]
+        try:
+            context = build_context(uid, syntaxes) if syntaxes else None
+        except ValueError:  # not a valid UID: its context is rejected in negotiation
+            context = None
+        if context is not None:
+            known.add(uid)
+            extra.append(context)
+    return _SharedContexts(base + extra) if extra else base
 
 
 class _SharedContexts(list):
@@ -105,6 +115,7 @@ class _NodeRequestHandler(RequestHandler):
         # adds no state but the pushback, so switching the class of the one pynetdicom made is enough.
         assoc.dul.socket.__class__ = NodeAssociationSocket
         assoc.dul.socket.adopt_pushback(self._pushback)
+        assoc.acceptor.supported_contexts = contexts_for_request(assoc.acceptor.supported_contexts, self._pushback)
         make_event_driven(assoc, self._sink_factory)
         assoc.on_finished = self._on_finished
         return assoc

@@ -188,7 +188,7 @@ class Store:
         final = self.root / rel
         lock = self._locks[hash(header.sop_instance_uid) % _LOCK_STRIPES]
         with lock:
-            existing = self.index.instance(header.sop_instance_uid)
+            existing = self.index.instance_seen_by_writer(header.sop_instance_uid)
             row = InstanceRow(
                 sop_instance_uid=header.sop_instance_uid, sop_class_uid=header.sop_class_uid,
                 series_uid=header.series_uid, study_uid=header.study_uid,

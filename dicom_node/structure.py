@@ -22,9 +22,9 @@ _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", 
                         b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"})
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _PLAIN_LONG_VRS = _LONG_VRS - {b"SQ", b"UN"}  # long-length VRs whose value is opaque bytes
-_EXPLICIT_HEADER = struct.Struct("<HH2sH")
-_IMPLICIT_HEADER = struct.Struct("<HHI")
-_U32 = struct.Struct("<I")
+# (byte order) -> the layouts of an explicit header, an implicit header, a tag, a 32- and a 16-bit length
+_LAYOUTS = {order: (struct.Struct(order + "HH2sH"), struct.Struct(order + "HHI"), struct.Struct(order + "HH"),
+                    struct.Struct(order + "I"), struct.Struct(order + "H")) for order in "<>"}
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
@@ -40,15 +40,19 @@ _Walk = Generator[_Request, bytes | None, None]
 
 
 class StructureWalker:
-    """Streaming structure check of one dataset in a little-endian transfer syntax.
+    """Streaming structure check of one dataset.
 
     explicit_vr: Explicit VR (every accepted syntax but Implicit VR Little Endian).
+    little_endian: False only for Explicit VR Big Endian (its items and delimiters are big-endian too).
     encapsulated: the syntax compresses pixels, so top-level Pixel Data must be encapsulated
     (undefined length); in a native syntax it must have a defined length.
     header_last_tag: `header_end` records where the first top-level element after it starts.
     """
 
-    def __init__(self, *, explicit_vr: bool, encapsulated: bool, header_last_tag: int = 0x00200013) -> None:
+    def __init__(self, *, explicit_vr: bool, encapsulated: bool, header_last_tag: int = 0x00200013,
+                 little_endian: bool = True) -> None:
+        (self._explicit_header, self._implicit_header, self._tag, self._u32,
+         self._u16) = _LAYOUTS["<" if little_endian else ">"]
         self.offset = 0
         self.header_end: int | None = None
         self._explicit = explicit_vr
@@ -107,17 +111,18 @@ class StructureWalker:
         (skipped here, after which the walk resumes at the next top-level element)."""
         explicit, header_last = self._explicit, self._header_last_tag
         short_vrs, long_vrs = _SHORT_VRS, _PLAIN_LONG_VRS
+        explicit_header, implicit_header, u32 = self._explicit_header, self._implicit_header, self._u32
         while pos + 12 <= size:
             if explicit:
-                group, element, vr, length = _EXPLICIT_HEADER.unpack_from(view, pos)
+                group, element, vr, length = explicit_header.unpack_from(view, pos)
                 if vr in short_vrs:
                     header = 8
                 elif vr in long_vrs:
-                    length, header = _U32.unpack_from(view, pos + 8)[0], 12
+                    length, header = u32.unpack_from(view, pos + 8)[0], 12
                 else:
                     break
             else:
-                group, element, length = _IMPLICIT_HEADER.unpack_from(view, pos)
+                group, element, length = implicit_header.unpack_from(view, pos)
                 header = 8
             tag = group << 16 | element
             if group == 0xFFFE or tag == _PIXEL_DATA:
@@ -170,10 +175,10 @@ class StructureWalker:
                     raise self._fail("an element runs past the end of its item")
                 return
             raw = yield (_AT_TOP if top else (_READ, 4, False))
-            group, element = struct.unpack("<HH", raw)
+            group, element = self._tag.unpack(raw)
             tag = group << 16 | element
             if group == 0xFFFE:
-                length = struct.unpack("<I", (yield (_READ, 4, False)))[0]
+                length = self._u32.unpack((yield (_READ, 4, False)))[0]
                 if tag == _ITEM_END and end is None and not top:
                     if length != 0:
                         raise self._fail("an item delimiter with a non-zero length")
@@ -186,13 +191,13 @@ class StructureWalker:
 
     def _element_header(self, explicit: bool) -> Generator[_Request, bytes | None, tuple[bytes | None, int]]:
         if not explicit:
-            return None, struct.unpack("<I", (yield (_READ, 4, False)))[0]
+            return None, self._u32.unpack((yield (_READ, 4, False)))[0]
         vr = yield (_READ, 2, False)
         if vr in _LONG_VRS:
             rest = yield (_READ, 6, False)
-            return vr, struct.unpack_from("<I", rest, 2)[0]
+            return vr, self._u32.unpack_from(rest, 2)[0]
         if vr in _SHORT_VRS:
-            return vr, struct.unpack("<H", (yield (_READ, 2, False)))[0]
+            return vr, self._u16.unpack((yield (_READ, 2, False)))[0]
         raise self._fail(f"unknown VR {vr!r}: not {'explicit' if explicit else 'implicit'} VR data")
 
     def _value(self, tag: int, vr: bytes | None, length: int, explicit: bool, end: int | None, depth: int) -> _Walk:
@@ -230,8 +235,8 @@ class StructureWalker:
                     raise self._fail("an item runs past the end of its sequence")
                 return
             raw = yield (_READ, 8, False)
-            tag = struct.unpack_from("<HH", raw)
-            length = struct.unpack_from("<I", raw, 4)[0]
+            tag = self._tag.unpack_from(raw)
+            length = self._u32.unpack_from(raw, 4)[0]
             tag_value = tag[0] << 16 | tag[1]
             if tag_value == _SEQUENCE_END and end is None:
                 if length != 0:
@@ -250,8 +255,8 @@ class StructureWalker:
         """Encapsulated Pixel Data: the offset table and fragments as items, then a sequence delimiter."""
         while True:
             raw = yield (_READ, 8, False)
-            tag_value = struct.unpack_from("<HH", raw)
-            length = struct.unpack_from("<I", raw, 4)[0]
+            tag_value = self._tag.unpack_from(raw)
+            length = self._u32.unpack_from(raw, 4)[0]
             tag = tag_value[0] << 16 | tag_value[1]
             if tag == _SEQUENCE_END:
                 return
