@@ -118,7 +118,8 @@ TARGETS: tuple[Target, ...] = (
     # apart from edema): they are not edema.
     Target("edema", PRESENT, r"\bo?edema\b|\bkerley|\bfluid\s+overload"),
     # -- atelectasis
-    Target("atelectasis", UNCERTAIN, r"\b(?:linear|streaky|strand-?like)(?:\s+\w+){0,2}?\s+(?:opacit\w+|densit\w+)"),
+    # A linear or streaky opacity is an observation of shape (MeSH: Opacity/streaky), not atelectasis until the
+    # report names it ("streaky opacity, likely atelectasis"); plate-like and discoid opacities are atelectasis.
     Target(IGNORE, PRESENT, r"\bcollapsed?\s+(?:lung\s+)?(?:vertebra\w*|vertebral)|\bcompression\s+deformit\w+",
            hides="atelectasis"),
     Target("atelectasis", PRESENT,

@@ -138,6 +138,10 @@ CASES: list[tuple[str, dict[str, str]]] = [
     ("The right upper lobe nodule is not definitely seen on this study.", {"nodule": A}),
     ("The left effusion is not convincingly identified.", {"pleural_effusion": A}),
     ("No pleural effusion.. Mild bibasilar atelectasis.", {"pleural_effusion": A, "atelectasis": P}),
+    # the shape of an opacity is an observation: streaky or linear is not atelectasis until the report says so
+    ("Streaky opacities at the left lung base.", {}),
+    ("Linear density in the right midlung without focal consolidation.", {"consolidation": A}),
+    ("Linear opacity in the lingula, probably subsegmental atelectasis.", {"atelectasis": U}),
 ]
 
 # The strength of an uncertain mention (engine.findings.rules: PROBABLE / POSSIBLE): (text, key, hedge).
