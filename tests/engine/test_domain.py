@@ -175,3 +175,37 @@ def test_a_bundle_without_a_signature_drafts_with_in_domain_null(tmp_path: Path,
     model = load_model(bundle, CPU)
     draft = model.draft(phantom_studies[0]["paths"], options=model.default_options(max_new_tokens=24))
     assert draft.domain == {"in_domain": None, "score": None, "threshold": None}
+
+
+@pytest.mark.slow
+def test_the_queue_logs_an_out_of_domain_study_without_patient_identifiers(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from dicom_node.drafts import latest_draft
+    from dicom_node.index import StudyState
+    from dicom_node.settings import StoreSettings
+    from dicom_node.store import ReceivedInstance, Store
+    from engine.queue import DraftingQueue
+    from tests.conftest import copy_with_fresh_uids, sample_path
+
+    path = tmp_path / "ct.dcm"
+    ds = pydicom.dcmread(sample_path("CT_small.dcm"))
+    ds.PatientName, ds.PatientID = "Doe^Jane", "PID-12345"
+    ds.save_as(path)
+    study_uid = str(copy_with_fresh_uids(path, path).StudyInstanceUID)
+    store = Store(StoreSettings(tmp_path / "store"))
+    queue = DraftingQueue(store, load_model(embedded_model_dir(), EngineSettings(providers=("cpu",))))
+    try:
+        store.put(ReceivedInstance.from_part10(path.read_bytes()))
+        store.index.transition(study_uid, StudyState.STABLE)
+        with caplog.at_level(logging.INFO, logger="engine.queue"):
+            queue.start()
+            assert queue.wait_idle(120)
+        draft = latest_draft(store.index, study_uid)
+        assert draft.detail["domain"]["in_domain"] is False and draft.detail["critical"] == []
+        lines = [r.getMessage() for r in caplog.records if "outside the training domain" in r.getMessage()]
+        assert len(lines) == 1 and study_uid in lines[0] and "raddraft-phantom-cxr@1.0.0" in lines[0]
+        assert "Doe" not in lines[0] and "PID-12345" not in lines[0]
+    finally:
+        queue.stop()
+        store.close()
