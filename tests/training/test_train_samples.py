@@ -113,3 +113,24 @@ def test_padding_masks_and_ignores_the_pad():
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 2, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, 7], [IGNORE, IGNORE, IGNORE]]
+
+
+def test_impressions_from_another_studys_findings_follow_the_text(tokenizer):
+    from dataclasses import replace
+
+    weights = [1.0] * 30
+    tasks = TaskMix(findings=1.0, impression=1.0, impression_from_findings=0.0, impression_from_other_findings=1.0)
+    plan = plan_epoch(weights, tasks, 0.0, seed=3, epoch=0)
+    other = [item for item in plan if item.text_from >= 0]
+    assert len(other) == 30 and all(item.kind == "impression_from_findings" and item.text_from != item.study
+                                    for item in other)
+    assert plan == plan_epoch(weights, tasks, 0.0, seed=3, epoch=0)
+    without = TaskMix(findings=1.0, impression=1.0, impression_from_findings=0.0)
+    assert all(item.text_from == -1 for item in plan_epoch(weights, without, 0.0, seed=3, epoch=0))
+    prompts = Prompts()
+    encoder = SampleEncoder(tokenizer, prompts, image_token_id=3, image_tokens=4, eos_id=1, max_positions=256)
+    images, text = a_study(), replace(a_study(), uid="4.5.6", findings_text="Large left pneumothorax.",
+                                      impression_text="Left pneumothorax.")
+    encoded = encoder.encode(Item(0, "impression_from_findings", text_from=1), images, 1, text_study=text)
+    prompt = prompt_ids(tokenizer, prompt_text(prompts, "impression_from_findings", text.findings_text), 3, 4, 1)
+    assert encoded.input_ids == prompt + target_ids(tokenizer, text.impression_text, 1)

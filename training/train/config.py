@@ -175,9 +175,12 @@ class TaskMix:
     findings: float = 1.0
     impression: float = 1.0
     impression_from_findings: float = 0.5
+    # the impression from another study's findings and report, beside this study's images: the findings
+    # disagree with the image, and the target follows the findings (the text wins over the image)
+    impression_from_other_findings: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("findings", "impression", "impression_from_findings"):
+        for name in ("findings", "impression", "impression_from_findings", "impression_from_other_findings"):
             _check(getattr(self, name) >= 0, name, "must be 0 or more")
         _check(self.findings + self.impression + self.impression_from_findings > 0, "findings",
                "at least one task needs a positive share")

@@ -33,11 +33,13 @@ class SampleError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One sample of an epoch: study index, task, and a seed that picks its VQA question."""
+    """One sample of an epoch: study index (its images), task, a seed that picks its VQA question, and for
+    an impression from findings, the study whose findings and impression are the text (-1: this one)."""
 
     study: int
     kind: str
     variant: int = 0
+    text_from: int = -1
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class SampleEncoder:
                               f"{self.max_positions} positions")
         return Encoded(ids + target_tokens, [IGNORE] * len(ids) + target_tokens)
 
-    def encode(self, item: Item, study: Study, num_images: int, views: tuple[str, ...] | None = None) -> Encoded:
-        """views: the views the study's images fill (default: the first `num_images` of the prompt's)."""
+    def encode(self, item: Item, study: Study, num_images: int, views: tuple[str, ...] | None = None,
+               text_study: Study | None = None) -> Encoded:
+        """views: the views the study's images fill (default: the first `num_images` of the prompt's).
+        text_study: where an impression from findings takes its findings and target (default: `study`)."""
         views = views or self.prompting.default_views(num_images)
         if item.kind == VQA:
             question, answer = draw_question(study.findings, np.random.default_rng(item.variant))
@@ -90,8 +94,9 @@ class SampleEncoder:
         if item.kind == "impression":
             return self.pair(self.section_text("impression", study, views), study.impression_text, num_images)
         if item.kind == IMPRESSION_FROM_FINDINGS:
-            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, study.findings_text)
-            return self.pair(text, study.impression_text, num_images)
+            source = text_study or study
+            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, source.findings_text)
+            return self.pair(text, source.impression_text, num_images)
         raise SampleError(f"unknown sample kind {item.kind!r}")
 
 
@@ -119,6 +124,8 @@ def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: fl
         shares = {"findings": tasks.findings, "impression": tasks.impression,
                   IMPRESSION_FROM_FINDINGS: tasks.impression_from_findings}
         items = [Item(i, kind) for i in chosen for kind in TASKS for _ in range(_repeat(rng, shares[kind]))]
+        if tasks.impression_from_other_findings > 0 and len(set(chosen)) > 1:  # (no draws otherwise: old plans stay)
+            items += _from_other_findings(rng, chosen, tasks.impression_from_other_findings)
     askable = chosen if vqa_eligible is None else [i for i in chosen if vqa_eligible[i]]
     if vqa_fraction > 0 and askable:
         count = round(len(items) * vqa_fraction / (1 - vqa_fraction))
@@ -126,6 +133,18 @@ def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: fl
         items += [Item(askable[int(p)], VQA, int(rng.integers(2**31))) for p in picks]
     order = rng.permutation(len(items))
     return [items[int(i)] for i in order]
+
+
+def _from_other_findings(rng: np.random.Generator, chosen: Sequence[int], share: float) -> list[Item]:
+    """Impressions from findings whose text comes from another study than the images."""
+    items = []
+    for i in chosen:
+        for _ in range(_repeat(rng, share)):
+            other = i
+            while other == i:
+                other = chosen[int(rng.integers(len(chosen)))]
+            items.append(Item(i, IMPRESSION_FROM_FINDINGS, text_from=other))
+    return items
 
 
 def global_batches(items: Sequence[Item], batch_size: int) -> list[list[Item]]:
@@ -167,7 +186,8 @@ def collate(items: Sequence[Item], studies: Sequence[Study], pixels: PixelStore,
 
     default = encoder.prompting.default_views(2)
     encoded = [encoder.encode(item, studies[item.study], pixels.num_images(item.study),
-                              pixels.study_views(item.study, default)) for item in items]
+                              pixels.study_views(item.study, default),
+                              studies[item.text_from] if item.text_from >= 0 else None) for item in items]
     batch = {key: torch.from_numpy(value) for key, value in pad_batch(encoded, pad_id).items()}
     batch["pixel_values"] = torch.from_numpy(np.concatenate([pixels.pixels(i.study) for i in items]))
     return batch
