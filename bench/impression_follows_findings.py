@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ignores = clinical_scores(from_image, given)
     print(f"model {model.model_id}, {len(records)} phantom studies, each given the next study's findings "
           f"({seconds:.0f} s on CPU)")
-    print(f"{"impression drafted":<52} {'micro F1 vs given findings':>27} {'precision':>10} {'recall':>8}")
+    print(f"{'impression drafted':<52} {'micro F1 vs given findings':>27} {'precision':>10} {'recall':>8}")
     for name, score in ((f"from the given findings ({IMPRESSION_FROM_FINDINGS})", follows),
                         ("from the images alone (impression)", ignores)):
         print(f"{name:<52} {score['micro_f1']:>27.3f} {score['micro_precision']:>10.3f} {score['micro_recall']:>8.3f}")
