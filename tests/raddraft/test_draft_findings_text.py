@@ -12,7 +12,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "resources" / "samples" / "phanto
 
 def run_draft(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "raddraft", "draft", *args], capture_output=True, text=True,
-                          timeout=180)
+                          timeout=180, check=False)
 
 
 def test_the_impression_is_drafted_from_the_given_findings_which_the_json_echoes(tmp_path: Path) -> None:
