@@ -10,7 +10,9 @@ medspaCy's Sectionizer. Mentions in the indication, history or comparison sectio
 findings and are left out. A mention's status:
 - inherent ABSENT / UNCERTAIN (normal and equivocal statements) stands as it is;
 - otherwise negated → absent; possible → uncertain; historical or hypothetical only ("CT to exclude a
-  nodule") → not counted; else present.
+  nodule") → not counted; one of two named alternatives ("atelectasis or scarring") → uncertain; else present.
+An uncertain mention also says how sure it is (`Mention.hedge`: "probable" or "possible", the weakest of its
+hedges); the labels do not, and MeSH's indexers code only the probable ones (training.evaluation.real_reports).
 Per finding, the statuses aggregate present > uncertain > absent > not mentioned (as CheXpert).
 `no_finding` is present when no pathology (support devices do not count) is present or uncertain and the
 report says anything at all; absent otherwise; not_mentioned for an empty report.
