@@ -62,6 +62,8 @@ def test_export_writes_a_valid_bundle(exported, checkpoint):
     assert manifest.provenance["data"] == "phantoms seed 0"
     assert (bundle / "tokenizer.json").read_bytes() == (checkpoint / "tokenizer.json").read_bytes()
     record = json.loads((bundle / "export.json").read_text())
+    assert set(record["peak_rss_bytes_after"]) == set(record["timings_s"])
+    assert all(peak > 0 for peak in record["peak_rss_bytes_after"].values())
     assert record["parity"]["fp32"]["passed"] is True
     assert not [p for p in bundle.parent.iterdir() if p.name.endswith((".partial", ".old"))]
     assert exported.steps[-1][0] == exported.steps[-1][1]  # progress reached the end

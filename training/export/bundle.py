@@ -62,6 +62,7 @@ class ExportReport:
     failed_variants: dict[str, str] = field(default_factory=dict)  # variant -> why it was left out
     parameters: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    peak_rss: dict[str, int] = field(default_factory=dict)  # step -> peak resident bytes at its end
     seconds: float = 0.0
 
     def variant_size(self, variant: str) -> int:
@@ -317,7 +318,8 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     except (TypeError, ValueError) as error:  # json.dumps of caller-given provenance or metrics
         raise ExportError(f"provenance and metrics must be JSON values: {error}") from error
     report = ExportReport(bundle_dir=folder, manifest=manifest, files=_file_sizes(folder), parity=results,
-                          failed_variants=failed, parameters=parameters, timings=timer.timings)
+                          failed_variants=failed, parameters=parameters, timings=timer.timings,
+                          peak_rss=timer.peak_rss)
     sizes = {variant: report.variant_size(variant) for variant in graph_variants}
     card = render_card(manifest, parameters=parameters, parity=results, variant_sizes=sizes, notes=card_notes,
                        intended_use=intended_use)
@@ -500,6 +502,8 @@ def _write_record(folder: Path, report: ExportReport, checkpoint_dir: Path) -> N
         "parameters": report.parameters,
         "files": _file_sizes(folder),
         "timings_s": {step: round(seconds, 3) for step, seconds in report.timings.items()},
+        # where the export's memory went: the peak so far at the end of each step
+        "peak_rss_bytes_after": dict(report.peak_rss),
         "seconds": round(report.seconds, 3),
     }
     write_text_atomically(folder / RECORD, json.dumps(record, indent=2, default=_finite) + "\n")
@@ -525,6 +529,15 @@ def copy_checkpoint(checkpoint_dir: Path, target: Path) -> None:
 
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory so far (Linux reports KiB; 0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def _human(size: int) -> str:
     if size >= 1_000_000:
         return f"{size / 1e6:.1f} MB"
@@ -541,6 +554,7 @@ class _Steps:
         self.steps = steps
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.peak_rss: dict[str, int] = {}  # step -> the process's peak resident bytes once it ended
         self.current: str | None = None
         self.since = time.monotonic()
 
@@ -555,6 +569,7 @@ class _Steps:
     def _close(self) -> None:
         if self.current is not None:
             self.timings[self.current] = time.monotonic() - self.since
+            self.peak_rss[self.current] = _peak_rss()
             self.current = None
 
     def finish(self) -> None:

@@ -10,6 +10,7 @@ embeds tokens itself so it can put image features in place of image tokens). The
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +48,7 @@ def language_model_with_head(model: LlavaForConditionalGeneration):
 
 def optimum_config_class(text_type: str):
     """optimum's own ONNX config class for the decoder type (e.g. `MistralOnnxConfig` for "mistral")."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401 - importing it registers the ONNX configs
     from optimum.exporters.tasks import TasksManager
 
     check_decoder_type(text_type)
@@ -105,52 +107,83 @@ def _onnx_config_class(text_type: str = "llama"):
 
 
 def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
-    """Write the decoder graph (with KV cache inputs and outputs) to `target`."""
-    from optimum.exporters.onnx import onnx_export_from_model
+    """Write the decoder graph (with KV cache inputs and outputs) to `target`.
 
+    Traced by optimum's exporter with its ONNX config for the decoder type; a graph over 2 GB has its
+    weights written one file per tensor, gathered here tensor by tensor into `<target>.data`."""
     causal = language_model_with_head(model)
     config_class = _onnx_config_class(causal.config.model_type)
     onnx_config = config_class(causal.config, task="text-generation", use_past=True, use_past_in_inputs=True)
     target = Path(target)
     work = Path(tempfile.mkdtemp(prefix=".decoder-", dir=target.parent))
     try:
+        traced = work / "model.onnx"
         try:
-            onnx_export_from_model(causal, work, opset=DECODER_OPSET, task="text-generation-with-past",
-                                   custom_onnx_configs={"model": onnx_config}, do_validation=False,
-                                   no_post_process=True)
+            _trace(causal, onnx_config, traced)
         except Exception as error:  # optimum and torch raise many kinds; keep the cause chained
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ExportError(f"the decoder export failed: {type(error).__name__}: {first}") from error
-        produced = sorted(work.glob("*.onnx"))
-        if len(produced) != 1:
-            raise ExportError(f"optimum wrote {len(produced)} decoder graphs ({', '.join(p.name for p in produced)}); "
-                              "expected one")
-        _move_graph(produced[0], target)
+        gather_external_data(traced, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
 
 
-def _move_graph(source: Path, target: Path) -> None:
-    """Move an ONNX file and, if it has one, its external data (renamed to follow the graph).
+def _trace(causal, onnx_config, output: Path) -> None:
+    from optimum.exporters.onnx import convert, onnx_export_from_model
 
-    Only the graph structure is loaded to point it at the renamed data file: the weights are moved as a
-    file, never read into memory."""
+    # optimum reloads a graph with external data whole to gather its weights into one file, while the
+    # caller still holds the torch model: two copies. Tell it the graph has none; gather_external_data
+    # gathers them afterwards one tensor at a time.
+    real_check = convert.check_model_uses_external_data
+    convert.check_model_uses_external_data = lambda model: False
+    try:
+        onnx_export_from_model(causal, output.parent, opset=DECODER_OPSET, task="text-generation-with-past",
+                               custom_onnx_configs={"model": onnx_config}, do_validation=False,
+                               no_post_process=True)
+    finally:
+        convert.check_model_uses_external_data = real_check
+    produced = sorted(output.parent.glob("*.onnx"))
+    if len(produced) != 1:
+        raise ExportError(f"optimum wrote {len(produced)} decoder graphs ({', '.join(p.name for p in produced)}); "
+                          "expected one")
+    if produced[0] != output:
+        produced[0].rename(output)
+
+
+def gather_external_data(source: Path, target: Path) -> None:
+    """Move the graph at `source` to `target`; weights the exporter wrote as one file per tensor are copied,
+    one tensor at a time, into `<target>.data` (never all in memory at once)."""
     import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    data_files = [p for p in source.parent.iterdir() if p != source and not p.name.endswith(".json")]
-    if not data_files:
+    graph = onnx.load(str(source), load_external_data=False)
+    tensors = [t for t in _all_tensors(graph) if uses_external_data(t)]
+    if not tensors:
         shutil.move(str(source), str(target))
         return
-    graph = onnx.load(str(source), load_external_data=False)
-    locations = {entry.value for tensor in graph.graph.initializer for entry in tensor.external_data
-                 if entry.key == "location"}
-    if len(locations) != 1:
-        raise ExportError(f"optimum wrote the decoder's weights to {len(locations)} files; expected one")
     data_name = f"{target.name}.data"
-    for tensor in graph.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    shutil.move(str(source.parent / locations.pop()), str(target.parent / data_name))
+    with open(target.parent / data_name, "wb") as data:
+        for tensor in tensors:
+            info = ExternalDataInfo(tensor)
+            with open(source.parent / info.location, "rb") as part:
+                part.seek(info.offset or 0)
+                payload = part.read(info.length) if info.length else part.read()
+            padding = -data.tell() % 4096  # page-aligned, as onnx itself writes them
+            data.write(b"\0" * padding)
+            offset = data.tell()
+            data.write(payload)
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(payload)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            del payload
+        data.flush()
+        os.fsync(data.fileno())
     onnx.save_model(graph, str(target))
+
+
+def _all_tensors(graph):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(graph))
