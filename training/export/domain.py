@@ -9,7 +9,7 @@ images through that variant's vision graph. `raddraft export --domain-data`, `ra
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from dicom_node.durable import write_atomically
+from dicom_node.durable import write_atomically, write_text_atomically
 from engine import preprocess
-from engine.bundle import BundleManifest, read_manifest, write_manifest
+from engine.bundle import MANIFEST_NAME, BundleManifest, read_manifest
 from engine.domain import (
     DEFAULT_COMPONENTS,
     DEFAULT_PERCENTILE,
@@ -81,10 +81,23 @@ def add_domain_signature(bundle_dir: Path, train: Sequence[StudyPaths], validati
              "components": int(signature.components.shape[0]), "percentile": percentile,
              "thresholds": thresholds, "source": source,
              "studies": {"train": len(train), "validation": len(validation)}}
-    write_manifest(dataclasses.replace(manifest, domain=entry), bundle_dir)
+    _write_domain_entry(bundle_dir, entry)
     log.info("domain signature of %s: %d training, %d validation studies, thresholds %s", manifest.model_id,
              len(train), len(validation), thresholds)
     return entry
+
+
+def _write_domain_entry(bundle_dir: Path, entry: dict) -> None:
+    """Only the `domain` key of model.json changes (a version 1 manifest stays as it was written), checked
+    by reading it back."""
+    path = bundle_dir / MANIFEST_NAME
+    data = json.loads(path.read_text(encoding="utf-8"))
+    version = data.pop("format_version", None)
+    data["domain"] = entry
+    if version is not None:
+        data["format_version"] = version  # kept last, where the export writes it
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+    read_manifest(bundle_dir)
 
 
 def _held_out(train: list, validation: list) -> tuple[list, list]:
