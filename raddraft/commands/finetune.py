@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", dest="model_version", metavar="V",
                         help="the candidate's version (default: <current version>+site.<time>)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--plan", action="store_true",
+                        help="print the expected peak memory and the largest batch that fits, and exit "
+                             "(1 when the recipe does not fit, saying what to change)")
     parser.add_argument("--progress", choices=["bars", "json"], default="bars",
                         help="progress bars on stderr, or JSON lines on stdout (for the app)")
 
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace, config) -> int:
     from raddraft.resources import embedded_model_dir, models_dir
     from training.export.errors import ExportError
     from training.site.compare import Rule
-    from training.site.finetune import FinetuneError, FinetuneRequest, promote, run_finetune
+    from training.site.finetune import FinetuneError, FinetuneRequest, plan_finetune, promote, run_finetune
     from training.train.config import TrainConfigError, parse_override
     from training.train.studies import StudyDataError
     from training.train.trainer import TrainingError
@@ -119,6 +122,8 @@ def run(args: argparse.Namespace, config) -> int:
             rule=Rule(tolerance=args.tolerance, min_test_studies=args.min_test_studies), force=args.force,
             version=args.model_version, device=args.device, progress_bars=args.progress == "bars",
             **({"recipe": args.recipe} if args.recipe else {}))
+        if getattr(args, "plan", False):
+            return plan_finetune(request)
         outcome = run_finetune(request, events)
         decision = outcome.decision
         print_summary(outcome, args.progress == "json")

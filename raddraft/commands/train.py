@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="discard the stages of a previous run in the run folder instead of resuming")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe (JSON) and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the expected peak memory of each stage and the largest batch that fits, "
+                             "and exit (1 when the recipe does not fit, saying what to change)")
 
 
 def config_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -65,7 +68,19 @@ def run(args: argparse.Namespace, config) -> int:
     if args.print_config:
         print(recipe.to_json(), end="")
         return 0
+    if args.plan:
+        return _plan(recipe)
     return _train(recipe, args)
+
+
+def _plan(recipe) -> int:
+    from training.train.plan import PlanError, report_plan
+
+    try:
+        return report_plan(recipe)
+    except (PlanError, OSError) as exc:
+        print(f"raddraft train: {exc}", file=sys.stderr)
+        return 1
 
 
 def _train(recipe, args: argparse.Namespace) -> int:

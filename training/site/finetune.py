@@ -212,6 +212,11 @@ def original_sources(request: FinetuneRequest, data: dict[str, Any], site_train:
         source = {"name": ORIGINAL, "manifest": str(Path(request.original).resolve())}
     elif recipe_sources:
         source = dict(recipe_sources[0])
+        if source.get("phantoms") is not None and released_checkpoint(Path(request_checkpoint(request))):
+            raise FinetuneError(f"{request.source} is a released checkpoint: the recipe's phantom studies "
+                                "would teach it the wrong pictures; give the generic share with --original "
+                                "MANIFEST (earlier signed reports, or a public report set in the manifest format), "
+                                "or --original-share 0")
     else:
         raise FinetuneError("--original-share is set but neither --original nor the recipe names the original "
                             "training data (a [[data.sources]] named 'original')")
@@ -226,6 +231,16 @@ def original_sources(request: FinetuneRequest, data: dict[str, Any], site_train:
     original_train = split_counts(manifest).get("train", 0)
     source["weight"] = round(original_weight(request.original_share, site_train, original_train), 6)
     return [source]
+
+
+def released_checkpoint(checkpoint: Path) -> bool:
+    """A checkpoint brought from outside (its own image processor or chat template), not one of ours."""
+    return any((checkpoint / name).is_file() for name in ("preprocessor_config.json", "chat_template.json",
+                                                           "chat_template.jinja"))
+
+
+def request_checkpoint(request: FinetuneRequest) -> Path:
+    return resolve_start(request.source).checkpoint
 
 
 def data_dir(request: FinetuneRequest, data: Mapping[str, Any]) -> Path:
@@ -273,6 +288,22 @@ def run_finetune(request: FinetuneRequest, events: Events) -> FinetuneOutcome:
     paths = write_comparison(request.out, record)
     return FinetuneOutcome(out=request.out, candidate=outcome.bundle_dir, current=current, record=record,
                            paths=paths, seconds=seconds)
+
+
+def plan_finetune(request: FinetuneRequest, write: Callable[[str], None] = print) -> int:
+    """`raddraft finetune --plan`: the memory plan of the run's recipe, without training (0: it fits)."""
+    import dataclasses
+
+    from training.train.plan import PlanError, report_plan
+
+    start = resolve_start(request.source)
+    model = read_manifest(start.bundle) if start.bundle else None
+    # the mix weights do not change the memory, so the original data need not be read (or generated)
+    config = build_recipe(dataclasses.replace(request, original_share=0.0), start, model, "plan")
+    try:
+        return report_plan(config, write)
+    except PlanError as error:
+        raise FinetuneError(str(error)) from None
 
 
 def current_bundle(request: FinetuneRequest, start: Starting, events: Events) -> Path:

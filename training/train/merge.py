@@ -36,6 +36,7 @@ def save_hf_checkpoint(model: nn.Module, tokenizer, out_dir: Path, *, inputs_fro
 
     inputs_from: the base checkpoint whose image processor and chat template files come along.
     prompt_spec: written as `raddraft_prompts.json`, so the export renders the prompts training used."""
+    import json
     import shutil
 
     from training.export.layout import PROMPT_SPEC_FILE
@@ -47,6 +48,11 @@ def save_hf_checkpoint(model: nn.Module, tokenizer, out_dir: Path, *, inputs_fro
         for name in INPUT_FILES if inputs_from is not None else ():
             if (Path(inputs_from) / name).is_file() and not (Path(staging) / name).is_file():
                 shutil.copyfile(Path(inputs_from) / name, Path(staging) / name)
+        template = getattr(tokenizer, "chat_template", None)
+        if isinstance(template, str) and template and not (Path(staging) / "chat_template.json").is_file():
+            # the Hub layout's file, which every reader of a checkpoint (and a bundle's checkpoint/) keeps
+            (Path(staging) / "chat_template.json").write_text(json.dumps({"chat_template": template}),
+                                                              encoding="utf-8")
         if prompt_spec is not None:
             (Path(staging) / PROMPT_SPEC_FILE).write_text(prompt_spec.to_json(), encoding="utf-8")
     return out_dir
