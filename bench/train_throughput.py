@@ -2,11 +2,17 @@
 fine-tuning (projector + language model) of the same model, side by side; medians of several runs.
 
     python bench/train_throughput.py [--size phantom-cxr] [--runs 3] [--steps 6] [--batch 16] [--threads 0]
+    python bench/train_throughput.py --real-width [--layers 1] [--steps 3] [--dtypes fp32,bf16]
 
 Each mode runs in a fresh process (so its peak memory is its own) through the real training loop
 (`training.train.trainer`) on real phantom studies: a warm-up of 2 optimizer steps, then `--runs` timed
 runs of `--steps` steps. CPU rows always; a CUDA row per mode when torch sees a GPU. The CPU of a shared
 machine makes numbers noisy: compare rows of one table, not tables of different days.
+
+`--real-width`: stage 2 (LoRA r=16 + projector) of a LLaVA-1.5-wide model cut to `--layers` layers
+(CLIP-L/14 1024 wide, Llama 4096 wide, 32 heads, 11008 MLP, vocabulary 32064; `training.train.real_width`),
+with and without gradient checkpointing, per base dtype: samples/s, measured peak RSS of the steps and the
+memory plan's estimate beside it.
 """
 
 from __future__ import annotations
@@ -98,6 +104,34 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def real_width_rows(args: argparse.Namespace) -> str:
+    rows = []
+    for dtype in args.dtypes.split(","):
+        for checkpointing in (False, True):
+            command = [sys.executable, "-m", "training.train.real_width", "--text-layers", str(args.layers),
+                       "--vision-layers", str(args.layers), "--image-size", str(args.image_size), "--report-tokens",
+                       str(args.report_tokens), "--batch", str(args.batch), "--base-dtype", dtype,
+                       "--steps", str(args.steps), "--threads", str(args.threads or os.cpu_count())]
+            command += ["--checkpointing"] if checkpointing else []
+            done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False,
+                                  cwd=Path(__file__).resolve().parent.parent)
+            if done.returncode != 0:
+                raise RuntimeError(f"real width {dtype} failed:\n{done.stderr[-3000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    tokens = rows[0]["shape"]
+    lines = [f"stage 2 at LLaVA-1.5 width, {args.layers} layer(s), batch {args.batch}, "
+             f"{1 + (tokens['image_size'] // 14) ** 2 + tokens['prompt_tokens'] + tokens['report_tokens']} tokens "
+             f"per sample, CPU, {args.steps} steps (first step included)", "",
+             f"{'base':<6}{'checkpointing':>15}{'samples/s':>11}{'s/step (last)':>15}{'peak RSS MB':>13}"
+             f"{'plan MB':>9}{'plan/measured':>15}"]
+    for r in rows:
+        lines.append(f"{r['base_dtype'].replace('float32', 'fp32').replace('bfloat16', 'bf16'):<6}"
+                     f"{'yes' if r['checkpointing'] else 'no':>15}{r['samples_per_s']:>11.3f}"
+                     f"{r['step_seconds'][-1]:>15.1f}{r['peak_rss'] / 2**20:>13.0f}{r['plan_peak'] / 2**20:>9.0f}"
+                     f"{r['plan_peak'] / r['peak_rss']:>15.2f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="phantom-cxr", help="named model size (tiny, phantom-cxr)")
@@ -106,11 +140,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--data", help="folder for the bench's phantoms and caches (default: a temp folder)")
+    parser.add_argument("--real-width", action="store_true", help="LLaVA-1.5-wide stage 2 rows instead")
+    parser.add_argument("--layers", type=int, default=1, help="--real-width: decoder and tower layers")
+    parser.add_argument("--image-size", type=int, default=28, help="--real-width: pixels (14 per token side)")
+    parser.add_argument("--report-tokens", type=int, default=12, help="--real-width: report tokens per sample")
+    parser.add_argument("--dtypes", default="fp32", help="--real-width: base dtypes, e.g. fp32,bf16")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args, args.child, args.device)))
+        return
+    if args.real_width:
+        args.batch = 1 if args.batch == 16 else args.batch
+        print(real_width_rows(args))
         return
     import torch
 
