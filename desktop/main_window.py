@@ -401,37 +401,15 @@ class MainWindow(QMainWindow):
         if self.opened is not None and self.opened.report is not None and self.panel.signed:
             self.panel.start_amendment(self.opened.report)
 
-    def _sign_amendment(self, then=None) -> None:
-        sections, addendum = self.panel.sections(), self.panel.addendum.text().strip()
-        problems = validate_for_signing(sections) + ([] if addendum else ["Say what the amendment changes."])
-        if problems:
-            self.panel.set_message(" ".join(problems), error=True)
-            return
-        snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
-        uid, amends = self.opened.study.study_uid, self.panel.amending.id
-        self.panel.sign.setEnabled(False)
-
-        def signed(report) -> None:
-            self.status_bar.notify(f"Amendment signed; it replaces report {amends}.")
-            self.feed.request()
-            self._reload()
-            if then is not None:
-                then()
-
-        def failed(error: Exception) -> None:
-            self.panel.sign.setEnabled(True)
-            self.panel.set_message(f"Not signed: {error}", error=True)
-
-        self.background.run(lambda: self.ws.amend(uid, snapshot, amends, addendum), signed, failed)
-
     def sign(self, then=None) -> None:
+        """Sign the open study, or the amendment being written: the same checks before signing for both."""
         if self.opened is None or self.panel.signed or self.generating:
             return
-        if self.panel.amending is not None:
-            self._sign_amendment(then)
-            return
-        sections = self.panel.sections()
+        sections, amending = self.panel.sections(), self.panel.amending
+        addendum = self.panel.addendum.text().strip() if amending is not None else ""
         problems = validate_for_signing(sections)
+        if amending is not None and not addendum:
+            problems.append("Say what the amendment changes.")
         if not self.ws.config.reading.radiologist.strip():
             problems.append("Set your name (Settings > Reading) before signing.")
         if problems:
@@ -440,6 +418,11 @@ class MainWindow(QMainWindow):
         snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
         uid, draft = self.opened.study.study_uid, self.opened.draft
         self.panel.sign.setEnabled(False)
+
+        def save(review):
+            if amending is not None:
+                return self.ws.amend(uid, snapshot, amending.id, addendum, review)
+            return self.ws.sign(uid, snapshot, draft.id if draft else None, review)
 
         def checked(checks) -> None:
             review = None
@@ -450,12 +433,12 @@ class MainWindow(QMainWindow):
                     self.panel.set_message("Not signed: fix the text, then sign again.")
                     return
                 review = dialog.review()
-            self.background.run(lambda: self.ws.sign(uid, snapshot, draft.id if draft else None, review),
-                                signed, failed)
+            self.background.run(lambda: save(review), signed, failed)
 
         def signed(report) -> None:
             self._unsaved = None if self._unsaved and self._unsaved[0] == uid else self._unsaved
-            self.status_bar.notify(f"Report signed ({report.ai_share_kept:.0%} of the AI text kept).")
+            self.status_bar.notify(f"Amendment signed; it replaces report {amending.id}." if amending is not None
+                                   else f"Report signed ({report.ai_share_kept:.0%} of the AI text kept).")
             self.feed.request()
             self._reload()
             if then is not None:

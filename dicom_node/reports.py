@@ -71,11 +71,7 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
                 now: float | None = None) -> SignedReport:
     """Save `report`, move its study to "signed" and, with `queue_send`, queue the SR for PACS; one
     transaction. Raises SigningError naming what is wrong."""
-    problems = [f"{name} is empty" for name in ("findings", "impression") if not getattr(report, name).strip()]
-    if not report.signed_by.strip():
-        problems.append("nobody is signing (set the radiologist's name in the settings)")
-    if problems:
-        raise SigningError("; ".join(problems))
+    _refuse_incomplete(report)
     now = time.time() if now is None else now
     signed = replace(report, signed_at=now, sr_series_uid=report.sr_series_uid or generate_uid(),
                      sr_sop_instance_uid=report.sr_sop_instance_uid or generate_uid())
@@ -88,20 +84,34 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
             why = ("its images are still arriving" if current == StudyState.RECEIVING
                    else "it is already signed")
             raise SigningError(f"the study cannot be signed: {why} ({current.value})")
-        signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
-        cursor = conn.execute(
-            "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
-            "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (signed.study_uid, now, signed.signed_by, signed.findings, signed.impression, signed.draft_id,
-             float(signed.ai_share_kept), int(signed.edit_distance), signed.sr_series_uid,
-             signed.sr_sop_instance_uid, json.dumps(signed.detail, sort_keys=True)),
-        )
-        signed = replace(signed, id=int(cursor.lastrowid or 0))
+        signed = _insert_report(conn, signed)
         Index.set_state(conn, signed.study_uid, current, StudyState.SIGNED, f"signed by {signed.signed_by}", now)
         discard_working_draft(conn, signed.study_uid)
         if queue_send:
             _insert_send(conn, signed.id, signed.study_uid, now)
     return signed
+
+
+
+def _refuse_incomplete(report: SignedReport) -> None:
+    problems = [f"{name} is empty" for name in ("findings", "impression") if not getattr(report, name).strip()]
+    if not report.signed_by.strip():
+        problems.append("nobody is signing (set the radiologist's name in the settings)")
+    if problems:
+        raise SigningError("; ".join(problems))
+
+
+def _insert_report(conn: Any, signed: SignedReport) -> SignedReport:
+    """Insert a signed report with the images it was signed on; returns it with its row id."""
+    signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
+    cursor = conn.execute(
+        "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
+        "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (signed.study_uid, signed.signed_at, signed.signed_by, signed.findings, signed.impression,
+         signed.draft_id, float(signed.ai_share_kept), int(signed.edit_distance), signed.sr_series_uid,
+         signed.sr_sop_instance_uid, json.dumps(signed.detail, sort_keys=True)),
+    )
+    return replace(signed, id=int(cursor.lastrowid or 0))
 
 
 AMENDABLE = frozenset({StudyState.SIGNED, StudyState.SENT})
@@ -116,11 +126,7 @@ def sign_amendment(index: Index, report: SignedReport, amends: SignedReport, add
         raise SigningError("say what the amendment changes (the addendum text)")
     if amends.study_uid != report.study_uid or not amends.id:
         raise SigningError("an amendment replaces a signed report of the same study")
-    problems = [f"{name} is empty" for name in ("findings", "impression") if not getattr(report, name).strip()]
-    if not report.signed_by.strip():
-        problems.append("nobody is signing (set the radiologist's name in the settings)")
-    if problems:
-        raise SigningError("; ".join(problems))
+    _refuse_incomplete(report)
     now = time.time() if now is None else now
     detail = {**report.detail, "amends": amends.id, "addendum": addendum.strip(),
               "revision": int(amends.detail.get("revision", 0)) + 1,
@@ -135,15 +141,7 @@ def sign_amendment(index: Index, report: SignedReport, amends: SignedReport, add
         latest = conn.execute("SELECT MAX(id) FROM reports WHERE study_uid = ?", (report.study_uid,)).fetchone()[0]
         if latest != amends.id:
             raise SigningError(f"report {amends.id} was amended already: amend the latest one ({latest})")
-        signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
-        cursor = conn.execute(
-            "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
-            "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (signed.study_uid, now, signed.signed_by, signed.findings, signed.impression, signed.draft_id,
-             float(signed.ai_share_kept), int(signed.edit_distance), signed.sr_series_uid,
-             signed.sr_sop_instance_uid, json.dumps(signed.detail, sort_keys=True)),
-        )
-        signed = replace(signed, id=int(cursor.lastrowid or 0))
+        signed = _insert_report(conn, signed)
         Index.set_state(conn, signed.study_uid, StudyState(row[0]), StudyState.SIGNED,
                         f"amended by {signed.signed_by} (report {amends.id} replaced)", now)
         if queue_send:

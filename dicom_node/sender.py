@@ -117,15 +117,7 @@ def send_files(host: str, port: int, paths: Iterable[Path], *, calling_ae: str =
             candidates.append(inspected)
     if not candidates:
         return summary
-    _config.LOG_HANDLER_LEVEL = "none"
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.requested_contexts = _contexts_for(candidates)
-    assoc = ae.associate(host, port, ae_title=called_ae)
-    if not assoc.is_established:
-        reason = ("was rejected by the peer (check the AE titles)" if assoc.is_rejected
-                  else "could not be established (peer unreachable, or it aborted)")
-        raise SendError(f"association with {called_ae}@{host}:{port} {reason}")
+    assoc = _associate(host, port, calling_ae, called_ae, timeout_s, _contexts_for(candidates), "")
     try:
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for candidate in candidates:
@@ -142,15 +134,8 @@ def send_files(host: str, port: int, paths: Iterable[Path], *, calling_ae: str =
 def echo(host: str, port: int, *, calling_ae: str = "RADDRAFT", called_ae: str = "ANY-SCP",
          timeout_s: float = 5.0) -> None:
     """C-ECHO the peer; SendError saying what failed (unreachable, rejected, or a failure status)."""
-    _config.LOG_HANDLER_LEVEL = "none"
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
-    assoc = ae.associate(host, port, ae_title=called_ae)
-    if not assoc.is_established:
-        reason = ("was rejected by the peer (check the AE titles)" if assoc.is_rejected
-                  else "could not be established (peer unreachable, or it aborted)")
-        raise SendError(f"C-ECHO: association with {called_ae}@{host}:{port} {reason}")
+    assoc = _associate(host, port, calling_ae, called_ae, timeout_s,
+                       [build_context("1.2.840.10008.1.1")], "C-ECHO: ")  # Verification
     try:
         status = assoc.send_c_echo()
     finally:
@@ -159,6 +144,21 @@ def echo(host: str, port: int, *, calling_ae: str = "RADDRAFT", called_ae: str =
     if not status or status.Status != 0:
         raise SendError(f"C-ECHO to {called_ae}@{host}:{port} failed "
                         f"(status {'none' if not status else hex(status.Status)})")
+
+def _associate(host: str, port: int, calling_ae: str, called_ae: str, timeout_s: float, contexts: list,
+               what: str):
+    """An established association, or SendError saying why there is none."""
+    _config.LOG_HANDLER_LEVEL = "none"
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.requested_contexts = contexts
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        reason = ("was rejected by the peer (check the AE titles)" if assoc.is_rejected
+                  else "could not be established (peer unreachable, or it aborted)")
+        raise SendError(f"{what}association with {called_ae}@{host}:{port} {reason}")
+    return assoc
+
 
 
 def _send_one(assoc, candidate: _Candidate) -> SendOutcome:

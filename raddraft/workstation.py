@@ -333,18 +333,11 @@ class Workstation:
         """Validate, run the checks before signing (their problems need a reason, critical findings a
         communication record, both in `review`), record the AI share and edit distance, save and (when
         configured) queue the SR."""
-        from engine.findings.checks import review_problems
-
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
         problems = validate_for_signing(sections)
         if problems:
             raise SigningError(" ".join(problems))
-        checks = self.sign_checks(study_uid, sections["findings"].text, sections["impression"].text)
-        missing = review_problems(list(checks.problems), list(checks.critical), review)
-        if missing:
-            found = " ".join(problem.message for problem in checks.problems)
-            raise SignReviewNeeded("Not signed; needed: " + "; ".join(missing) + "." + (f" {found}" if found else ""),
-                                   checks)
+        checks = self._reviewed_checks(study_uid, sections, review)
         metrics = signing_metrics(sections)
         pacs = self.config.pacs
         report = sign_report(self.store.index, SignedReport(
@@ -357,17 +350,13 @@ class Workstation:
                     "model": self.model.model_id if self.model else "", **review_detail(checks, review),
                     **self._ai_part(study_uid, draft_id)}),
             queue_send=pacs.configured and pacs.send_on_sign)
-        try:
-            ensure_report_sr(self.store, report.id, self.config.reading.organization)
-        except OSError as error:  # the outbox writes it again before sending
-            log.error("could not write the SR of report %d yet: %s", report.id, error)
-        self.outbox.notify()
-        return report
+        return self._written_and_queued(report)
 
     def amend(self, study_uid: str, sections: Mapping[str, SectionText], amends_id: int,
-              addendum: str) -> SignedReport:
+              addendum: str, review: SignReview | None = None) -> SignedReport:
         """Sign an amendment (addendum or correction) of the signed report `amends_id`: a new SR in the same
-        study that refers to the one it replaces, queued for PACS as a report is."""
+        study that refers to the one it replaces, queued for PACS as a report is. The same checks before
+        signing apply as to a first report."""
         from dicom_node.reports import sign_amendment
 
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
@@ -377,14 +366,32 @@ class Workstation:
             problems.append(f"report {amends_id} is not a report of this study.")
         if problems:
             raise SigningError(" ".join(problems))
+        checks = self._reviewed_checks(study_uid, sections, review)
         metrics = signing_metrics(sections)
         pacs = self.config.pacs
         report = sign_amendment(self.store.index, SignedReport(
             study_uid=study_uid, findings=sections["findings"].text.strip(),
             impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
             draft_id=amends.draft_id, ai_share_kept=amends.ai_share_kept, edit_distance=metrics.edit_distance,
-            detail={"sections": metrics.sections, "model": amends.detail.get("model", "")}),
+            detail={"sections": metrics.sections, "model": amends.detail.get("model", ""),
+                    **review_detail(checks, review)}),
             amends, addendum, queue_send=pacs.configured and pacs.send_on_sign)
+        return self._written_and_queued(report)
+
+    def _reviewed_checks(self, study_uid: str, sections: Mapping[str, SectionText],
+                         review: SignReview | None) -> SignChecks:
+        """The checks before signing, refused (SignReviewNeeded) while `review` leaves one unanswered."""
+        from engine.findings.checks import review_problems
+
+        checks = self.sign_checks(study_uid, sections["findings"].text, sections["impression"].text)
+        missing = review_problems(list(checks.problems), list(checks.critical), review)
+        if missing:
+            found = " ".join(problem.message for problem in checks.problems)
+            raise SignReviewNeeded("Not signed; needed: " + "; ".join(missing) + "." + (f" {found}" if found else ""),
+                                   checks)
+        return checks
+
+    def _written_and_queued(self, report: SignedReport) -> SignedReport:
         try:
             ensure_report_sr(self.store, report.id, self.config.reading.organization)
         except OSError as error:  # the outbox writes it again before sending
