@@ -56,3 +56,26 @@ def test_a_corrected_instance_for_a_signed_study_is_shown_named_and_answered_by_
     qtbot.waitUntil(lambda: window.panel.signed and "Amendment 1" in window.panel.source.text(), timeout=10_000)
     assert not window.panel.changed.isVisible()
     assert working_draft(ws.store.index, uid) is None
+
+
+def test_an_amendment_is_checked_before_signing_as_a_first_report_is(desktop, tmp_path, no_model):
+    from engine.findings.checks import SignReview
+    from raddraft.workstation import SignReviewNeeded
+
+    ws = desktop(**no_model).ws
+    uid = drafted_study(ws.store, tmp_path, "b")
+    first = ws.sign(uid, {"findings": SectionText("Lungs clear.", Origin.HUMAN),
+                          "impression": SectionText("Normal chest.", Origin.HUMAN)}, None)
+    conflicting = {"findings": SectionText("Small left pleural effusion.", Origin.HUMAN),
+                   "impression": SectionText("No pleural effusion.", Origin.HUMAN)}
+    try:
+        ws.amend(uid, conflicting, first.id, "Effusion seen on review.")
+    except SignReviewNeeded as refused:
+        assert [problem.kind for problem in refused.checks.problems] == ["section_conflict"]
+    else:
+        raise AssertionError("an amendment that contradicts itself was signed without a reason")
+    assert latest_report(ws.store.index, uid).id == first.id
+
+    amended = ws.amend(uid, conflicting, first.id, "Effusion seen on review.",
+                       SignReview(override_reason="impression to be corrected by the attending"))
+    assert amended.detail["sign_checks"]["override_reason"] == "impression to be corrected by the attending"
