@@ -119,11 +119,12 @@ def real_width_rows(args: argparse.Namespace) -> str:
                 raise RuntimeError(f"real width {dtype} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     tokens = rows[0]["shape"]
-    lines = [f"stage 2 at LLaVA-1.5 width, {args.layers} layer(s), batch {args.batch}, "
-             f"{1 + (tokens['image_size'] // 14) ** 2 + tokens['prompt_tokens'] + tokens['report_tokens']} tokens "
-             f"per sample, CPU, {args.steps} steps (first step included)", "",
-             f"{'base':<6}{'checkpointing':>15}{'samples/s':>11}{'s/step (last)':>15}{'peak RSS MB':>13}"
-             f"{'plan MB':>9}{'plan/measured':>15}"]
+    sequence = 1 + (tokens["image_size"] // 14) ** 2 + tokens["prompt_tokens"] + tokens["report_tokens"]
+    title = (f"stage 2 at LLaVA-1.5 width, {args.layers} layer(s), batch {args.batch}, {sequence} tokens per "
+             f"sample, CPU, {args.steps} steps (first step included)")
+    header = (f"{'base':<6}{'checkpointing':>15}{'samples/s':>11}{'s/step (last)':>15}{'peak RSS MB':>13}"
+              f"{'plan MB':>9}{'plan/measured':>15}")
+    lines = [title, "", header]
     for r in rows:
         lines.append(f"{r['base_dtype'].replace('float32', 'fp32').replace('bfloat16', 'bf16'):<6}"
                      f"{'yes' if r['checkpointing'] else 'no':>15}{r['samples_per_s']:>11.3f}"

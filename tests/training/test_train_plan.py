@@ -90,7 +90,8 @@ def test_the_plan_is_within_20_percent_of_the_measured_peak(args):
 
 def cpu_has_bf16_matmul() -> bool:
     try:
-        flags = open("/proc/cpuinfo", encoding="ascii").read()
+        with open("/proc/cpuinfo", encoding="ascii") as fh:
+            flags = fh.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags

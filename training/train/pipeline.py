@@ -136,7 +136,6 @@ def tokenizer_for(config: TrainConfig, train: Pool, run_dir: Path):
 
 def initial_model(config: TrainConfig, tokenizer) -> nn.Module:
     from training.modeling.llava import build_llava
-
     from training.train.precision import load_base
 
     if config.model.from_scratch:

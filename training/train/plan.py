@@ -106,7 +106,7 @@ def model_shape(llava_config, lora: LoraSettings, trains: tuple[str, ...]) -> Mo
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(llava_config)
     inner = model.model
-    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    count = lambda module: sum(p.numel() for p in module.parameters())
     regex = re.compile(lora.target_modules)
     adapted = [(name, m) for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and regex.fullmatch(name)] if "lora" in trains else []
