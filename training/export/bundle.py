@@ -227,6 +227,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
     from training.export.layout import render_prompts, stop_token_ids
     from training.export.parity import check_variant, make_inputs, torch_reference
+    from training.export.precision import in_float32, llava_in_float32
     from training.export.quantize import QuantizeOptions, make_variant
 
     timer.start("load checkpoint")
@@ -253,12 +254,15 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
         if len(inputs.prompt_ids) + inputs.new_tokens > arch.max_positions:
             raise ExportError(f"the findings prompt ({len(inputs.prompt_ids)} tokens) leaves no room in the "
                               f"model's {arch.max_positions} positions")
-        reference = torch_reference(model, inputs, arch.stop_token_ids)
+        with llava_in_float32(model):
+            reference = torch_reference(model, inputs, arch.stop_token_ids)
 
     timer.start("export vision graph")
-    export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
+    with in_float32(model.model.vision_tower, model.model.multi_modal_projector):
+        export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
     timer.start("export embedding graph")
-    export_embed(model, folder / FP32.embed)
+    with in_float32(model.get_input_embeddings()):
+        export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")
     export_decoder(model, folder / FP32.decoder)
     del model
@@ -328,12 +332,13 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
 
 
 def load_checkpoint(checkpoint_dir: Path):
-    import torch
     from transformers import LlavaForConditionalGeneration
 
     try:
+        # In the checkpoint's own dtype (an fp16 checkpoint is held at its saved size); the graphs are
+        # still fp32: each part is cast up only while it is traced or run (training/export/precision.py).
         model = LlavaForConditionalGeneration.from_pretrained(checkpoint_dir, attn_implementation="eager",
-                                                              dtype=torch.float32)
+                                                              dtype="auto")
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ExportError(f"checkpoint {checkpoint_dir}: cannot be loaded ({_first_line(error)})") from error
     model.eval()
@@ -345,9 +350,10 @@ def count_image_tokens(model, image_size: int) -> int:
     import torch
 
     from training.export.graphs import VisionGraph
+    from training.export.precision import in_float32
 
     channels = int(getattr(model.config.vision_config, "num_channels", 3))
-    with torch.no_grad():
+    with torch.no_grad(), in_float32(model.model.vision_tower, model.model.multi_modal_projector):
         features = VisionGraph(model)(torch.zeros(1, channels, image_size, image_size))
     return int(features.shape[1])
 

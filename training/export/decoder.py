@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from inspect import signature
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoModelForCausalLM, LlavaForConditionalGeneration
 
 from training.export.errors import ExportError
@@ -107,48 +109,145 @@ def _onnx_config_class(text_type: str = "llama"):
 
 
 def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
-    """Write the decoder graph (with KV cache inputs and outputs) to `target`.
+    """Write the fp32 decoder graph (with KV cache inputs and outputs) to `target`, weights in `<target>.data`.
 
-    Traced by optimum's exporter with its ONNX config for the decoder type; a graph over 2 GB has its
-    weights written one file per tensor, gathered here tensor by tensor into `<target>.data`."""
+    The graph is traced by torch's exporter with optimum's ONNX config for the decoder type, on a twin of
+    the decoder whose parameters are zero-byte placeholders and are left out of the graph
+    (`export_params=False`); the real weights, in whatever dtype the checkpoint was loaded, are then written
+    as fp32 external data one tensor at a time. So the weights are never held a second time, neither as
+    an fp32 copy of the model nor inside the ONNX proto."""
     causal = language_model_with_head(model)
     config_class = _onnx_config_class(causal.config.model_type)
     onnx_config = config_class(causal.config, task="text-generation", use_past=True, use_past_in_inputs=True)
     target = Path(target)
-    work = Path(tempfile.mkdtemp(prefix=".decoder-", dir=target.parent))
+    twin, weights = weightless_twin(causal)
     try:
-        traced = work / "model.onnx"
-        try:
-            _trace(causal, onnx_config, traced)
-        except Exception as error:  # optimum and torch raise many kinds; keep the cause chained
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ExportError(f"the decoder export failed: {type(error).__name__}: {first}") from error
-        gather_external_data(traced, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _trace_without_weights(twin, onnx_config, target)
+    except ExportError:
+        raise
+    except Exception as error:  # torch's exporter raises many kinds; keep the cause chained
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(f"the decoder export failed: {type(error).__name__}: {first}") from error
+    attach_weights(target, weights)
     return target
 
 
-def _trace(causal, onnx_config, output: Path) -> None:
-    from optimum.exporters.onnx import convert, onnx_export_from_model
+def weightless_twin(causal):
+    """(a twin of `causal` on zero-byte fp32 placeholders, parameter/buffer name -> the real tensor).
 
-    # optimum reloads a graph with external data whole to gather its weights into one file, while the
-    # caller still holds the torch model: two copies. Tell it the graph has none; gather_external_data
-    # gathers them afterwards one tensor at a time.
-    real_check = convert.check_model_uses_external_data
-    convert.check_model_uses_external_data = lambda model: False
-    try:
-        onnx_export_from_model(causal, output.parent, opset=DECODER_OPSET, task="text-generation-with-past",
-                               custom_onnx_configs={"model": onnx_config}, do_validation=False,
-                               no_post_process=True)
-    finally:
-        convert.check_model_uses_external_data = real_check
-    produced = sorted(output.parent.glob("*.onnx"))
-    if len(produced) != 1:
-        raise ExportError(f"optimum wrote {len(produced)} decoder graphs ({', '.join(p.name for p in produced)}); "
-                          "expected one")
-    if produced[0] != output:
-        produced[0].rename(output)
+    The placeholders are one distinct value expanded to each weight's shape (stride 0: no memory); tied weights stay
+    tied, so the graph names each tensor once. Buffers (rotary frequencies) are small and copied as fp32."""
+    with torch.device("meta"):
+        twin = AutoModelForCausalLM.from_config(causal.config, attn_implementation="eager")
+    placeholders: dict[int, nn.Parameter] = {}
+    weights: dict[str, torch.Tensor] = {}
+    for name, parameter in causal.named_parameters(remove_duplicate=False):
+        if id(parameter) not in placeholders:
+            # a distinct value each: the exporter merges initializers that compare equal
+            stand_in = torch.full((), 1e-6 * (len(placeholders) + 1)).expand(parameter.shape)
+            placeholders[id(parameter)] = nn.Parameter(stand_in, requires_grad=False)
+        owner, _, leaf = name.rpartition(".")
+        twin.get_submodule(owner)._parameters[leaf] = placeholders[id(parameter)]
+        weights[name] = parameter
+    for name, buffer in causal.named_buffers(remove_duplicate=False):
+        owner, _, leaf = name.rpartition(".")
+        module = twin.get_submodule(owner)
+        module._buffers[leaf] = buffer.detach().to(torch.float32, copy=True)
+        # persistent, so the exporter names its graph input after it (it leaves unnamed the ones it isn't)
+        module._non_persistent_buffers_set.discard(leaf)
+        weights[name] = buffer
+    for module_name, module in causal.named_modules():
+        if hasattr(module, "original_inv_freq"):  # a plain attribute, not a buffer: the meta twin lacks it
+            twin.get_submodule(module_name).original_inv_freq = module.original_inv_freq.to(torch.float32)
+    twin.config = causal.config
+    twin.eval()
+    return twin, weights
+
+
+def _trace_without_weights(twin, onnx_config, output: Path) -> None:
+    """optimum's `export_pytorch` steps (dummy inputs, model patcher, input order, dynamic axes) with the
+    parameters left out of the graph: they become graph inputs named as in the state dict."""
+    with torch.no_grad():
+        twin.config.return_dict = True
+        for key, value in (onnx_config.values_override or {}).items():
+            setattr(twin.config, key, value)
+        dummy = onnx_config.rename_ambiguous_inputs(onnx_config.generate_dummy_inputs(framework="pt"))
+        # as optimum does: logits at every position (transformers' default keeps a traced constant)
+        model_kwargs = {"logits_to_keep": 0} if "logits_to_keep" in signature(twin.forward).parameters else {}
+        with onnx_config.patch_model_for_export(twin, model_kwargs=model_kwargs):
+            inputs = onnx_config.ordered_inputs(twin)
+            axes = {**inputs, **onnx_config.outputs}
+            torch.onnx.export(twin, (dummy,), f=str(output), input_names=list(inputs),
+                              output_names=list(onnx_config.outputs), dynamic_axes=axes,
+                              opset_version=DECODER_OPSET, export_params=False, do_constant_folding=False,
+                              dynamo=False)
+
+
+def attach_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    """Turn the graph's weight inputs into fp32 initializers stored in `<path>.data`, one tensor at a time.
+
+    A weight the exporter transposes for a MatMul (`Transpose(W)`, what constant folding would have done
+    with the weights in the graph) is written transposed in place of that node, so MatMul sees a
+    constant B and the int4/int8 quantizers find it."""
+    import onnx
+    from onnx import TensorProto
+
+    graph_model = onnx.load(str(path))
+    graph = graph_model.graph
+    weight_inputs = [value.name for value in graph.input if value.name in weights]
+    unknown = [value.name for value in graph.input if value.name not in weights
+               and not _is_runtime_input(value.name)]
+    if unknown:
+        raise ExportError(f"the decoder graph takes inputs that are neither weights nor runtime inputs: "
+                          f"{', '.join(unknown[:5])}")
+    consumers: dict[str, list] = {name: [] for name in weight_inputs}
+    for node in graph.node:
+        for name in node.input:
+            if name in consumers:
+                consumers[name].append(node)
+    folded = []  # (initializer name, source weight name, transposed)
+    for name in weight_inputs:
+        kept = False
+        for node in consumers[name]:
+            if node.op_type == "Transpose" and _is_2d_swap(node, weights[name]):
+                folded.append((node.output[0], name, True))
+                graph.node.remove(node)
+            else:
+                kept = True
+        if kept:
+            folded.append((name, name, False))
+    keep_inputs = [value for value in graph.input if value.name not in weights]
+    del graph.input[:]
+    graph.input.extend(keep_inputs)
+
+    data_name = f"{path.name}.data"
+    with open(path.parent / data_name, "wb") as data:
+        for initializer_name, source, transposed in folded:
+            tensor = weights[source].detach()
+            tensor = (tensor.t() if transposed else tensor).to(torch.float32).contiguous()
+            array = tensor.numpy()
+            data.write(b"\0" * (-data.tell() % 4096))  # page-aligned, as onnx writes them
+            offset = data.tell()
+            data.write(memoryview(array).cast("B"))
+            proto = TensorProto(name=initializer_name, data_type=TensorProto.FLOAT, dims=list(array.shape))
+            proto.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(array.nbytes))):
+                entry = proto.external_data.add()
+                entry.key, entry.value = key, value
+            graph.initializer.append(proto)
+            del tensor, array
+        data.flush()
+        os.fsync(data.fileno())
+    onnx.save_model(graph_model, str(path))
+
+
+def _is_runtime_input(name: str) -> bool:
+    return name in ("inputs_embeds", "attention_mask", "position_ids") or name.startswith("past_key_values.")
+
+
+def _is_2d_swap(node, weight: torch.Tensor) -> bool:
+    perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+    return weight.dim() == 2 and perm in (None, [1, 0])
 
 
 def gather_external_data(source: Path, target: Path) -> None:
