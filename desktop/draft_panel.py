@@ -53,6 +53,10 @@ class DraftPanel(QWidget):
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.source = QLabel("")
         self.source.setWordWrap(True)
+        self.indication = QLineEdit(
+            placeholderText="Indication: the reason for the exam (empty: the study's own)",
+            toolTip="Reaches the prompt of the next draft you ask for, for models that take an indication")
+        self.indication.hide()
         self.findings, self.impression = SectionEditor("findings"), SectionEditor("impression")
         self.draft_findings = QPushButton("Draft", toolTip="Generate the findings (Ctrl+D drafts both)")
         self.draft_impression = QPushButton("Draft", toolTip="Generate the impression from the images")
@@ -102,6 +106,7 @@ class DraftPanel(QWidget):
         layout.addWidget(self.changed)
         layout.addWidget(self.title)
         layout.addWidget(self.source)
+        layout.addWidget(self.indication)
         layout.addLayout(grid, 1)
         layout.addWidget(self.addendum)
         layout.addLayout(actions)
@@ -127,6 +132,7 @@ class DraftPanel(QWidget):
         self.signed, self.amending = False, None
         self.addendum.clear()
         self.addendum.hide()
+        self.indication.clear()
         for editor in (self.findings, self.impression):
             editor.show_text("")
             editor.setReadOnly(title is None)
@@ -236,8 +242,14 @@ class DraftPanel(QWidget):
         self.message.setText(text)
         self.message.setStyleSheet("color: #b03a2e;" if error else "color: palette(text);")
 
-    def set_model_available(self, available: bool, reason: str = "") -> None:
+    def typed_indication(self) -> str | None:
+        """The indication the radiologist typed, or None to let the study's own be used."""
+        text = " ".join(self.indication.text().split())
+        return text if self.indication.isVisible() and text else None
+
+    def set_model_available(self, available: bool, reason: str = "", takes_indication: bool = False) -> None:
         self.model_available = available
+        self.indication.setVisible(available and takes_indication)
         for button in (self.draft_findings, self.draft_impression, self.from_findings):
             tip = button.property("usual_tip") or button.toolTip()
             button.setProperty("usual_tip", tip)

@@ -97,7 +97,7 @@ class MainWindow(QMainWindow):
         self._connect()
         for problem in workstation.problems:
             self.banner.add(problem)
-        self.panel.set_model_available(workstation.model is not None, "no model loaded (Settings)")
+        self._show_model_state()
         for timer in self._timers:
             timer.start()
         self.feed.request()
@@ -158,7 +158,7 @@ class MainWindow(QMainWindow):
             self.status_bar.show_status(status)
             self._show_new_problems()
             if (self.ws.model is not None) != self.panel.model_available:  # the current model changed
-                self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
+                self._show_model_state()
 
         self.background.run(self.ws.status, done, lambda error: setattr(self, "_status_busy", False))
 
@@ -357,6 +357,11 @@ class MainWindow(QMainWindow):
             return True
         return self.ask(f"Replace the text you wrote in {' and '.join(typed)} with a new draft?")
 
+    def _show_model_state(self) -> None:
+        model = self.ws.model
+        self.panel.set_model_available(model is not None, "no model loaded (Settings)",
+                                       takes_indication=model is not None and model.takes_indication)
+
     @Slot(str)
     def draft_section(self, section: str, findings: str | None = None, then=None, asked: bool = False) -> None:
         if self.opened is None or section in self.generating or self.panel.signed or self.ws.model is None:
@@ -386,7 +391,8 @@ class MainWindow(QMainWindow):
                                       "the text it replaced.")
             self._failed(f"Drafting the {section} failed")(error)
 
-        self.background.run(lambda: self.ws.draft_section(uid, section, findings, piece), done, failed)
+        indication = self.panel.typed_indication()
+        self.background.run(lambda: self.ws.draft_section(uid, section, findings, piece, indication), done, failed)
 
     @Slot(str, str, str)
     def _section_piece(self, study_uid: str, section: str, text: str) -> None:
@@ -498,7 +504,7 @@ class MainWindow(QMainWindow):
         def applied(done: list[str]) -> None:
             self.status_bar.notify("Settings saved. " + "; ".join(done))
             self._show_new_problems()
-            self.panel.set_model_available(self.ws.model is not None, "no model loaded (Settings)")
+            self._show_model_state()
             self.refresh_status()
 
         self.background.run(lambda: self.ws.apply_settings(changes), applied, self._failed("Settings not applied"))

@@ -165,9 +165,8 @@ class DraftModel:
         features = self.image_features(study_input)
         encoded = time.perf_counter()
         domain = self.domain_state(features)
-        used_indication = self.limit_indication(indication if indication is not None else study_input.indication) \
-            if self.takes_indication else None
-        layout = {"views": self._prompt_views(study_input), "indication": used_indication}
+        layout = self.prompt_layout(study_input, indication)
+        used_indication = layout["indication"]
         options = options or self.default_options()
         shared, shared_s = self._shared_prefill(features, options, **layout)
         findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"),
@@ -219,9 +218,16 @@ class DraftModel:
         state = prefill(self.graphs, first[:length], features)
         return (state,), time.perf_counter() - started
 
-    def _prompt_views(self, study: StudyInput) -> tuple[str, ...]:
-        return tuple(view for view in study.views if view in self.manifest.preprocessing.views) or \
+    def prompt_layout(self, study: StudyInput, indication: str | None = None) -> dict:
+        """The views and the indication the prompts of `study` take (the keywords of `generate`): every
+        way of drafting a study (queued, on demand, from given findings) prompts it alike.
+
+        indication: typed by the radiologist; None takes the study's own (DICOM request attributes)."""
+        views = tuple(view for view in study.views if view in self.manifest.preprocessing.views) or \
             self.manifest.preprocessing.views[:1]
+        used = self.limit_indication(indication if indication is not None else study.indication) \
+            if self.takes_indication else None
+        return {"views": views, "indication": used}
 
     def check_fits(self) -> None:
         """Every prompt this bundle can build (any views, the longest indication, findings as long as

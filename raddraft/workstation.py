@@ -288,9 +288,10 @@ class Workstation:
 
     # -- drafting on demand ------------------------------------------------------------------------
     def draft_section(self, study_uid: str, section: str, findings: str | None = None,
-                      on_piece: Callable[[str], None] | None = None) -> str:
+                      on_piece: Callable[[str], None] | None = None, indication: str | None = None) -> str:
         """Generate one section ("findings", "impression", or "impression" from `findings`), streaming text
-        through `on_piece`; return the text. One generation at a time."""
+        through `on_piece`; return the text. Prompted as the queued draft is (the study's views; the
+        `indication` typed by the radiologist, else the study's own). One generation at a time."""
         from engine.errors import EngineError
         from engine.prompts import IMPRESSION_FROM_FINDINGS
 
@@ -302,8 +303,10 @@ class Workstation:
         paths = [self.store.path_of(row) for row in self.store.index.instances_of(study_uid)]
         kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings is not None else section
         with self._generate:
-            features = model.image_features(model.prepare(paths))
-            return model.generate(kind, features, findings=findings, on_text=on_piece).text
+            study = model.prepare(paths)
+            features = model.image_features(study)
+            return model.generate(kind, features, findings=findings, on_text=on_piece,
+                                  **model.prompt_layout(study, indication)).text
 
     # -- signing and sending -----------------------------------------------------------------------
     def sign_checks(self, study_uid: str, findings: str, impression: str) -> SignChecks:

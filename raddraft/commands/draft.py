@@ -91,11 +91,11 @@ def impression_from_given_findings(model, paths, findings: str, options, indicat
     started = time.perf_counter()
     study = model.prepare(paths)
     features = model.image_features(study)
-    used = model.limit_indication(indication if indication is not None else study.indication) \
-        if model.takes_indication else None
+    layout = model.prompt_layout(study, indication)
+    used = layout["indication"]
     impression = model.generate(IMPRESSION_FROM_FINDINGS, features, options, findings=findings,
                                 on_text=(lambda piece: on_piece("impression", piece)) if on_piece else None,
-                                views=model._prompt_views(study), indication=used)
+                                **layout)
     return Draft(findings=findings, impression=impression.text, model=model.model_id, provider=model.provider,
                  variant=model.variant, images=study.sop_instance_uids,
                  prompts={"findings": "given", "impression": IMPRESSION_FROM_FINDINGS,
