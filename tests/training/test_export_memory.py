@@ -52,3 +52,86 @@ def test_a_graph_without_external_data_is_moved_as_is(tmp_path):
     content = source.read_bytes()
     gather_external_data(source, tmp_path / "decoder.onnx")
     assert (tmp_path / "decoder.onnx").read_bytes() == content and not source.exists()
+
+
+def test_parts_cast_to_fp32_one_at_a_time_compute_as_an_fp32_model():
+    import copy
+
+    import torch
+
+    from training.export.precision import in_float32, units_in_float32
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).half()
+    reference = copy.deepcopy(layers).float()
+    x = torch.randn(4, 16)
+    with torch.no_grad(), units_in_float32([layers[0], layers[2]]):
+        during = layers(x)
+        dtypes_after_each = [p.dtype for p in layers.parameters()]
+    torch.testing.assert_close(during, reference(x))  # fp16 -> fp32 is exact: same weights, fp32 compute
+    assert during.dtype == torch.float32 and set(dtypes_after_each) == {torch.float16}
+    with in_float32(layers):
+        assert {p.dtype for p in layers.parameters()} == {torch.float32}
+    assert {p.dtype for p in layers.parameters()} == {torch.float16}
+
+
+# A real-width, cut-depth LLaVA saved in fp16 (as the Hub ships 7 B models): CLIP 1024 wide, a Llama
+# decoder 1024 wide with a 32064-token vocabulary, 2 + 2 layers.
+BUILD_MEDIUM = """
+import sys, torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from training.modeling.tokenizer import as_transformers, train_tokenizer
+tokenizer = as_transformers(train_tokenizer(["Findings: The lungs are clear. Impression: Normal chest."] * 20,
+                                            vocab_size=512, min_frequency=1))
+vision = CLIPVisionConfig(image_size=224, patch_size=14, hidden_size=1024, num_hidden_layers=2,
+                          num_attention_heads=16, intermediate_size=4096, projection_dim=1024)
+text = LlamaConfig(vocab_size=32064, hidden_size=1024, num_hidden_layers=2, num_attention_heads=16,
+                   num_key_value_heads=16, intermediate_size=2816, max_position_embeddings=2048,
+                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
+                     image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id)
+torch.manual_seed(0)
+torch.set_default_dtype(torch.float16)
+LlavaForConditionalGeneration(config).eval().save_pretrained(sys.argv[1])
+tokenizer.save_pretrained(sys.argv[1])
+"""
+EXPORT = """
+import sys
+from training.export import export_bundle
+export_bundle(sys.argv[1], sys.argv[2], name="medium", version="1", parity=False)
+"""
+
+
+def run_child(code: str, *args: str) -> int:
+    """Run `code` in a fresh interpreter; its own peak resident bytes (wait4's ru_maxrss, KiB on Linux)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)})
+    _, status, usage = os.wait4(process.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child exited {os.waitstatus_to_exitcode(status)}"
+    return usage.ru_maxrss * 1024
+
+
+@pytest.mark.slow
+def test_a_real_width_fp16_checkpoint_exports_within_the_memory_bound(tmp_path):
+    import json
+
+    checkpoint, bundle = tmp_path / "checkpoint", tmp_path / "bundle"
+    run_child(BUILD_MEDIUM, str(checkpoint))
+    weights = sum(path.stat().st_size for path in checkpoint.glob("*.safetensors"))
+    peak = run_child(EXPORT, str(checkpoint), str(bundle))
+
+    bound = 1.5 * weights + (1 << 30)
+    assert peak <= bound, f"export peak RSS {peak / 1e9:.2f} GB over the bound {bound / 1e9:.2f} GB"
+    record = json.loads((bundle / "export.json").read_text())
+    # the decoder takes inputs_embeds: its weights are the language model's less the token embeddings,
+    # fp32 (4 bytes each) in its external data, written from the fp16 model
+    decoder = record["parameters"]["language_model"] + record["parameters"]["lm_head"] - 32064 * 1024
+    assert (bundle / "decoder.onnx.data").stat().st_size >= 4 * decoder
+    assert (bundle / "decoder.onnx").stat().st_size < 10_000_000

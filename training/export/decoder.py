@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from inspect import signature
 from pathlib import Path
 
@@ -135,8 +134,8 @@ def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
 def weightless_twin(causal):
     """(a twin of `causal` on zero-byte fp32 placeholders, parameter/buffer name -> the real tensor).
 
-    The placeholders are one distinct value expanded to each weight's shape (stride 0: no memory); tied weights stay
-    tied, so the graph names each tensor once. Buffers (rotary frequencies) are small and copied as fp32."""
+    The placeholders are one distinct value expanded to each weight's shape (stride 0: no memory); tied
+    weights stay tied, so the graph names each tensor once. Buffers (rotary frequencies) are small and copied as fp32."""
     with torch.device("meta"):
         twin = AutoModelForCausalLM.from_config(causal.config, attn_implementation="eager")
     placeholders: dict[int, nn.Parameter] = {}

@@ -35,7 +35,7 @@ def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
         dtype = _dtype(unit)
         if dtype == torch.float32:
             continue
-        handles.append(unit.register_forward_pre_hook(lambda module, args: module.float()))
+        handles.append(unit.register_forward_pre_hook(lambda module, args: module.float() and None))
         handles.append(unit.register_forward_hook(
             lambda module, args, output, dtype=dtype: module.to(dtype) and None))
     try:
