@@ -16,6 +16,7 @@ types and feeds it float16). Shape inference is skipped for graphs over 2 GB (pr
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,6 +134,8 @@ def _rename_external_data(target: Path) -> None:
 def convert_fp16(source: Path, target: Path) -> Path:
     import onnx
 
+    if source.with_name(source.name + ".data").exists():
+        return convert_fp16_streaming(source, target)
     large = _size_with_data(source) > SINGLE_FILE_LIMIT
     model = onnx.load(str(source), load_external_data=True)
     try:
@@ -145,6 +148,55 @@ def convert_fp16(source: Path, target: Path) -> Path:
         converted = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=large)
     del model
     save_onnx(converted, target)
+    return target
+
+
+def convert_fp16_streaming(source: Path, target: Path) -> Path:
+    """fp16 graph of a graph whose weights are external data, one weight in memory at a time.
+
+    The graph is converted without its external weights (a small proto); each weight is then read from
+    the fp32 data file, cast (clamped to fp16's range, as the converter does) and written to
+    `<target>.data`."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    model = onnx.load(str(source), load_external_data=False)
+    external = [tensor for tensor in model.graph.initializer if uses_external_data(tensor)]
+    kept = [tensor for tensor in model.graph.initializer if not uses_external_data(tensor)]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    data_name = f"{target.name}.data"
+    with open(target.parent / data_name, "wb") as data:
+        for tensor in external:
+            info = ExternalDataInfo(tensor)
+            with open(source.parent / info.location, "rb") as part:
+                part.seek(info.offset or 0)
+                payload = part.read(info.length) if info.length else part.read()
+            if tensor.data_type == TensorProto.FLOAT:
+                payload = np.clip(np.frombuffer(payload, dtype=np.float32), -65504, 65504).astype(np.float16)
+                tensor.data_type = TensorProto.FLOAT16
+            data.write(b"\0" * (-data.tell() % 4096))
+            offset = data.tell()
+            data.write(memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else payload)
+            del tensor.external_data[:]
+            for key, value in (("location", data_name), ("offset", str(offset)),
+                               ("length", str(len(memoryview(payload).cast("B"))))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            converted.graph.initializer.append(tensor)
+            del payload
+        data.flush()
+        os.fsync(data.fileno())
+    onnx.save_model(converted, str(target))
     return target
 
 
