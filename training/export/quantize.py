@@ -102,11 +102,20 @@ def quantize_int4(source: Path, target: Path, options: QuantizeOptions = Quantiz
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantizer = MatMulNBitsQuantizer(str(source), bits=4, block_size=options.int4_block_size,
+            streamed = source.with_name(source.name + ".data").exists()
+            graph = _graph_without_weights(source) if streamed else str(source)
+            quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=options.int4_block_size,
                                              is_symmetric=options.int4_symmetric,
                                              accuracy_level=options.int4_accuracy_level,
                                              op_types_to_quantize=("MatMul",))
-            quantizer.process()
+            if streamed:
+                # the quantizer reads each MatMul weight as it reaches it (onnx resolves external data
+                # against the working directory): one fp32 weight in memory at a time
+                with _working_directory(source.parent):
+                    quantizer.process()
+                    _load_remaining_weights(quantizer.model.model)
+            else:
+                quantizer.process()
             data = target.with_name(target.name + ".data")
             data.unlink(missing_ok=True)
             quantizer.model.save_model_to_file(str(target), use_external_data_format=large)
@@ -114,6 +123,34 @@ def quantize_int4(source: Path, target: Path, options: QuantizeOptions = Quantiz
         quiet.setLevel(level)
     _rename_external_data(target)
     return target
+
+
+def _graph_without_weights(source: Path):
+    import onnx
+
+    return onnx.load(str(source), load_external_data=False)
+
+
+def _load_remaining_weights(model) -> None:
+    """The weights the quantizer left as they were (norms, biases; small) are read into the graph, so the
+    variant does not point into the fp32 graph's data file."""
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
+
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            load_external_data_for_tensor(tensor, "")
+            tensor.data_location = tensor.DEFAULT
+            del tensor.external_data[:]
+
+
+@contextmanager
+def _working_directory(folder: Path):
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _rename_external_data(target: Path) -> None:
