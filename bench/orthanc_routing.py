@@ -136,6 +136,7 @@ def raddraft(workdir: Path, stable_after_s: float, speculative_after_s: float,
     try:
         if ws.problems or ws.node is None or ws.queue is None:
             raise RuntimeError(f"RadDraft did not start drafting: {ws.problems}")
+        ws.queue.warmed.wait(30)  # started, as a workstation is before the day's first study
         ws.node_events.instance_stored.subscribe(timeline.on_instance)
         ws.node_events.study_stable.subscribe(timeline.on_stable)
         ws.draft_events.started.subscribe(timeline.on_started)
@@ -147,7 +148,7 @@ def raddraft(workdir: Path, stable_after_s: float, speculative_after_s: float,
 
 
 def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, speculative_after_s: float,
-             nodelay: bool) -> tuple[list[StudyLatency], float]:
+             nodelay: bool, interval_s: float = 0.0) -> tuple[list[StudyLatency], float]:
     from peers.dcmtk import storescu_send
     from peers.orthanc import Modality, running_orthanc
 
@@ -169,6 +170,7 @@ def run_once(route: str, studies: list[PhantomStudy], stable_after_s: float, spe
                 storescu_send(study.paths, port, called, nodelay=nodelay)
                 with timeline.done:
                     timeline.clock(study.study_uid).acknowledged = time.monotonic()
+                time.sleep(interval_s)
             if orthanc is not None:
                 held = orthanc.get("/statistics")["CountInstances"]
                 if held != sum(len(s.paths) for s in studies):
@@ -234,7 +236,7 @@ class RouteResult:
 
 
 def measure(studies: list[PhantomStudy], runs: int, stable_after_s: float, speculative_after_s: float,
-            nodelay: bool) -> dict[str, RouteResult]:
+            nodelay: bool, interval_s: float = 0.0) -> dict[str, RouteResult]:
     from tqdm import tqdm
 
     results = {route: RouteResult() for route in ROUTES}
@@ -242,7 +244,8 @@ def measure(studies: list[PhantomStudy], runs: int, stable_after_s: float, specu
     with tqdm(total=runs * len(ROUTES), desc=f"runs ({label})", unit="run", file=sys.stderr, disable=None) as bar:
         for _ in range(runs):
             for route in ROUTES:  # alternate routes within each round
-                latencies, drafts = run_once(route, studies, stable_after_s, speculative_after_s, nodelay)
+                latencies, drafts = run_once(route, studies, stable_after_s, speculative_after_s, nodelay,
+                                             interval_s)
                 results[route].runs.append(latencies)
                 results[route].drafts.append(drafts)
                 bar.update(1)
@@ -281,6 +284,9 @@ def main() -> int:
     parser.add_argument("--compare-quiet-only", action="store_true",
                         help="also run with speculation off, the quiet period alone")
     parser.add_argument("--nagle", action="store_true", help="also run with TCP_NODELAY unset")
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="seconds between one study's last acknowledgement and the next study's send "
+                             "(0: back to back, a burst that queues behind the one-at-a-time drafting)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -300,11 +306,15 @@ def main() -> int:
         model = describe_model()
         for nodelay in (True, False) if args.nagle else (True,):
             for speculative_after_s in settings:
-                results = measure(studies, args.runs, stable_after_s, speculative_after_s, nodelay)
+                results = measure(studies, args.runs, stable_after_s, speculative_after_s, nodelay, args.interval)
                 print_table(f"{len(studies)} phantom studies ({images} images, {args.size} px), {args.runs} runs "
                             f"per route, {'TCP_NODELAY=1' if nodelay else 'TCP_NODELAY unset'} on storescu and "
-                            f"Orthanc; drafted by {model}", results, stable_after_s, speculative_after_s)
+                            f"Orthanc, {_pace(args.interval)}; drafted by {model}", results, stable_after_s, speculative_after_s)
     return 0
+
+
+def _pace(interval_s: float) -> str:
+    return f"studies {interval_s:g} s apart" if interval_s else "studies back to back"
 
 
 def describe_model() -> str:

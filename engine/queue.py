@@ -48,6 +48,7 @@ class DraftingQueue:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="raddraft-drafting", daemon=True)
         self._unsubscribe = None
+        self.warmed = threading.Event()  # set once the report-language pipeline is loaded
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, node_events: NodeEvents | None = None) -> None:
@@ -124,7 +125,18 @@ class DraftingQueue:
             self._current = study_uid
             return study_uid, self._model
 
+    def _warm_up(self) -> None:
+        """Load the report-language pipeline (about 2 s) before the first study instead of inside its draft:
+        the first study of the day is drafted as fast as the rest."""
+        try:
+            find_critical({"findings": "No pneumothorax.", "impression": ""}, self._critical)
+        except Exception:  # drafting works without it; the first draft then pays for the load
+            log.exception("the findings labeler could not be loaded ahead of drafting")
+        finally:
+            self.warmed.set()
+
     def _run(self) -> None:
+        self._warm_up()
         while (item := self._next()) is not None:
             study_uid, model = item
             try:

@@ -191,3 +191,16 @@ def test_critical_findings_are_flagged_when_the_draft_is_saved(store, model, pha
                              critical_findings=("free_air",)), quiet)
     assert latest_draft(store.index, quiet).detail["critical"] == []
     assert not worklist_row(store.index, quiet).critical_unread
+
+
+def test_the_report_language_pipeline_is_loaded_when_the_queue_starts_not_in_the_first_draft(store, model) -> None:
+    from engine.findings.labeler import shared_labeler
+
+    queue = DraftingQueue(store, model)
+    assert not queue.warmed.is_set()
+    queue.start(NodeEvents())
+    try:
+        assert queue.warmed.wait(60)  # no study was queued: the worker loaded it on its own
+        assert shared_labeler.cache_info().currsize == 1
+    finally:
+        queue.stop()
