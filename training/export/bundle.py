@@ -261,8 +261,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     with in_float32(model.model.vision_tower, model.model.multi_modal_projector):
         export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
     timer.start("export embedding graph")
-    with in_float32(model.get_input_embeddings()):
-        export_embed(model, folder / FP32.embed)
+    export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")
     export_decoder(model, folder / FP32.decoder)
     del model

@@ -1,6 +1,6 @@
-"""Vision (tower + feature selection + projector) and token-embedding graphs via `torch.onnx.export`.
+"""Vision (tower + feature selection + projector) graph via `torch.onnx.export`; the token-embedding graph.
 
-Both use the dynamo exporter (torch's default). Tracing uses 2 images / a batch of 2 so the leading
+The vision graph uses the dynamo exporter (torch's default). Tracing uses 2 images so the leading
 dimension stays symbolic (a batch-1 trace can fix it at 1, see ML-NOTES).
 """
 
@@ -19,6 +19,8 @@ from training.export.errors import ExportError
 GRAPH_OPSET = 18
 # protobuf cannot serialise a single message over 2 GiB: larger graphs keep their weights beside them.
 SINGLE_FILE_LIMIT = 2_000_000_000
+EMBED_ROWS_PER_WRITE = 4096
+EMBED_IR_VERSION = 10  # read by every ONNX Runtime the engine supports
 
 
 class VisionGraph(nn.Module):
@@ -45,17 +47,6 @@ class VisionGraph(nn.Module):
         return self.inner.multi_modal_projector(features)
 
 
-class EmbedGraph(nn.Module):
-    """input_ids [batch, seq] -> inputs_embeds [batch, seq, hidden]."""
-
-    def __init__(self, model: LlavaForConditionalGeneration) -> None:
-        super().__init__()
-        self.embed = model.get_input_embeddings()
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embed(input_ids)
-
-
 def export_vision(model: LlavaForConditionalGeneration, target: Path, image_size: int | None = None) -> Path:
     size = image_size or model.config.vision_config.image_size
     channels = getattr(model.config.vision_config, "num_channels", 3)
@@ -66,11 +57,35 @@ def export_vision(model: LlavaForConditionalGeneration, target: Path, image_size
 
 
 def export_embed(model: LlavaForConditionalGeneration, target: Path) -> Path:
-    example = torch.zeros(2, 5, dtype=torch.int64)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    seq = torch.export.Dim("sequence", min=1, max=1 << 20)
-    return _export(EmbedGraph(model), (example,), target, input_names=["input_ids"],
-                   output_names=["inputs_embeds"], dynamic_shapes={"input_ids": {0: batch, 1: seq}})
+    """input_ids -> inputs_embeds as one Gather, written directly: the table (the model's largest tensor
+    with the head) goes to `<target>.data` as fp32 in row blocks, never held whole in fp32 nor in a proto."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    table = model.get_input_embeddings().weight.detach()
+    target = Path(target)
+    data_name = f"{target.name}.data"
+    with open(target.parent / data_name, "wb") as data:
+        for start in range(0, table.shape[0], EMBED_ROWS_PER_WRITE):
+            block = table[start:start + EMBED_ROWS_PER_WRITE].to(torch.float32).contiguous().numpy()
+            data.write(memoryview(block).cast("B"))
+        length = data.tell()
+        data.flush()
+        os.fsync(data.fileno())
+    weight = TensorProto(name="embed_tokens.weight", data_type=TensorProto.FLOAT, dims=list(table.shape))
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", data_name), ("offset", "0"), ("length", str(length))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["embed_tokens.weight", "input_ids"], ["inputs_embeds"], axis=0)], "embed",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT,
+                                       ["batch", "sequence", int(table.shape[1])])], [weight])
+    embed = helper.make_model(graph, opset_imports=[helper.make_opsetid("", GRAPH_OPSET)])
+    embed.ir_version = EMBED_IR_VERSION
+    onnx.save_model(embed, str(target))
+    return target
 
 
 def _export(module: nn.Module, args: tuple, target: Path, *, input_names: list[str], output_names: list[str],
