@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("torch", reason="the export needs the training extra (torch)")
 
-from training.export.decoder import gather_external_data  # noqa: E402
+from training.export.decoder import gather_external_data
 
 
 def two_matmuls(rng) -> onnx.ModelProto:
