@@ -11,7 +11,6 @@ embeds tokens itself so it can put image features in place of image tokens). The
 from __future__ import annotations
 
 import os
-import shutil
 from inspect import signature
 from pathlib import Path
 
@@ -247,41 +246,3 @@ def _is_runtime_input(name: str) -> bool:
 def _is_2d_swap(node, weight: torch.Tensor) -> bool:
     perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
     return weight.dim() == 2 and perm in (None, [1, 0])
-
-
-def gather_external_data(source: Path, target: Path) -> None:
-    """Move the graph at `source` to `target`; weights the exporter wrote as one file per tensor are copied,
-    one tensor at a time, into `<target>.data` (never all in memory at once)."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    graph = onnx.load(str(source), load_external_data=False)
-    tensors = [t for t in _all_tensors(graph) if uses_external_data(t)]
-    if not tensors:
-        shutil.move(str(source), str(target))
-        return
-    data_name = f"{target.name}.data"
-    with open(target.parent / data_name, "wb") as data:
-        for tensor in tensors:
-            info = ExternalDataInfo(tensor)
-            with open(source.parent / info.location, "rb") as part:
-                part.seek(info.offset or 0)
-                payload = part.read(info.length) if info.length else part.read()
-            padding = -data.tell() % 4096  # page-aligned, as onnx itself writes them
-            data.write(b"\0" * padding)
-            offset = data.tell()
-            data.write(payload)
-            del tensor.external_data[:]
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(payload)))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-            del payload
-        data.flush()
-        os.fsync(data.fileno())
-    onnx.save_model(graph, str(target))
-
-
-def _all_tensors(graph):
-    from onnx.external_data_helper import _get_all_tensors
-
-    return list(_get_all_tensors(graph))
