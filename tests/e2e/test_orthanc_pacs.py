@@ -18,6 +18,7 @@ import pydicom
 import pytest
 
 from dicom_node.index import StudyState
+from dicom_node.sr import ai_model, ai_statements
 from engine.findings.checks import CriticalCommunication, SignReview
 from engine.findings.labeler import label_report
 from engine.provenance import Origin, SectionText
@@ -207,5 +208,10 @@ def test_orthanc_routes_studies_to_raddraft_and_gets_the_signed_sr_back(site: Si
         assert tags["SOPInstanceUID"] == report.sr_sop_instance_uid
         assert (tags["VerificationFlag"], tags["CompletionFlag"]) == ("VERIFIED", "COMPLETE")
         communication = report.detail.get("critical_communication", {}).get("text")
-        assert text_values(tags) == [report.findings, report.impression, *([communication] if communication else [])]
+        values = text_values(tags)
+        signed_text = [report.findings, report.impression, *([communication] if communication else [])]
+        assert [value for value in values if value in signed_text] == signed_text
+        # the model that drafted it, as a device observer, and what it contributed (IHE AI Results practice)
+        assert ai_statements(report) and all(statement in values for statement in ai_statements(report))
+        assert ai_model(report)[0] in values
     assert workstation.status().outbox_pending == 0
