@@ -3,7 +3,7 @@
     python -m bench.real_scale --shape cpu-tier-2layer --variants int4
     python -m bench.real_scale --shape llava-7b --variants int4 --no-parity     # needs ~20 GB of RAM
 
-Each step runs in its own process so its peak resident memory (`wait4`'s ru_maxrss) is its own: building
+Each step runs in its own process so its peak resident memory (the child's VmHWM) is its own: building
 the random checkpoint (saved in fp16, as the Hub ships 7 B models), `export_bundle`, and per variant
 loading the bundle and drafting one phantom study (Findings + Impression, greedy, a fixed number of new
 tokens, one shared prefill). One table, one row per shape and variant.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -126,11 +125,11 @@ def run_child(step: str, *args: str) -> tuple[dict, int]:
     """Run `step` in a fresh interpreter: (its JSON result, its peak resident bytes)."""
     command = [sys.executable, "-m", "bench.real_scale", "--child", step, *args]
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-        process = subprocess.Popen([*command, out.name])
-        _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{step} failed (exit {os.waitstatus_to_exitcode(status)})")
-        return json.loads(Path(out.name).read_text() or "{}"), usage.ru_maxrss * 1024
+        code = subprocess.run([*command, out.name], check=False).returncode
+        if code != 0:
+            raise SystemExit(f"{step} failed (exit {code})")
+        result = json.loads(Path(out.name).read_text() or "{}")
+        return result, int(result.pop("peak_resident_bytes", 0))
 
 
 def child(step: str, args: list[str]) -> None:
@@ -147,7 +146,9 @@ def child(step: str, args: list[str]) -> None:
         result = {}
     else:
         result = draft(Path(inputs[0]), inputs[1], Path(inputs[2]))
-    Path(out).write_text(json.dumps(result))
+    from training.export.bundle import peak_resident_bytes
+
+    Path(out).write_text(json.dumps({**result, "peak_resident_bytes": peak_resident_bytes()}))
 
 
 def gb(n: float) -> str:

@@ -57,18 +57,14 @@ export_bundle(sys.argv[1], sys.argv[2], name="medium", version="1", parity=False
 
 
 PEAK_LINE = """
-from pathlib import Path as _Path
-_status = _Path("/proc/self/status").read_text().splitlines()
-print("PEAK_KIB", next(line.split()[1] for line in _status if line.startswith("VmHWM:")))
+from training.export.bundle import peak_resident_bytes as _peak
+print("PEAK_BYTES", _peak())
 """
 
 
 def run_child(code: str, *args: str) -> int:
-    """Run `code` in a fresh interpreter; its own peak resident bytes.
-
-    The child's VmHWM, not wait4's ru_maxrss: subprocess starts children with vfork, and at exec Linux
-    folds the parent's high-water mark into the child's ru_maxrss, so a test process that had grown to
-    1.4 GB would read as a 1.4 GB export."""
+    """Run `code` in a fresh interpreter; its own peak resident bytes, as it reads them itself (wait4's
+    ru_maxrss would carry this test process's high-water mark over: see peak_resident_bytes)."""
     import os
     import subprocess
     import sys
@@ -78,8 +74,8 @@ def run_child(code: str, *args: str) -> int:
     done = subprocess.run([sys.executable, "-c", code + PEAK_LINE, *args], cwd=root, capture_output=True, check=False,
                           text=True, env={**os.environ, "PYTHONPATH": str(root)})
     assert done.returncode == 0, f"child exited {done.returncode}: {done.stderr[-2000:]}"
-    peak = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PEAK_KIB ")]
-    return int(peak[-1]) * 1024
+    peak = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PEAK_BYTES ")]
+    return int(peak[-1])
 
 
 @pytest.mark.slow

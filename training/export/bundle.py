@@ -534,13 +534,22 @@ def copy_checkpoint(checkpoint_dir: Path, target: Path) -> None:
 
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory so far (Linux reports KiB; 0 where unknown)."""
+def peak_resident_bytes() -> int:
+    """This process's own peak resident memory so far: Linux's VmHWM. Not ru_maxrss, which exec carries over
+    from the parent's high-water mark when the process was started by vfork (Python's subprocess does);
+    ru_maxrss elsewhere, 0 where neither exists (Windows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
-    except ImportError:  # Windows
+    except ImportError:
         return 0
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # macOS: bytes, Linux: KiB
 
 
 def _human(size: int) -> str:
@@ -574,7 +583,7 @@ class _Steps:
     def _close(self) -> None:
         if self.current is not None:
             self.timings[self.current] = time.monotonic() - self.since
-            self.peak_rss[self.current] = _peak_rss()
+            self.peak_rss[self.current] = peak_resident_bytes()
             self.current = None
 
     def finish(self) -> None:
