@@ -149,3 +149,20 @@ def test_a_missing_dataset_is_one_line_and_exit_1(tiny_bundle, tmp_path):
     done = finetune("--from", str(tiny_bundle), "--data", str(tmp_path), "--out", str(tmp_path / "run"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("raddraft finetune:") and "manifest.jsonl" in done.stderr
+
+
+def test_finetune_plan_prints_the_stage_2_plan_and_trains_nothing(tiny_bundle, site_dataset, tmp_path):
+    out = tmp_path / "run"
+    done = finetune("--from", str(tiny_bundle), "--data", str(site_dataset), "--out", str(out), "--plan")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage finetune" in done.stdout and "largest batch that fits" in done.stdout
+    assert "expected peak" in done.stdout and "stage projector" not in done.stdout
+    assert not (out / "train" / "stages").exists()
+
+
+def test_finetune_plan_refuses_a_batch_that_cannot_fit_in_one_line(tiny_bundle, site_dataset, tmp_path):
+    done = finetune("--from", str(tiny_bundle), "--data", str(site_dataset), "--out", str(tmp_path / "run"),
+                    "--plan", "--set", "stages.finetune.optimisation.batch_size=10000000")
+    assert done.returncode == 1, done.stdout[-3000:]
+    refused = [line for line in done.stdout.splitlines() if line.startswith("refused:")]
+    assert len(refused) == 1 and "stages.finetune.optimisation.batch_size=" in refused[0]
