@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import sqlite3
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
 
+from desktop.data_source import reading_data_of
 from desktop.draft_panel import DraftPanel
 from desktop.models_page import ModelsDialog, ModelsPage
 from desktop.pdf import write_report_pdf
@@ -27,8 +27,8 @@ from desktop.status import MessageBanner, StatusBar
 from desktop.tasks import Background
 from desktop.viewer import Viewer
 from desktop.worklist import WorklistFeed, WorklistPanel
-from dicom_node.drafts import WorkingDraft, save_working_draft, working_draft
-from dicom_node.reports import changed_after_signing, close_readings, format_date, person_name
+from dicom_node.drafts import WorkingDraft
+from dicom_node.reports import format_date, person_name
 from engine.provenance import Origin, validate_for_signing
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("RadDraft")
         self.ws = workstation
         self.background = Background(self)
+        self.data = reading_data_of(workstation)  # the store's, or the site server's (desktop/remote.py)
         self.bridge = EventBridge(workstation, self)
         self.worklist, self.viewer, self.panel = WorklistPanel(), Viewer(self.background), DraftPanel()
         self.banner, self.status_bar = MessageBanner(), StatusBar()
@@ -183,7 +184,7 @@ class MainWindow(QMainWindow):
     def open_models(self) -> ModelsPage:
         """Show the Models page (current model, versions, fine-tuning) in its own window."""
         if self.models_dialog is None:
-            page = ModelsPage(self.ws, self.background)
+            page = ModelsPage(self.ws, self.background, unavailable=self.data.training_unavailable)
             page.model_changed.connect(self._model_changed)
             self.models_dialog = ModelsDialog(page, self)
         self.models_dialog.show()
@@ -205,9 +206,8 @@ class MainWindow(QMainWindow):
 
     def _load_study(self, study_uid: str, mark: bool):
         """On a worker thread: the study, the unsigned text autosaved for it, its images changed after signing."""
-        index = self.ws.store.index
-        return (self.ws.open_study(study_uid, mark=mark), working_draft(index, study_uid),
-                changed_after_signing(index, study_uid))
+        return (self.ws.open_study(study_uid, mark=mark), self.data.working_draft(study_uid),
+                self.data.changed_after_signing(study_uid))
 
     def _show_study(self, loaded) -> None:
         opened, saved, changes = loaded
@@ -277,7 +277,6 @@ class MainWindow(QMainWindow):
             return
         (uid, state), self._unsaved = self._unsaved, None
         self._saving = True
-        who = self.ws.config.reading.radiologist
 
         def saved(_) -> None:
             self._saving = False
@@ -292,7 +291,7 @@ class MainWindow(QMainWindow):
                 self._unsaved = (uid, state)  # kept for the next try
             self._failed("Your text could not be saved")(error)
 
-        self.background.run(lambda: save_working_draft(self.ws.store.index, uid, state, saved_by=who),
+        self.background.run(lambda: self.data.save_working_draft(uid, state),
                             saved, failed)
 
     def ask(self, question: str) -> bool:
@@ -519,12 +518,8 @@ class MainWindow(QMainWindow):
         self.background.wait(15000)
         if self._unsaved is not None:  # typed while the last save was in flight: nothing runs after us
             (uid, state), self._unsaved = self._unsaved, None
-            save_working_draft(self.ws.store.index, uid, state, saved_by=self.ws.config.reading.radiologist)
-        if self.ws.config.reading.radiologist:  # closing: nothing is "in progress" here any more
-            try:
-                close_readings(self.ws.store.index, self.ws.config.reading.radiologist)
-            except sqlite3.Error as error:  # the store closed first: the next opening replaces the reading
-                log.warning("could not clear the reading in progress: %s", error)
+            self.data.save_working_draft(uid, state)
+        self.data.close_readings()
 
     def closeEvent(self, event) -> None:
         self.shutdown()
