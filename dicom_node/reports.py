@@ -49,6 +49,60 @@ class SignedReport:
 
 
 @dataclass(frozen=True)
+class ComparisonStudy:
+    """The prior study a report was read against, as recorded with the report at signing (so that the text,
+    the PDF and the SR name the same study however the priors in the store change later)."""
+
+    study_uid: str
+    study_date: str  # DICOM DA, "YYYYMMDD"
+    modality: str = ""
+    description: str = ""
+    instances: tuple[tuple[str, str, str], ...] = ()  # (series, SOP class, SOP instance UID), frontal first
+    impression: str = ""  # the prior report's impression, when it had one
+
+    @classmethod
+    def of_prior(cls, prior: Any) -> ComparisonStudy:
+        """From a `dicom_node.priors.PriorStudy` (its instances are index rows, frontal first)."""
+        return cls(prior.study_uid, prior.study_date, prior.modality, prior.description,
+                   tuple((row.series_uid, row.sop_class_uid, row.sop_instance_uid) for row in prior.instances),
+                   getattr(prior, "impression", "") or "")
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"study_uid": self.study_uid, "study_date": self.study_date, "modality": self.modality,
+                "description": self.description, "instances": [list(row) for row in self.instances],
+                "impression": self.impression}
+
+    @classmethod
+    def from_detail(cls, value: dict[str, Any]) -> ComparisonStudy:
+        return cls(str(value["study_uid"]), str(value.get("study_date", "")), str(value.get("modality", "")),
+                   str(value.get("description", "")),
+                   tuple((str(a), str(b), str(c)) for a, b, c in value.get("instances", ())),
+                   str(value.get("impression", "")))
+
+    @property
+    def title(self) -> str:
+        """"CR chest 2024-03-02": what the report's comparison line names."""
+        return " ".join(part for part in (self.modality.strip(), self.description.strip(),
+                                          format_date(self.study_date)) if part)
+
+
+def comparison_detail(comparison: ComparisonStudy | None) -> dict[str, Any]:
+    """The report detail recording what the report was compared with; None recorded means no prior."""
+    return {"comparison": comparison.as_detail() if comparison is not None else None}
+
+
+def comparison_of(report: SignedReport) -> ComparisonStudy | None:
+    value = report.detail.get("comparison") if isinstance(report.detail, dict) else None
+    return ComparisonStudy.from_detail(value) if isinstance(value, dict) and value.get("study_uid") else None
+
+
+def comparison_line(report: SignedReport) -> str:
+    """"Comparison: CR chest 2024-03-02." or "Comparison: none." (also for reports signed before priors)."""
+    comparison = comparison_of(report)
+    return f"Comparison: {comparison.title}." if comparison is not None else "Comparison: none."
+
+
+@dataclass(frozen=True)
 class OutboxItem:
     id: int
     report_id: int
@@ -104,14 +158,14 @@ def _refuse_incomplete(report: SignedReport) -> None:
 def _insert_report(conn: Any, signed: SignedReport) -> SignedReport:
     """Insert a signed report with the images it was signed on; returns it with its row id."""
     signed = replace(signed, detail={**signed.detail, "images_signed": _images_now(conn, signed.study_uid)})
-    cursor = conn.execute(
+    report_id = conn.execute(
         "INSERT INTO reports(study_uid, signed_at, signed_by, findings, impression, draft_id, ai_share_kept, "
-        "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "edit_distance, sr_series_uid, sr_sop_instance_uid, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
         (signed.study_uid, signed.signed_at, signed.signed_by, signed.findings, signed.impression,
          signed.draft_id, float(signed.ai_share_kept), int(signed.edit_distance), signed.sr_series_uid,
          signed.sr_sop_instance_uid, json.dumps(signed.detail, sort_keys=True)),
-    )
-    return replace(signed, id=int(cursor.lastrowid or 0))
+    ).fetchone()[0]
+    return replace(signed, id=int(report_id))
 
 
 AMENDABLE = frozenset({StudyState.SIGNED, StudyState.SENT})
@@ -191,10 +245,9 @@ def queue_send(index: Index, report_id: int, *, now: float | None = None) -> Out
 
 
 def _insert_send(conn: Any, report_id: int, study_uid: str, now: float) -> int:
-    cursor = conn.execute(
-        "INSERT INTO outbox(report_id, study_uid, status, next_attempt_at, created_at) VALUES (?,?,?,?,?)",
-        (report_id, study_uid, PENDING, now, now))
-    return int(cursor.lastrowid or 0)
+    return int(conn.execute(
+        "INSERT INTO outbox(report_id, study_uid, status, next_attempt_at, created_at) VALUES (?,?,?,?,?) "
+        "RETURNING id", (report_id, study_uid, PENDING, now, now)).fetchone()[0])
 
 
 def outbox_item(index: Index, item_id: int) -> OutboxItem | None:
@@ -316,6 +369,8 @@ def report_as_text(report: SignedReport, study: StudyRow) -> str:
         *(line for line in fields if line),  # an empty field is left out, not printed as "Accession:"
         "",
         *amended,
+        comparison_line(report),
+        "",
         "FINDINGS",
         report.findings.strip(),
         "",

@@ -8,6 +8,12 @@ Report" and the IHE Simple Image and Numeric Report (SINR) conventions:
 - VerificationFlag VERIFIED with the Verifying Observer Sequence (who signed, when, organization),
   CompletionFlag COMPLETE,
 - Current Requested Procedure Evidence Sequence listing every instance of the study it reports on,
+- the comparison (TID 2000 / CID 7001 headings): a section CONTAINER "Prior Procedure Descriptions"
+  (121066) before the Findings, holding the prior study's description ("CR chest 2024-03-02", or "None."
+  when the report was read without a prior), its Procedure Study Instance UID (121018, observation
+  context) and date, and its frontal image as an IMAGE "Baseline" (121079, CID 7003); the prior report's
+  impression as "Previous Findings" (121068 / 121069); every instance of the prior study in the Pertinent
+  Other Evidence Sequence (what the content references must be listed in an evidence sequence),
 - the same patient and study attributes as the study, in a new series of its own (modality SR).
 
 The SR's UIDs are the ones saved with the report at signing, so every resend is the same instance.
@@ -27,7 +33,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from dicom_node.durable import make_dirs_durable, write_atomically
 from dicom_node.index import InstanceRow, StudyRow
-from dicom_node.reports import SignedReport
+from dicom_node.reports import ComparisonStudy, SignedReport, comparison_of
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 REPORTS_DIR = "reports"
@@ -99,19 +105,26 @@ def _language() -> Dataset:
 
 
 def _evidence(study_uid: str, instances: Sequence[InstanceRow]) -> DicomSequence:
-    by_series: dict[str, list[InstanceRow]] = {}
+    return _evidence_of(study_uid, [(row.series_uid, row.sop_class_uid, row.sop_instance_uid) for row in instances])
+
+
+def _sop_reference(sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = sop_class_uid
+    ref.ReferencedSOPInstanceUID = sop_instance_uid
+    return ref
+
+
+def _evidence_of(study_uid: str, instances: Sequence[tuple[str, str, str]]) -> DicomSequence:
+    """One Hierarchical SOP Instance Reference item: the study, its series, their instances."""
+    by_series: dict[str, list[tuple[str, str, str]]] = {}
     for row in instances:
-        by_series.setdefault(row.series_uid, []).append(row)
+        by_series.setdefault(row[0], []).append(row)
     series_items = []
     for series_uid, rows in by_series.items():
         series = Dataset()
         series.SeriesInstanceUID = series_uid
-        refs = []
-        for row in rows:
-            ref = Dataset()
-            ref.ReferencedSOPClassUID = row.sop_class_uid
-            ref.ReferencedSOPInstanceUID = row.sop_instance_uid
-            refs.append(ref)
+        refs = [_sop_reference(sop_class, sop_instance) for _, sop_class, sop_instance in rows]
         series.ReferencedSOPSequence = DicomSequence(refs)
         series_items.append(series)
     study = Dataset()
@@ -170,6 +183,9 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
     ds.VerifyingObserverSequence = DicomSequence([observer])
     ds.PerformedProcedureCodeSequence = DicomSequence()
     ds.CurrentRequestedProcedureEvidenceSequence = _evidence(study.study_uid, instances)
+    comparison = comparison_of(report)
+    if comparison is not None and comparison.instances:
+        ds.PertinentOtherEvidenceSequence = _evidence_of(comparison.study_uid, comparison.instances)
     _mark_amendment(ds, report)
     # SR Document Content: the root container and its tree.
     ds.ValueType = "CONTAINER"
@@ -183,6 +199,7 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
         _language(),
         *_observer_context(report.signed_by),
         *_device_observer_context(report),
+        *_comparison_sections(report, comparison),
         _section(FINDINGS_SECTION, FINDING, report.findings),
         _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression, *_communication_items(report)),
         *_addendum_section(report),
@@ -193,6 +210,42 @@ def build_report_sr(report: SignedReport, study: StudyRow, instances: Sequence[I
 
 
 ADDENDUM = code("121078", "DCM", "Addendum")
+PRIOR_PROCEDURES_SECTION = code("121066", "DCM", "Prior Procedure Descriptions")
+PROCEDURE_DESCRIPTION = code("121065", "DCM", "Procedure Description")
+PROCEDURE_STUDY_UID = code("121018", "DCM", "Procedure Study Instance UID")
+STUDY_DATE = code("111060", "DCM", "Study Date")
+BASELINE_IMAGE = code("121079", "DCM", "Baseline")
+PREVIOUS_FINDINGS_SECTION, PREVIOUS_FINDING = (code("121068", "DCM", "Previous Findings"),
+                                               code("121069", "DCM", "Previous Finding"))
+_SR_CLASSES = "1.2.840.10008.5.1.4.1.1.88."
+
+
+def _comparison_sections(report: SignedReport, comparison: ComparisonStudy | None) -> list[Dataset]:
+    """What the report was compared with: nothing for a report signed before comparisons were recorded,
+    "None." when it was read without a prior, else the prior study with its reference and its frontal image."""
+    if "comparison" not in report.detail:
+        return []
+    if comparison is None:
+        return [_section(PRIOR_PROCEDURES_SECTION, PROCEDURE_DESCRIPTION, "None.")]
+    study = _item("HAS OBS CONTEXT", "UIDREF", PROCEDURE_STUDY_UID)
+    study.UID = comparison.study_uid
+    items = [study, _text_item(PROCEDURE_DESCRIPTION, comparison.title)]  # the observation context first
+    if len(comparison.study_date) == 8 and comparison.study_date.isdigit():
+        date = _item("CONTAINS", "DATE", STUDY_DATE)
+        date.Date = comparison.study_date
+        items.append(date)
+    frontal = next((row for row in comparison.instances if not row[1].startswith(_SR_CLASSES)), None)
+    if frontal is not None:
+        image = _item("CONTAINS", "IMAGE", BASELINE_IMAGE)
+        image.ReferencedSOPSequence = DicomSequence([_sop_reference(frontal[1], frontal[2])])
+        items.append(image)
+    prior = _item("CONTAINS", "CONTAINER", PRIOR_PROCEDURES_SECTION)
+    prior.ContinuityOfContent = "SEPARATE"
+    prior.ContentSequence = DicomSequence(items)
+    sections = [prior]
+    if comparison.impression.strip():
+        sections.append(_section(PREVIOUS_FINDINGS_SECTION, PREVIOUS_FINDING, comparison.impression))
+    return sections
 
 
 def _mark_amendment(ds: Dataset, report: SignedReport) -> None:
@@ -335,3 +388,24 @@ def section_texts(ds: Dataset) -> dict[str, str]:
             slot = "critical_communication" if name == CRITICAL_COMMUNICATION.CodeValue else key
             texts[slot] = "\n".join(filter(None, (texts.get(slot, ""), str(item.TextValue))))
     return texts
+
+
+def comparison_reference(ds: Dataset) -> dict[str, str]:
+    """What an SR built here says it was compared with (tests, and received SRs): the description, and for a
+    prior its study UID, date, baseline image and previous findings; {} when it records no comparison."""
+    found: dict[str, str] = {}
+    for section in ds.get("ContentSequence", []):
+        heading = section.ConceptNameCodeSequence[0].CodeValue if section.ValueType == "CONTAINER" else ""
+        for item in section.get("ContentSequence", []) if heading in ("121066", "121068") else ():
+            name = item.ConceptNameCodeSequence[0].CodeValue
+            if name == PROCEDURE_DESCRIPTION.CodeValue:
+                found["description"] = str(item.TextValue)
+            elif name == PROCEDURE_STUDY_UID.CodeValue:
+                found["study_uid"] = str(item.UID)
+            elif name == STUDY_DATE.CodeValue:
+                found["date"] = str(item.Date)
+            elif name == BASELINE_IMAGE.CodeValue:
+                found["baseline"] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+            elif name == PREVIOUS_FINDING.CodeValue:
+                found["previous_findings"] = str(item.TextValue)
+    return found
