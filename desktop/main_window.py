@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
         self.background.run(self.ws.status, done, lambda error: setattr(self, "_status_busy", False))
 
     def _show_rows(self, rows) -> None:
+        self.worklist.set_reader(self.ws.config.reading.radiologist)
         self.worklist.set_rows(rows)
         self.status_bar.show_critical(self.worklist.critical_count())
         self.status_bar.show_out_of_domain(self.worklist.out_of_domain_count())

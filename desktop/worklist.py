@@ -70,9 +70,16 @@ def shown_badge(row: WorklistRow) -> str:
     return CRITICAL if row.critical_unread else row.badge
 
 
-def _state_text(row: WorklistRow) -> str:
-    badge = shown_badge(row)
-    return f"{badge} · in progress" if row.in_progress else badge
+def progress_text(row: WorklistRow, reader: str = "") -> str:
+    """"in progress" for the reader's own opened study, "being read by X" for one another radiologist holds."""
+    if not row.in_progress:
+        return ""
+    return f"being read by {row.opened_by}" if row.opened_by and reader and row.opened_by != reader else "in progress"
+
+
+def _state_text(row: WorklistRow, reader: str = "") -> str:
+    badge, progress = shown_badge(row), progress_text(row, reader)
+    return f"{badge} · {progress}" if progress else badge
 
 
 def domain_text(row: WorklistRow) -> str:
@@ -103,6 +110,7 @@ class WorklistModel(QAbstractTableModel):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._rows: list[WorklistRow] = []
+        self.reader = ""  # who reads here: studies opened by someone else say who
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(self._rows)
@@ -121,13 +129,13 @@ class WorklistModel(QAbstractTableModel):
         row = self._rows[index.row()]
         _, text, key = COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return text(row)
+            return _state_text(row, self.reader) if index.column() == STATE_COLUMN else text(row)
         if role == SORT_ROLE:
             return key(row)
         if role == STUDY_UID_ROLE:
             return row.study_uid
         if role == BADGE_ROLE:
-            return shown_badge(row), row.in_progress
+            return shown_badge(row), progress_text(row, self.reader)
         if role == CRITICAL_ROLE:
             return row.critical_unread
         if role == Qt.ItemDataRole.ToolTipRole and index.column() == STATE_COLUMN:
@@ -206,10 +214,10 @@ class WorklistFilter(QSortFilterProxyModel):
 
 
 class BadgeDelegate(QStyledItemDelegate):
-    """The state as a coloured pill, with "in progress" beside it."""
+    """The state as a coloured pill, with "in progress" (or who reads it) beside it."""
 
     def paint(self, painter: QPainter, option, index: QModelIndex) -> None:
-        badge, in_progress = index.data(BADGE_ROLE)
+        badge, progress = index.data(BADGE_ROLE)
         if option.state & QStyle.StateFlag.State_Selected:
             painter.fillRect(option.rect, option.palette.highlight())
         painter.save()
@@ -224,10 +232,10 @@ class BadgeDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(pill, pill.height() / 2, pill.height() / 2)
         painter.setPen(QColor("white"))
         painter.drawText(pill, Qt.AlignmentFlag.AlignCenter, badge)
-        if in_progress:
+        if progress:
             painter.setPen(option.palette.text().color())
             rest = QRect(pill.right() + 6, option.rect.y(), option.rect.width() - width - 10, option.rect.height())
-            painter.drawText(rest, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, "● in progress")
+            painter.drawText(rest, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, f"● {progress}")
         painter.restore()
 
 
@@ -273,6 +281,10 @@ class WorklistPanel(QWidget):
 
     def set_rows(self, rows: list[WorklistRow]) -> None:
         self.model.set_rows(rows)
+
+    def set_reader(self, name: str) -> None:
+        """The radiologist reading here: the studies others opened show "being read by" them."""
+        self.model.reader = name
 
     def critical_count(self) -> int:
         return self.model.critical_count()
