@@ -24,6 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_node_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument("--radiologist", help="the name reports are signed with")
+    parser.add_argument("--server", metavar="URL",
+                        help="read from a site server (`raddraft server`) instead of a local store: log in, then "
+                             "worklist, images, drafts and signing over its API; no local node or model")
+    parser.add_argument("--user", help="with --server: the user name to log in with (else asked)")
+    parser.add_argument("--password-stdin", action="store_true",
+                        help="with --server: read the password from the first line of stdin instead of asking")
+    parser.add_argument("--ca-cert", type=Path, metavar="PEM",
+                        help="with --server: the certificate (or private CA) to trust for the server's TLS")
     parser.add_argument("--screenshot", type=Path, metavar="PNG",
                         help="save a picture of the window once it has settled, then quit (for docs)")
     parser.add_argument("--exit-when-ready", action="store_true",
@@ -55,6 +63,10 @@ def run(args: argparse.Namespace, config) -> int:
     if problem:
         print(f"raddraft: {problem}", file=sys.stderr)
         return 1
+    if getattr(args, "server", None):
+        from raddraft.site_app import run_site_app
+
+        return run_site_app(args, config)
     from desktop.app import application, run_app  # Qt is loaded only here
     from dicom_node.errors import StoreWriteError
     from raddraft.qt_signals import quit_on_signals
