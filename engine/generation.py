@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tokenizers import Tokenizer
 
+from engine.bundle import Architecture
 from engine.errors import GenerationError
 from engine.graphs import ModelGraphs, cache_prefix
 from engine.sampling import apply_repetition_penalty, next_token
@@ -153,7 +154,7 @@ def shared_prefix_length(*sequences: list[int]) -> int:
     return length
 
 
-def _start_from(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray,
+def start_from(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.ndarray,
                 reuse: tuple[DecoderState, ...]) -> tuple[np.ndarray, list, int]:
     """Prefill `prompt_ids`, from the reusable cache sharing the longest prefix: (last logits, cache, reused)."""
     embeds = prompt_embeddings(graphs, prompt_ids, image_features)
@@ -168,6 +169,49 @@ def _start_from(graphs: ModelGraphs, prompt_ids: list[int], image_features: np.n
     return logits, past, reused
 
 
+class TokenChooser:
+    """One sequence's side of decoding: penalty, suppressed stops, the choice of each token, its
+    probability and the text stream. Single and batched decoding share it, so both choose alike."""
+
+    def __init__(self, arch: Architecture, tokenizer: Tokenizer, prompt_ids: list[int],
+                 options: GenerationOptions, on_text: TextCallback | None = None) -> None:
+        self._stop_ids = arch.stop_token_ids
+        self._stops = np.asarray(arch.stop_token_ids, dtype=np.int64)
+        self._options = options
+        self._rng = np.random.default_rng(options.seed)
+        self._stream = TextStream(tokenizer, on_text)
+        self._seen = {int(i) for i in prompt_ids}
+        self.generated: list[int] = []
+        self.probabilities: list[float] = []
+        self.stop_reason = "length"
+
+    def step(self, logits: np.ndarray) -> bool:
+        """Choose the next token from `logits`; True when it was kept and must be fed to the decoder."""
+        options = self._options
+        adjusted = apply_repetition_penalty(logits, np.fromiter(self._seen, dtype=np.int64), options.repetition_penalty)
+        if len(self.generated) < options.min_new_tokens:
+            adjusted = adjusted.copy()
+            adjusted[self._stops] = -np.inf
+        token = next_token(adjusted, options.temperature, options.top_p, self._rng)
+        if token in self._stop_ids:
+            self.stop_reason = "eos"
+            return False
+        self.generated.append(token)
+        self.probabilities.append(token_probability(logits, token))
+        self._seen.add(token)
+        self._stream.push(token)
+        return len(self.generated) < options.max_new_tokens
+
+    def finish_text(self) -> str:
+        return self._stream.finish().strip()
+
+
+def check_fits_positions(arch: Architecture, prompt_ids: list[int], options: GenerationOptions) -> None:
+    if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
+        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + {options.max_new_tokens} new tokens exceeds "
+                              f"the model's {arch.max_positions} positions")
+
+
 def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], image_features: np.ndarray,
              options: GenerationOptions, on_text: TextCallback | None = None, *,
              reuse: tuple[DecoderState, ...] = ()) -> GenerationResult:
@@ -175,42 +219,20 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
 
     reuse: caches of earlier generations or prefills over the same image features; the prompt's longest
     shared prefix with one of them is taken from it instead of being computed again."""
-    arch = graphs.arch
-    stops = np.asarray(arch.stop_token_ids, dtype=np.int64)
-    if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
-        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + {options.max_new_tokens} new tokens exceeds "
-                              f"the model's {arch.max_positions} positions")
-    rng = np.random.default_rng(options.seed)
-    stream = TextStream(tokenizer, on_text)
+    check_fits_positions(graphs.arch, prompt_ids, options)
+    chooser = TokenChooser(graphs.arch, tokenizer, prompt_ids, options, on_text)
     started = time.perf_counter()
     if options.use_cache:
-        logits, past, reused = _start_from(graphs, prompt_ids, image_features, reuse)
+        logits, past, reused = start_from(graphs, prompt_ids, image_features, reuse)
     else:
         embeds = prompt_embeddings(graphs, prompt_ids, image_features)
         logits, past = graphs.decode(embeds, graphs.empty_past(), 0)
         reused = 0
     prefill_s = time.perf_counter() - started
     fed = list(prompt_ids)  # the tokens whose keys and values are in `past`
-    seen = {int(i) for i in prompt_ids}
-    generated: list[int] = []
-    probabilities: list[float] = []
-    stop_reason = "length"
     decode_started = time.perf_counter()
-    while True:
-        adjusted = apply_repetition_penalty(logits, np.fromiter(seen, dtype=np.int64), options.repetition_penalty)
-        if len(generated) < options.min_new_tokens:
-            adjusted = adjusted.copy()
-            adjusted[stops] = -np.inf
-        token = next_token(adjusted, options.temperature, options.top_p, rng)
-        if token in arch.stop_token_ids:
-            stop_reason = "eos"
-            break
-        generated.append(token)
-        probabilities.append(token_probability(logits, token))
-        seen.add(token)
-        stream.push(token)
-        if len(generated) >= options.max_new_tokens:
-            break
+    while chooser.step(logits):
+        token = chooser.generated[-1]
         token_embeds = graphs.embed(np.array([[token]], dtype=np.int64))
         if options.use_cache:
             logits, past = graphs.decode(token_embeds, past, len(fed))
@@ -219,10 +241,10 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
             embeds = np.concatenate([embeds, token_embeds.astype(embeds.dtype)], axis=1)
             logits, _ = graphs.decode(embeds, graphs.empty_past(), 0)
     decode_s = time.perf_counter() - decode_started
-    text = stream.finish().strip()
     state = DecoderState(tuple(fed), past, image_features) if options.use_cache else None
-    return GenerationResult(text, tuple(generated), stop_reason, len(prompt_ids), prefill_s, decode_s,
-                            reused_tokens=reused, state=state, token_probs=tuple(probabilities))
+    return GenerationResult(chooser.finish_text(), tuple(chooser.generated), chooser.stop_reason, len(prompt_ids),
+                            prefill_s, decode_s, reused_tokens=reused, state=state,
+                            token_probs=tuple(chooser.probabilities))
 
 
 def token_probability(logits: np.ndarray, token: int) -> float:

@@ -27,7 +27,8 @@ class SessionOptions:
 
 
 class ModelGraphs:
-    """Runs the bundle's graphs; every method takes and returns numpy arrays (batch 1 for text)."""
+    """Runs the bundle's graphs; every method takes and returns numpy arrays (batch 1 for text, except
+    `decode_rows`)."""
 
     def __init__(self, bundle_dir: Path, files: GraphFiles, arch: Architecture, choice: ProviderChoice,
                  options: SessionOptions) -> None:
@@ -83,13 +84,34 @@ class ModelGraphs:
         logits, present = self._run(embeds, past, start, logits_device="cpu")
         return logits.numpy()[0, -1].astype(np.float32, copy=False), present
 
-    def _run(self, embeds: np.ndarray, past: list, start: int, logits_device: str) -> tuple[ort.OrtValue, list]:
+    @property
+    def takes_batches(self) -> bool:
+        """Rows padded differently can be decoded together: the decoder takes position ids (the
+        GroupQueryAttention layout derives positions from the mask and assumes no padding)."""
+        return self._takes_positions
+
+    def decode_rows(self, embeds: np.ndarray, attention_mask: np.ndarray, positions: np.ndarray,
+                    past: list) -> tuple[np.ndarray, list]:
+        """One decoder run over several rows: `embeds` [rows, seq, hidden], `attention_mask` [rows, past + seq]
+        (0 where a row is padded), `positions` [rows, seq] (each row's own). Returns the logits of each
+        row's last position [rows, vocab] (float32) and the new cache."""
+        if not self._takes_positions:
+            raise BundleError("this decoder derives positions from the attention mask: it decodes one row at a time")
+        logits, present = self._run(embeds, past, 0, logits_device="cpu", mask=attention_mask, positions=positions)
+        return logits.numpy()[:, -1].astype(np.float32, copy=False), present
+
+    def _run(self, embeds: np.ndarray, past: list, start: int, logits_device: str,
+             mask: np.ndarray | None = None, positions: np.ndarray | None = None) -> tuple[ort.OrtValue, list]:
         seq = embeds.shape[1]
+        if mask is None:
+            mask = np.ones((1, start + seq), dtype=np.int64)
+        if positions is None:
+            positions = np.arange(start, start + seq, dtype=np.int64)[None, :]
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(embeds, dtype=self._float))
-        binding.bind_cpu_input("attention_mask", np.ones((1, start + seq), dtype=np.int64))
+        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
         if self._takes_positions:
-            binding.bind_cpu_input("position_ids", np.arange(start, start + seq, dtype=np.int64)[None, :])
+            binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
         for name, value in zip(self._past_inputs, past, strict=True):
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=self._float))
