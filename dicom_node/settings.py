@@ -112,11 +112,20 @@ class NodeSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
+    """`root`: the folder of the instance files. `database`: a postgresql:// URL for the index (a site
+    server); empty: the SQLite index inside `root` (a workstation)."""
+
     root: Path
+    database: str = ""
 
     def __post_init__(self) -> None:
         if not str(self.root):
             raise SettingsError("root", "must not be empty")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("database", f"must be a postgresql:// URL or empty (SQLite), got {self.database!r}")
+
+
+RETRIEVE_METHODS = ("move", "get")
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,12 @@ class PacsSettings:
 
     retry_initial_s / retry_max_s: a failed send is retried after retry_initial_s, doubling up to retry_max_s,
     for as long as it takes; it never leaves the outbox unsent.
+
+    Priors (dicom_node/priors.py): with `query_priors`, each complete study's earlier studies of the same
+    patient and modality family (`prior_modalities`) are looked up at this PACS by C-FIND (Study Root) and
+    the newest `priors` of them retrieved, by C-MOVE to our own AE title (`retrieve = "move"`; the PACS
+    must know RadDraft as a modality) or by C-GET (`"get"`), before the study is drafted. The C-FIND and
+    the retrieval each give up after their timeout; the study is then drafted without a prior.
     """
 
     ae_title: str = ""  # the PACS's (called) AE title
@@ -135,8 +150,24 @@ class PacsSettings:
     timeout_s: float = 30.0
     retry_initial_s: float = 10.0
     retry_max_s: float = 600.0
+    query_priors: bool = True
+    priors: int = 1
+    prior_modalities: tuple[str, ...] = ("CR", "DX")
+    retrieve: str = "move"
+    find_timeout_s: float = 10.0
+    move_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.priors <= 10:
+            raise SettingsError("priors", f"must be between 0 and 10, got {self.priors}")
+        if self.retrieve not in RETRIEVE_METHODS:
+            raise SettingsError("retrieve", f"must be one of {', '.join(RETRIEVE_METHODS)}, got {self.retrieve!r}")
+        for modality in self.prior_modalities:
+            if not modality.strip() or len(modality) > 16 or "\\" in modality:
+                raise SettingsError("prior_modalities", f"{modality!r} is not a DICOM modality code")
+        for name in ("find_timeout_s", "move_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
         if self.ae_title:
             validate_ae_title("ae_title", self.ae_title)
         validate_ae_title("calling_ae", self.calling_ae)
