@@ -17,6 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lateral-fraction", type=float, default=0.35, help="share of studies with a lateral view")
     parser.add_argument("--normal-fraction", type=float, default=0.3, help="share of studies without pathology")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (0: one per CPU)")
+    parser.add_argument("--priors", action="store_true",
+                        help="longitudinal phantoms: a prior study of the same patient for most studies, "
+                             "reports that compare with it, and per study prior_* fields and `change` in the manifest")
+    parser.add_argument("--no-prior-fraction", type=float, default=0.28,
+                        help="with --priors: share of studies without a prior (default 0.28)")
 
 
 def run(args: argparse.Namespace, config) -> int:
@@ -27,15 +32,18 @@ def run(args: argparse.Namespace, config) -> int:
     logging.getLogger("openjpeg").setLevel(logging.WARNING)  # it logs every encoded tile at INFO
 
     from training.data.findings import FindingError, FindingSampling
+    from training.data.longitudinal import PriorError, PriorSampling
     from training.data.phantoms import PhantomConfig, PhantomError, generate_dataset
 
     try:
         options = PhantomConfig(image_size=args.image_size, lateral_fraction=args.lateral_fraction,
                                 sampling=FindingSampling(normal_fraction=args.normal_fraction),
                                 workers=args.workers)
+        priors = PriorSampling(no_prior_fraction=args.no_prior_fraction) if args.priors else False
         with tqdm(total=args.studies, desc="phantoms", unit="study", file=sys.stderr, disable=None) as bar:
-            summary = generate_dataset(args.out, args.studies, args.seed, config=options, progress=bar.update)
-    except (PhantomError, FindingError) as exc:
+            summary = generate_dataset(args.out, args.studies, args.seed, config=options, progress=bar.update,
+                                       priors=priors)
+    except (PhantomError, FindingError, PriorError) as exc:
         print(f"raddraft synth: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -137,6 +137,16 @@ def sample_findings(rng: np.random.Generator, sampling: FindingSampling, *, ap_v
     return tuple(findings)
 
 
+def sample_pathology(rng: np.random.Generator, kind: str, sampling: FindingSampling) -> Finding:
+    """One finding of `kind` drawn as `sample_findings` draws it (severity, side, zone, size, hedge)."""
+    return _sample_one(rng, kind, sampling)
+
+
+def compatible(findings: list[Finding]) -> list[Finding]:
+    """The findings a report would describe as they are (see `_make_compatible`)."""
+    return _make_compatible(findings)
+
+
 def _decreasing(n: int) -> np.ndarray:
     w = 0.5 ** np.arange(n)
     return w / w.sum()

@@ -9,6 +9,15 @@
   "test"), `patient_id`, `index`, `seed` and per-image encoding details;
 - `dataset.json`: the options and the counts.
 
+With `priors` (`raddraft synth --priors`) each study may have a prior study of the same patient (see
+`training.data.longitudinal`): its DICOM files under `studies/NNNNNN/prior/`, and per study the manifest
+gains `prior_study_uid`, `prior_date` (YYYY-MM-DD), `prior_images` (relative to `out_dir`), `prior_views`,
+`prior_image_info`, `prior_report` (`findings`, `impression`), `prior_findings`, `change` ({finding key: new |
+increased | decreased | unchanged | resolved}) and `device_change` ({device: moved | removed | new |
+unchanged}); all null for a study without a prior. The current study's images are the same as without
+priors; its report compares with the prior (or says there is none). Without `priors` the output is the
+same, byte for byte, as it always was.
+
 Study i of seed s is the same whatever the number of studies asked for (its random streams derive from
 (s, i) only), including its split. Generation runs in worker processes; the output is byte-identical for
 any number of workers.
@@ -28,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.comparison_reports import ComparisonReportWriter
 from training.data.dicom_writer import (
     ImageEncoding,
     ImageIdentity,
@@ -37,6 +47,7 @@ from training.data.dicom_writer import (
     write_dicom,
 )
 from training.data.findings import Finding, FindingSampling, labels_from_findings, sample_findings
+from training.data.longitudinal import PriorSampling, PriorSpec, plan_prior, prior_streams, render_prior
 from training.data.render import FIELD_OF_VIEW_MM, Anatomy, render_frontal, render_lateral, sample_anatomy
 from training.data.reports import ReportWriter
 
@@ -218,19 +229,76 @@ def write_study(spec: StudySpec, out_dir: Path, config: PhantomConfig) -> dict[s
     }
 
 
-def _write_one(job: tuple[int, int, Path, PhantomConfig]) -> dict[str, object]:
-    seed, index, out_dir, config = job
-    return write_study(plan_study(seed, index, config), out_dir, config)
+PRIOR_FIELDS = ("prior_study_uid", "prior_date", "prior_images", "prior_views", "prior_image_info", "prior_report",
+                "prior_findings", "change", "device_change")
+
+
+def write_study_with_prior(spec: StudySpec, out_dir: Path, config: PhantomConfig,
+                           sampling: PriorSampling) -> dict[str, object]:
+    """`write_study`, plus the prior study (if the study has one) and a report that compares with it."""
+    record = write_study(spec, out_dir, config)
+    prior = plan_prior(spec.seed, spec.index, spec.findings, spec.identity, spec.encodings[0].modality,
+                       config.sampling, sampling, config.lateral_fraction, config.monochrome1_fraction)
+    writer = ComparisonReportWriter(study_streams(spec.seed, spec.index)["report"])
+    record.update(dict.fromkeys(PRIOR_FIELDS))
+    if prior is None:
+        record["report"] = writer.write_without_prior(spec.findings)
+        return record
+    record["report"] = writer.write_with_prior(spec.findings, prior)
+    record.update(_write_prior(spec, prior, out_dir, config))
+    return record
+
+
+def _write_prior(spec: StudySpec, prior: PriorSpec, out_dir: Path, config: PhantomConfig) -> dict[str, object]:
+    anatomy = sample_anatomy(study_streams(spec.seed, spec.index)["anatomy"])  # the patient's own
+    images, image_info = [], []
+    views = render_prior(prior, spec.seed, spec.index, anatomy, config.image_size)
+    for number, ((view, image), encoding) in enumerate(zip(views, prior.encodings), 1):
+        relative = f"studies/{spec.index:06d}/prior/{number}_{view}.dcm"
+        ident = ImageIdentity(
+            series_uid=deterministic_uid("raddraft-phantom-prior-series", spec.seed, spec.index, number),
+            series_number=number,
+            sop_instance_uid=deterministic_uid("raddraft-phantom-prior-image", spec.seed, spec.index, number),
+            view=view,
+        )
+        write_dicom(out_dir / relative, build_dataset(image, prior.identity, ident, encoding, config.pixel_spacing_mm),
+                    encoding)
+        images.append(relative)
+        image_info.append({"path": relative, "view": view, "sop_instance_uid": ident.sop_instance_uid,
+                           **dataclasses.asdict(encoding)})
+    report = ReportWriter(prior_streams(spec.seed, spec.index)["report"]).write(prior.findings)
+    return {
+        "prior_study_uid": prior.identity.study_uid,
+        "prior_date": prior.date_text,
+        "prior_images": images,
+        "prior_views": [info["view"] for info in image_info],
+        "prior_image_info": image_info,
+        "prior_report": report,
+        "prior_findings": [f.to_dict() for f in prior.findings],
+        "change": dict(prior.change),
+        "device_change": dict(prior.device_change),
+    }
+
+
+def _write_one(job: tuple[int, int, Path, PhantomConfig, PriorSampling | None]) -> dict[str, object]:
+    seed, index, out_dir, config, priors = job
+    spec = plan_study(seed, index, config)
+    if priors is None:
+        return write_study(spec, out_dir, config)
+    return write_study_with_prior(spec, out_dir, config, priors)
 
 
 def generate_dataset(out_dir: Path | str, studies: int, seed: int, image_size: int | None = None,
                      config: PhantomConfig | None = None,
-                     progress: Callable[[int], None] | None = None) -> DatasetSummary:
+                     progress: Callable[[int], None] | None = None,
+                     priors: bool | PriorSampling = False) -> DatasetSummary:
     """Write `studies` phantom studies and their manifest under `out_dir` (see the module docstring).
 
     `image_size` overrides `config.image_size`. `progress(n)` is called as studies complete. An existing
-    phantom data set in `out_dir` is replaced; a non-empty folder that is not one is refused.
+    phantom data set in `out_dir` is replaced; a non-empty folder that is not one is refused. `priors`
+    (True, or a `PriorSampling`) adds prior studies and comparison reports.
     """
+    prior_sampling = PriorSampling() if priors is True else (priors or None)
     config = config or PhantomConfig()
     if image_size is not None:
         config = dataclasses.replace(config, image_size=image_size)
@@ -240,7 +308,7 @@ def generate_dataset(out_dir: Path | str, studies: int, seed: int, image_size: i
         raise PhantomError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir)
     _prepare_output(out)
-    jobs = [(seed, i, out, config) for i in range(studies)]
+    jobs = [(seed, i, out, config, prior_sampling) for i in range(studies)]
     workers = min(config.workers or os.cpu_count() or 1, max(1, studies // 8))
     records = []
     if workers == 1:
@@ -262,7 +330,7 @@ def generate_dataset(out_dir: Path | str, studies: int, seed: int, image_size: i
     tmp.replace(manifest)
     splits = {s: sum(1 for r in records if r["split"] == s) for s in SPLITS}
     summary = DatasetSummary(out, manifest, len(records), sum(len(r["images"]) for r in records), splits)
-    _write_description(out, seed, config, summary)
+    _write_description(out, seed, config, summary, prior_sampling, records)
     return summary
 
 
@@ -277,10 +345,15 @@ def _prepare_output(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_description(out: Path, seed: int, config: PhantomConfig, summary: DatasetSummary) -> None:
+def _write_description(out: Path, seed: int, config: PhantomConfig, summary: DatasetSummary,
+                       priors: PriorSampling | None, records: list[dict[str, object]]) -> None:
     options = dataclasses.asdict(config)
     description = {"generator": "raddraft phantoms", "seed": seed, "options": options,
                    "studies": summary.studies, "images": summary.images, "splits": summary.splits}
+    if priors is not None:
+        description["priors"] = {"options": dataclasses.asdict(priors),
+                                 "with_prior": sum(1 for r in records if r.get("prior_study_uid")),
+                                 "prior_images": sum(len(r.get("prior_images") or ()) for r in records)}
     (out / "dataset.json").write_text(json.dumps(description, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

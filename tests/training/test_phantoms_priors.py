@@ -1,0 +1,174 @@
+"""Longitudinal phantoms (`raddraft synth --priors`): the same patient at two dates, what changed, the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from datetime import date
+
+import pydicom
+import pytest
+
+from training.data.findings import SEVERITIES, Finding, FindingSampling
+from training.data.longitudinal import CHANGES, PriorError, PriorSampling, derive_prior_findings
+from training.data.phantoms import PRIOR_FIELDS, PhantomConfig, generate_dataset, read_manifest
+from training.train.config import data_source_from_dict
+from training.train.studies import ensure_phantoms
+
+CONFIG = PhantomConfig(image_size=64, lateral_fraction=0.4, workers=1)
+STUDIES = 48
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """The same seed without and with priors."""
+    plain_dir, prior_dir = tmp_path_factory.mktemp("plain"), tmp_path_factory.mktemp("priors")
+    generate_dataset(plain_dir, STUDIES, seed=9, config=CONFIG)
+    generate_dataset(prior_dir, STUDIES, seed=9, config=CONFIG, priors=True)
+    return (plain_dir, read_manifest(plain_dir / "manifest.jsonl")), (prior_dir, read_manifest(prior_dir / "manifest.jsonl"))
+
+
+def _date(dicom_date: str) -> date:
+    return date(int(dicom_date[:4]), int(dicom_date[4:6]), int(dicom_date[6:8]))
+
+
+def test_priors_keep_each_current_study_and_add_fields(both):
+    (plain_dir, plain), (prior_dir, longitudinal) = both
+    assert not any(set(PRIOR_FIELDS) & set(r) for r in plain)  # the default manifest is as it was
+    for before, after in zip(plain, longitudinal):
+        assert set(after) == set(before) | set(PRIOR_FIELDS)
+        assert {k: v for k, v in after.items() if k not in PRIOR_FIELDS and k != "report"} == \
+            {k: v for k, v in before.items() if k != "report"}
+        for path in before["images"]:
+            assert (prior_dir / path).read_bytes() == (plain_dir / path).read_bytes()
+    description = json.loads((prior_dir / "dataset.json").read_text())
+    assert description["priors"]["with_prior"] == sum(1 for r in longitudinal if r["prior_study_uid"])
+    assert "priors" not in json.loads((plain_dir / "dataset.json").read_text())
+
+
+def test_a_share_of_studies_has_no_prior_and_says_so(both):
+    _, (_, records) = both
+    without = [r for r in records if r["prior_study_uid"] is None]
+    assert 0.1 <= len(without) / len(records) <= 0.5
+    for record in without:
+        assert all(record[field] is None for field in PRIOR_FIELDS)
+        first = record["report"]["findings"].split(".")[0].lower()
+        assert "comparison" in first and ("no prior" in first or "no previous" in first)
+
+
+def test_prior_is_the_same_patient_at_an_earlier_date(both):
+    _, (out, records) = both
+    with_prior = [r for r in records if r["prior_study_uid"]]
+    assert with_prior
+    for record in with_prior:
+        current = pydicom.dcmread(out / record["images"][0], stop_before_pixels=True)
+        assert len(record["prior_images"]) == len(record["prior_views"]) == len(record["prior_image_info"]) >= 1
+        for path, view in zip(record["prior_images"], record["prior_views"]):
+            prior = pydicom.dcmread(out / path)
+            assert prior.pixel_array.std() > 0 and prior.ViewPosition == view
+            for tag in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"):
+                assert prior[tag].value == current[tag].value, tag
+            assert prior.StudyInstanceUID == record["prior_study_uid"] != current.StudyInstanceUID
+            assert prior.AccessionNumber != current.AccessionNumber
+            assert _date(prior.StudyDate).isoformat() == record["prior_date"]
+            assert 1 <= (_date(current.StudyDate) - _date(prior.StudyDate)).days <= 3 * 365
+        assert set(record["prior_report"]) == {"findings", "impression"}
+        assert record["prior_report"]["findings"] and record["prior_report"]["impression"]
+
+
+def test_change_labels_match_the_two_sets_of_findings(both):
+    _, (_, records) = both
+    seen = set()
+    for record in (r for r in records if r["prior_study_uid"]):
+        now = {f["kind"]: f for f in record["findings"] if f["kind"] != "support_device"}
+        then = {f["kind"]: f for f in record["prior_findings"] if f["kind"] != "support_device"}
+        pathology_change = {k: v for k, v in record["change"].items() if k != "support_device"}
+        assert set(pathology_change) == set(now) | set(then)
+        for kind, how in pathology_change.items():
+            seen.add(how)
+            assert how in CHANGES
+            if how == "new":
+                assert kind in now and kind not in then
+            elif how == "resolved":
+                assert kind in then and kind not in now and record["labels"][kind] == "absent"
+            elif how == "unchanged":
+                assert now[kind] == then[kind]
+            else:
+                step = SEVERITIES.index(now[kind]["severity"]) - SEVERITIES.index(then[kind]["severity"])
+                assert step == (1 if how == "increased" else -1)
+        devices_now = {f["device"] for f in record["findings"] if f["kind"] == "support_device"}
+        devices_then = {f["device"] for f in record["prior_findings"] if f["kind"] == "support_device"}
+        moves = record["device_change"]
+        assert set(moves) == devices_now | devices_then
+        assert all((how == "removed") == (d not in devices_now) for d, how in moves.items())
+        assert all((how == "new") == (d not in devices_then) for d, how in moves.items())
+        if "moved" in moves.values():
+            assert "support_device" not in record["change"]
+    assert seen >= {"new", "unchanged", "increased", "decreased"}
+
+
+def test_derived_changes_cover_every_kind_over_many_draws():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    current = (Finding("pleural_effusion", side="right", severity="moderate"),
+               Finding("nodule", side="left", zone="upper", severity="moderate", size_mm=20.0),
+               Finding("support_device", device="endotracheal_tube", severity="mild"))
+    seen, device_seen = set(), set()
+    for _ in range(200):
+        prior, change, devices = derive_prior_findings(rng, current, FindingSampling(), PriorSampling())
+        seen |= {how for _, how in change}
+        device_seen |= {how for _, how in devices}
+        for f in prior:
+            if f.kind == "nodule" and dict(change)["nodule"] == "increased":
+                assert f.size_mm < 20.0
+    assert seen == set(CHANGES) and device_seen == {"unchanged", "moved", "new"}
+    none_now = {how for _ in range(100)
+                for _, how in derive_prior_findings(rng, (), FindingSampling(), PriorSampling())[2]}
+    assert none_now == {"removed"}
+
+
+def test_bad_prior_options_are_refused():
+    with pytest.raises(PriorError, match="no_prior_fraction"):
+        PriorSampling(no_prior_fraction=1.5)
+    with pytest.raises(PriorError, match="min_days"):
+        PriorSampling(min_days=10, max_days=5)
+    with pytest.raises(PriorError, match="change_weights"):
+        PriorSampling(change_weights={"grew": 1.0})
+
+
+def test_same_seed_same_bytes_with_priors_whatever_the_workers(both, tmp_path):
+    _, (out, records) = both
+    again = generate_dataset(tmp_path / "again", 8, seed=9, config=dataclasses.replace(CONFIG, workers=2), priors=True)
+    assert read_manifest(again.manifest) == records[:8]
+    for record in records[:8]:
+        for path in record["prior_images"] or ():
+            assert (tmp_path / "again" / path).read_bytes() == (out / path).read_bytes()
+
+
+def test_training_config_asks_for_priors(tmp_path):
+    source = data_source_from_dict({"name": "longitudinal", "phantoms": {"studies": 4, "seed": 2, "image_size": 32,
+                                                                         "priors": True}})
+    assert source.phantoms is not None and source.phantoms.priors
+    manifest = ensure_phantoms(source.phantoms, tmp_path / "longitudinal")
+    records = read_manifest(manifest)
+    assert len(records) == 4 and all(set(PRIOR_FIELDS) <= set(r) for r in records)
+    plain = data_source_from_dict({"name": "plain", "phantoms": {"studies": 4, "seed": 2, "image_size": 32}})
+    assert not plain.phantoms.priors
+    assert not any(set(PRIOR_FIELDS) & set(r) for r in read_manifest(ensure_phantoms(plain.phantoms, tmp_path / "p")))
+
+
+def test_cli_writes_priors(tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run([sys.executable, "-m", "raddraft", "synth", "--out", str(out), "--studies", "6", "--seed",
+                             "1", "--image-size", "32", "--workers", "1", "--priors", "--no-prior-fraction", "0"],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    records = read_manifest(out / "manifest.jsonl")
+    assert all(r["prior_study_uid"] and (out / r["prior_images"][0]).is_file() for r in records)
+    bad = subprocess.run([sys.executable, "-m", "raddraft", "synth", "--out", str(tmp_path / "bad"), "--studies", "2",
+                          "--priors", "--no-prior-fraction", "2"], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert bad.returncode == 2 and "no_prior_fraction" in bad.stderr

@@ -1,0 +1,231 @@
+"""Reference reports that compare with a prior study (or say there is none), in varied radiology phrasing.
+
+`ComparisonReportWriter(rng).write_with_prior(findings, prior)` describes the current findings as
+`ReportWriter` does, each with how it changed since the prior ("Moderate right pleural effusion, increased
+since 2024-03-02.", "Stable 18 mm nodule in the right upper lobe."), adds what resolved or was removed
+("Interval resolution of the left lower lobe consolidation."), and puts a change statement for every
+pathology in the impression. `write_without_prior(findings)` says that no prior is available and never
+uses a word of comparison (new, stable, unchanged, interval, since...).
+"""
+
+from __future__ import annotations
+
+from training.data.findings import Finding
+from training.data.longitudinal import (
+    DECREASED,
+    INCREASED,
+    MOVED,
+    NEW,
+    PLACED,
+    REMOVED,
+    RESOLVED,
+    UNCHANGED,
+    PriorSpec,
+)
+from training.data.reports import (
+    DEVICE_IMPRESSION,
+    PRIORITY,
+    SEVERITY_BOOST,
+    SEVERITY_WORDS,
+    SIZE_WORDS,
+    ReportWriter,
+)
+
+DEVICE_NAMES = {"endotracheal_tube": ["endotracheal tube", "ET tube"],
+                "central_venous_catheter": ["central venous catheter", "central line"],
+                "nasogastric_tube": ["nasogastric tube", "enteric tube"],
+                "pacemaker": ["cardiac pacemaker", "pacemaker"]}
+NO_PRIOR = ["No prior studies are available for comparison.", "No prior for comparison.",
+            "There are no prior radiographs for comparison.", "No previous examination is available for comparison."]
+INTRO = ["Comparison is made with the prior radiograph of {date}.", "Compared with {date}.",
+         "Comparison: chest radiograph of {date}.", "Comparison is made to the study dated {date}."]
+# suffixes after a description ("Moderate right pleural effusion, increased since 2024-03-02.")
+SUFFIX = {
+    NEW: ["new since {date}", "new since the prior study", "new compared with the prior radiograph",
+          "which is new"],
+    INCREASED: ["increased since {date}", "increased compared with the prior study", "larger than on {date}",
+                "increased in size since the prior radiograph"],
+    DECREASED: ["decreased since {date}", "smaller than on the prior study", "improved compared with {date}",
+                "decreased in size since the prior radiograph"],
+    UNCHANGED: ["unchanged since {date}", "unchanged from the prior study", "stable compared with {date}",
+                "similar to the prior radiograph"],
+}
+# standalone statements around a noun phrase ("{np}": "moderate right pleural effusion")
+STATEMENT = {
+    NEW: ["New {np}.", "Interval development of {a} {np}.", "There is a new {np}.",
+          "Compared with {date}, there is a new {np}."],
+    INCREASED: ["Interval increase in the {np}.", "The {np} has increased since {date}.",
+                "Compared with {date}, the {np} has increased.", "Increased {np}."],
+    DECREASED: ["Interval decrease in the {np}.", "The {np} has decreased since the prior study.",
+                "Compared with {date}, the {np} has decreased.", "Improving {np}."],
+    UNCHANGED: ["Unchanged {np}.", "Stable {np}.", "The {np} is unchanged from {date}.",
+                "The {np} is again seen, unchanged."],
+    RESOLVED: ["Interval resolution of the {np}.", "The previously seen {np} has resolved.",
+               "The {np} seen on {date} has resolved.", "Resolved {np}."],
+}
+DEVICE_STATEMENT = {
+    UNCHANGED: ["The {name} is unchanged in position.", "Stable position of the {name}.",
+                "{Name} unchanged in position."],
+    PLACED: ["Interval placement of {a} {name}.", "New {name} in satisfactory position.",
+             "{A} {name} has been placed since the prior study."],
+    REMOVED: ["Interval removal of the {name}.", "The {name} has been removed.",
+              "The previously seen {name} has been removed."],
+}
+MOVED_TEXT = {
+    "endotracheal_tube": ["The endotracheal tube has been {verb} and now terminates {cm} cm above the carina.",
+                          "Interval {noun} of the ET tube, tip now {cm} cm above the carina."],
+    "central_venous_catheter": ["The central venous catheter has been repositioned, tip now in the lower SVC.",
+                                "Interval repositioning of the central line, tip at the cavoatrial junction."],
+    "nasogastric_tube": ["The nasogastric tube has been {verb}, tip now in the stomach.",
+                         "Interval {noun} of the enteric tube, tip in the gastric fundus."],
+}
+STABLE_NORMAL = ["No significant interval change.", "No interval change.", "Stable appearance of the chest."]
+
+
+class ComparisonReportWriter(ReportWriter):
+    """A `ReportWriter` whose statements carry the change since a prior (none: `write_without_prior`)."""
+
+    def __init__(self, rng) -> None:
+        super().__init__(rng)
+        self._prior: PriorSpec | None = None
+
+    # -------------------------------------------------------------------------------------- entry points
+    def write_without_prior(self, findings: tuple[Finding, ...]) -> dict[str, str]:
+        self._prior = None
+        sections = self.write(findings)
+        sections["findings"] = f"{self.pick(NO_PRIOR)} {sections['findings']}"
+        return sections
+
+    def write_with_prior(self, findings: tuple[Finding, ...], prior: PriorSpec) -> dict[str, str]:
+        self._prior = prior
+        try:
+            return self.write(findings)
+        finally:
+            self._prior = None
+
+    @property
+    def date(self) -> str:
+        return self._prior.date_text if self._prior else ""
+
+    def fill(self, template: str, np_: str = "", name: str = "", *, sentence: bool = True) -> str:
+        word = np_ or name
+        article = "an" if word and word[0].lower() in "aeiou" else "a"
+        text = template.format(date=self.date, np=np_, a=article, A=article.capitalize(), name=name,
+                               Name=name[:1].upper() + name[1:])
+        return text[0].upper() + text[1:] if sentence else text
+
+    # ----------------------------------------------------------------------------------------- findings
+    def findings_section(self, findings: tuple[Finding, ...]) -> str:
+        body = super().findings_section(findings)
+        if self._prior is None:
+            return body
+        gone = self.gone_statements()
+        if gone and self.rng.random() < 0.5:
+            body = " ".join([*gone, body])
+        elif gone:
+            body = " ".join([body, *gone])
+        if self.rng.random() < 0.7:
+            body = f"{self.fill(self.pick(INTRO))} {body}"
+        return body
+
+    def gone_statements(self) -> list[str]:
+        prior = self._prior
+        if prior is None:
+            return []
+        statements = []
+        for kind, how in prior.change:
+            if how == RESOLVED and kind != "support_device":
+                earlier = prior.prior_of(kind)
+                if earlier is not None:
+                    statements.append(self.fill(self.pick(STATEMENT[RESOLVED]), self.noun_phrase(earlier)))
+        for device, how in prior.device_change:
+            if how == REMOVED:
+                statements.append(self.fill(self.pick(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[device])))
+        return statements
+
+    def describe(self, f: Finding) -> str:
+        text = super().describe(f)
+        how = self._prior.change_of(f.kind) if self._prior else None
+        if how is None:
+            return text
+        if f.hedged or self.rng.random() < 0.5:
+            return f"{text.rstrip('.')}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}."
+        return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
+
+    def device(self, f: Finding) -> str:
+        text = super().device(f)
+        how = dict(self._prior.device_change).get(str(f.device)) if self._prior else None
+        if how is None:
+            return text
+        name = self.pick(DEVICE_NAMES[str(f.device)])
+        if how == MOVED:
+            return self.moved(str(f.device))
+        return self.fill(self.pick(DEVICE_STATEMENT[how]), name=name) + " " + text
+
+    def moved(self, device: str) -> str:
+        verb, noun = self.pick([("advanced", "advancement"), ("withdrawn", "withdrawal"), ("retracted", "retraction")])
+        return self.pick(MOVED_TEXT[device]).format(verb=verb, noun=noun, cm=int(self.rng.integers(3, 7)))
+
+    # ------------------------------------------------------------------------------------------ wording
+    def noun_phrase(self, f: Finding) -> str:
+        """A short name of the finding with its size or severity ("moderate right pleural effusion")."""
+        sev, size, side = self.pick(SEVERITY_WORDS[f.severity]), self.pick(SIZE_WORDS[f.severity]), self._side(f)
+        if f.kind == "cardiomegaly":
+            return self.pick([f"{sev} cardiomegaly", "cardiomegaly", f"{sev} enlargement of the cardiac silhouette"])
+        if f.kind == "pleural_effusion":
+            return f"{size} {side} pleural effusion{'s' if side == 'bilateral' else ''}"
+        if f.kind == "pneumothorax":
+            return self.pick([f"{size} {side} pneumothorax", f"{side} pneumothorax"])
+        if f.kind == "consolidation":
+            place = self._place(f)
+            return self.pick([f"{place} consolidation", f"consolidation in the {place}",
+                              f"airspace consolidation in the {place}"])
+        if f.kind == "nodule":
+            size_mm = int(f.size_mm or 15)
+            measure = f"{size_mm} mm" if size_mm < 30 else f"{size_mm / 10:.1f} cm"
+            noun = "mass" if f.severity == "severe" else "nodule"
+            return self.pick([f"{measure} {self._place(f)} {noun}", f"{measure} {noun} in the {self._place(f)}",
+                              f"{side} lung {noun}"])
+        if f.kind == "edema":
+            return self.pick([f"{sev} pulmonary edema", "pulmonary edema", f"{sev} interstitial edema"])
+        if f.kind == "atelectasis":
+            return self.pick([f"{self._place(f)} atelectasis", f"atelectasis in the {self._place(f)}"])
+        raise ValueError(f"no noun phrase for {f.kind}")
+
+    # --------------------------------------------------------------------------------------- impression
+    def impression(self, findings: tuple[Finding, ...]) -> str:
+        if self._prior is None:
+            return super().impression(findings)
+        prior = self._prior
+        pathologies = [f for f in findings if f.kind != "support_device"]
+        ranked = sorted(pathologies, key=self._rank)
+        items = [self.changed_item(f, prior.change_of(f.kind) or UNCHANGED) for f in ranked]
+        resolved = [prior.prior_of(k) for k, how in prior.change if how == RESOLVED and k != "support_device"]
+        items += [self.fill(self.pick(STATEMENT[RESOLVED]), self.noun_phrase(f)) for f in resolved if f is not None]
+        items += [self.device_item(f) for f in findings if f.kind == "support_device"]
+        items += [self.fill(self.pick(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[d]))
+                  for d, how in prior.device_change if how == REMOVED]
+        if not pathologies:
+            items.append(self.pick(["No acute cardiopulmonary abnormality.", "No acute cardiopulmonary process.",
+                                    "No acute intrathoracic abnormality."]))
+            if not any(how != UNCHANGED for _, how in prior.change) and self.rng.random() < 0.5:
+                items.append(self.pick(STABLE_NORMAL))
+        if len(items) > 1 and self.rng.random() < 0.5:
+            return " ".join(f"{i}. {item}" for i, item in enumerate(items, 1))
+        return " ".join(items)
+
+    def _rank(self, f: Finding) -> float:
+        return -(PRIORITY[f.kind] + SEVERITY_BOOST[f.severity])
+
+    def changed_item(self, f: Finding, how: str) -> str:
+        if f.hedged:
+            return f"{self.impression_item(f).rstrip('.')}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}."
+        return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
+
+    def device_item(self, f: Finding) -> str:
+        how = dict(self._prior.device_change).get(str(f.device)) if self._prior else None
+        if how == MOVED:
+            return self.moved(str(f.device))
+        if how in (UNCHANGED, PLACED):
+            return self.fill(self.pick(DEVICE_STATEMENT[how]), name=self.pick(DEVICE_NAMES[str(f.device)]))
+        return self.pick(DEVICE_IMPRESSION[str(f.device)])
