@@ -43,16 +43,16 @@ def save_draft(index: Index, draft: DraftRecord, *, now: float | None = None) ->
             raise KeyError(f"unknown study {draft.study_uid}")
         current = StudyState(row[0])
         stale = current != StudyState.DRAFTING
-        cursor = conn.execute(
+        draft_id = conn.execute(
             "INSERT INTO drafts(study_uid, created_at, model, provider, findings, impression, detail, stale) "
-            "VALUES (?,?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
             (draft.study_uid, now, draft.model, draft.provider, draft.findings, draft.impression,
              json.dumps(draft.detail, sort_keys=True), int(stale)),
-        )
+        ).fetchone()[0]
         if not stale:
             Index.set_state(conn, draft.study_uid, current, StudyState.DRAFTED, f"drafted by {draft.model}", now)
     return DraftRecord(draft.study_uid, draft.model, draft.provider, draft.findings, draft.impression,
-                       draft.detail, now, int(cursor.lastrowid or 0), stale)
+                       draft.detail, now, int(draft_id), stale)
 
 
 def latest_draft(index: Index, study_uid: str, *, include_stale: bool = False) -> DraftRecord | None:

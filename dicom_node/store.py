@@ -1,4 +1,5 @@
-"""The durable study store: DICOM Part 10 files under a root folder plus the SQLite index.
+"""The durable study store: DICOM Part 10 files under a root folder plus the index (SQLite in the store's
+folder, or the PostgreSQL database the settings name).
 
 Write path of one instance (see DESIGN.md, "The store"): temp file in the target folder -> fsync ->
 rename -> fsync folder -> one index transaction -> only then is the instance reported stored. If the
@@ -14,7 +15,6 @@ import io
 import logging
 import os
 import shutil
-import sqlite3
 import struct
 import threading
 import time
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pydicom
 
+from dicom_node.db import DatabaseError
 from dicom_node.durable import TEMP_SUFFIX, commit_temp, fsync_dir, make_dirs_durable, write_synced_temp
 from dicom_node.errors import InvalidInstanceError, StoreIndexError, StoreWriteError
 from dicom_node.header import InstanceHeader, header_from_dataset, read_header_from_dataset
@@ -147,8 +148,8 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
             (self.root / DATA_DIR).mkdir(exist_ok=True)
             self.incoming_folder.mkdir(exist_ok=True)
-            self.index = Index(self.root / INDEX_FILE)
-        except (OSError, sqlite3.Error) as exc:
+            self.index = Index(settings.database or self.root / INDEX_FILE)
+        except (OSError, DatabaseError) as exc:
             raise StoreWriteError(f"cannot open the store at {self.root}: {exc}") from exc
         self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
 
@@ -221,7 +222,7 @@ class Store:
                         row.received_at,
                     )
                 self.index.add_instance(conn, header, row, row.received_at)
-        except sqlite3.Error as exc:
+        except self.index.errors as exc:
             self._unlink_quietly(final)
             raise StoreIndexError(f"index insert failed, instance not kept: {exc}") from exc
         if previous is not None:
@@ -244,7 +245,7 @@ class Store:
                     f"different bytes for the same instance ({previous.size} -> {row.size} bytes); newer kept",
                     row.received_at,
                 )
-        except sqlite3.Error as exc:
+        except self.index.errors as exc:
             self._unlink_quietly(temp)
             raise StoreIndexError(f"replacing instance failed, previous version kept: {exc}") from exc
         try:
@@ -320,7 +321,7 @@ class Store:
                 self.index.add_instance(conn, header, row, row.received_at)
                 self.index.record_store_event(conn, "reindexed", header.sop_instance_uid, rel, time.time())
             return True
-        except (InvalidInstanceError, OSError, sqlite3.Error) as exc:
+        except (InvalidInstanceError, OSError, *self.index.errors) as exc:
             target = self.root / QUARANTINE_DIR / path.name
             target.parent.mkdir(exist_ok=True)
             shutil.move(path, target)

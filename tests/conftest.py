@@ -18,7 +18,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-pytest_plugins = ["tests.model_fixtures"]
+pytest_plugins = ["tests.model_fixtures", "tests.postgres_fixtures"]
 
 REQUIRE_PEERS = os.environ.get("RADDRAFT_REQUIRE_PEERS") == "1"
 
