@@ -1,15 +1,14 @@
-"""The SQLite index of the store: studies, series, instances and every change of state.
+"""The index of the store: studies, series, instances and every change of state.
 
-One writer connection guarded by a lock (SQLite serialises writers anyway); readers open their own
-connections, which WAL lets run beside the writer. The index runs with synchronous=NORMAL: a commit
-survives a crash of the process; after a power loss the last commits may be missing from the index,
-but their files are already durable and `Store.reconcile()` re-indexes any file the index lacks.
+In SQLite (a workstation) or PostgreSQL (a site server), through one interface (dicom_node/db.py): one
+writer connection guarded by a lock; readers have their own connections. SQLite runs with
+synchronous=NORMAL: a commit survives a crash of the process; after a power loss the last commits may be
+missing from the index, but their files are already durable and `Store.reconcile()` re-indexes any file the
+index lacks. PostgreSQL commits durably (its own fsync).
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from dicom_node.db import Connection, Database, DatabaseError, Dialect, open_database
 from dicom_node.errors import StateTransitionError
 from dicom_node.header import InstanceHeader
 
@@ -252,80 +252,71 @@ class StudyEvent:
     reason: str
 
 
-_STUDY_SELECT = """
-SELECT s.*, COALESCE((SELECT GROUP_CONCAT(DISTINCT m.modality) FROM series m
+def _study_select(dialect: Dialect) -> str:
+    return f"""
+SELECT s.*, COALESCE((SELECT {dialect.group_concat("m.modality")} FROM series m
                       WHERE m.study_uid = s.study_uid AND m.modality != ''), '') AS modalities
 FROM studies s
 """
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
-
-
-def _study_from_row(row: sqlite3.Row) -> StudyRow:
-    values = dict(row)
+def _study_from_row(row: object) -> StudyRow:
+    values = dict(row)  # type: ignore[call-overload]
     values["state"] = StudyState(values["state"])
     return StudyRow(**values)
 
 
 class Index:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._write_lock = threading.Lock()
-        self._writer = _connect(path)
-        self._local = threading.local()
-        self._writer.executescript(_SCHEMA)
-        self._writer.execute(
-            "INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = "
-            "excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
-            (str(SCHEMA_VERSION),))
+    """`location`: the SQLite file of a store, a postgresql:// URL, or an open Database."""
+
+    def __init__(self, location: Path | str | Database) -> None:
+        self.db = location if hasattr(location, "dialect") else open_database(location)  # type: ignore[arg-type]
+        self.path = getattr(self.db, "path", None)
+        self.dialect: Dialect = self.db.dialect
+        self.errors = self.db.errors
+        self._study_select = _study_select(self.dialect)
+        try:
+            self.db.executescript(self.dialect.schema(_SCHEMA))
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET "
+                    "value = excluded.value WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+                    (str(SCHEMA_VERSION),))
+        except self.errors as exc:
+            self.db.close()
+            raise DatabaseError(f"cannot prepare the index: {exc}") from exc
+        except DatabaseError:
+            self.db.close()
+            raise
 
     def close(self) -> None:
-        with self._write_lock:
-            self._writer.close()
+        self.db.close()
 
     # -- connections -----------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """One write transaction; rolled back if the block raises."""
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self.db.transaction() as conn:
+            yield conn
 
     def instance_seen_by_writer(self, sop_instance_uid: str) -> InstanceRow | None:
         """The instance row read on the writer's connection, for the store's write path: it runs on
         short-lived association threads, and a reader connection per thread would cost an open per
         association and stay open until the thread's storage is freed."""
-        with self._write_lock:
-            return self.existing_instance(self._writer, sop_instance_uid)
+        with self.db.writer_connection() as conn:
+            return self.existing_instance(conn, sop_instance_uid)
 
-    def reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            self._local.conn = conn
-        return conn
+    def reader(self) -> Connection:
+        return self.db.reader()
 
     # -- writes (called inside `transaction()`) --------------------------------------------------
     @staticmethod
-    def existing_instance(conn: sqlite3.Connection, sop_instance_uid: str) -> InstanceRow | None:
+    def existing_instance(conn: Connection, sop_instance_uid: str) -> InstanceRow | None:
         row = conn.execute("SELECT * FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)).fetchone()
         return InstanceRow(**dict(row)) if row else None
 
     @staticmethod
-    def add_instance(conn: sqlite3.Connection, header: InstanceHeader, row: InstanceRow, now: float) -> None:
+    def add_instance(conn: Connection, header: InstanceHeader, row: InstanceRow, now: float) -> None:
         """Insert a new instance, creating or refreshing its study and series rows."""
         study_is_new = conn.execute(
             """INSERT INTO studies(study_uid, patient_name, patient_id, patient_birth_date, patient_sex,
@@ -367,7 +358,7 @@ class Index:
         Index.reopen_if_needed(conn, header.study_uid, now)
 
     @staticmethod
-    def replace_instance(conn: sqlite3.Connection, row: InstanceRow, now: float) -> None:
+    def replace_instance(conn: Connection, row: InstanceRow, now: float) -> None:
         """Point an existing instance (same UIDs and path) at new content."""
         conn.execute(
             "UPDATE instances SET size = ?, received_at = ?, calling_ae = ?, transfer_syntax = ?, "
@@ -379,7 +370,7 @@ class Index:
         Index.reopen_if_needed(conn, row.study_uid, now)
 
     @staticmethod
-    def remove_instance(conn: sqlite3.Connection, row: InstanceRow) -> None:
+    def remove_instance(conn: Connection, row: InstanceRow) -> None:
         """Remove an instance row and keep the counters of its series and study right."""
         conn.execute("DELETE FROM instances WHERE sop_instance_uid = ?", (row.sop_instance_uid,))
         conn.execute("UPDATE series SET num_instances = num_instances - 1 WHERE series_uid = ?", (row.series_uid,))
@@ -393,16 +384,16 @@ class Index:
         Index._settle_if_empty(conn, row.study_uid)
 
     @staticmethod
-    def _settle_if_empty(conn: sqlite3.Connection, study_uid: str) -> None:
+    def _settle_if_empty(conn: Connection, study_uid: str) -> None:
         """A study whose last instance went (re-sent under another study, or its file lost) must never be
         drafted: it is removed, or, when drafts or reports refer to it, marked failed with the reason."""
         study = conn.execute("SELECT num_instances, state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
         if study is None or study[0] > 0:
             return
         referenced = conn.execute(
-            "SELECT EXISTS(SELECT 1 FROM drafts WHERE study_uid = :s) OR EXISTS(SELECT 1 FROM reports WHERE "
-            "study_uid = :s) OR EXISTS(SELECT 1 FROM readings WHERE study_uid = :s) OR EXISTS(SELECT 1 FROM "
-            "working_drafts WHERE study_uid = :s)", {"s": study_uid}).fetchone()[0]
+            "SELECT EXISTS(SELECT 1 FROM drafts WHERE study_uid = ?) OR EXISTS(SELECT 1 FROM reports WHERE "
+            "study_uid = ?) OR EXISTS(SELECT 1 FROM readings WHERE study_uid = ?) OR EXISTS(SELECT 1 FROM "
+            "working_drafts WHERE study_uid = ?)", (study_uid,) * 4).fetchone()[0]
         now = time.time()
         if not referenced:
             conn.execute("DELETE FROM series WHERE study_uid = ?", (study_uid,))
@@ -414,20 +405,20 @@ class Index:
             Index.set_state(conn, study_uid, state, StudyState.FAILED, "no instances left", now)
 
     @staticmethod
-    def reopen_if_needed(conn: sqlite3.Connection, study_uid: str, now: float) -> None:
+    def reopen_if_needed(conn: Connection, study_uid: str, now: float) -> None:
         state = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()[0]
         if StudyState(state) in REOPENED_BY_NEW_INSTANCE:
             Index.set_state(conn, study_uid, StudyState(state), StudyState.RECEIVING, "new instance received", now)
 
     @staticmethod
-    def record_store_event(conn: sqlite3.Connection, kind: str, sop_instance_uid: str, detail: str, now: float) -> None:
+    def record_store_event(conn: Connection, kind: str, sop_instance_uid: str, detail: str, now: float) -> None:
         conn.execute(
             "INSERT INTO store_events(at, kind, sop_instance_uid, detail) VALUES (?,?,?,?)",
             (now, kind, sop_instance_uid, detail),
         )
 
     @staticmethod
-    def _record_event(conn: sqlite3.Connection, study_uid: str, now: float, from_state: StudyState | None,
+    def _record_event(conn: Connection, study_uid: str, now: float, from_state: StudyState | None,
                       to_state: StudyState, reason: str) -> None:
         conn.execute(
             "INSERT INTO study_events(study_uid, at, from_state, to_state, reason) VALUES (?,?,?,?,?)",
@@ -435,7 +426,7 @@ class Index:
         )
 
     @staticmethod
-    def set_state(conn: sqlite3.Connection, study_uid: str, from_state: StudyState, to_state: StudyState,
+    def set_state(conn: Connection, study_uid: str, from_state: StudyState, to_state: StudyState,
                    reason: str, now: float) -> None:
         conn.execute(
             "UPDATE studies SET state = ?, state_reason = ?, state_changed = ? WHERE study_uid = ?",
@@ -464,11 +455,11 @@ class Index:
 
     # -- reads -----------------------------------------------------------------------------------
     def study(self, study_uid: str) -> StudyRow | None:
-        row = self.reader().execute(_STUDY_SELECT + " WHERE s.study_uid = ?", (study_uid,)).fetchone()
+        row = self.reader().execute(self._study_select + " WHERE s.study_uid = ?", (study_uid,)).fetchone()
         return _study_from_row(row) if row else None
 
     def studies(self, states: frozenset[StudyState] | None = None) -> list[StudyRow]:
-        sql = _STUDY_SELECT
+        sql = self._study_select
         params: tuple[str, ...] = ()
         if states:
             sql += f" WHERE s.state IN ({','.join('?' * len(states))})"

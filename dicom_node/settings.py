@@ -112,11 +112,17 @@ class NodeSettings:
 
 @dataclass(frozen=True)
 class StoreSettings:
+    """`root`: the folder of the instance files. `database`: a postgresql:// URL for the index (a site
+    server); empty: the SQLite index inside `root` (a workstation)."""
+
     root: Path
+    database: str = ""
 
     def __post_init__(self) -> None:
         if not str(self.root):
             raise SettingsError("root", "must not be empty")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("database", f"must be a postgresql:// URL or empty (SQLite), got {self.database!r}")
 
 
 RETRIEVE_METHODS = ("move", "get")

@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from dicom_node.db import Dialect
 from dicom_node.index import Index, StudyState
 
 BADGES = ("receiving", "stable", "drafting", "drafted", "failed", "signed", "sending", "send failed", "sent",
@@ -88,9 +89,11 @@ class WorklistRow:
         return "; ".join(parts)
 
 
-_QUERY = """
+def _query(dialect: Dialect) -> str:
+    """The worklist's one query, in the index's SQL dialect (string aggregation and JSON differ)."""
+    return f"""
 SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
-       COALESCE((SELECT GROUP_CONCAT(DISTINCT m.modality) FROM series m
+       COALESCE((SELECT {dialect.group_concat("m.modality")} FROM series m
                  WHERE m.study_uid = s.study_uid AND m.modality != ''), '') AS modalities,
        s.study_description, s.study_date, s.study_time, s.first_received, s.last_received, s.num_instances,
        s.state, s.state_reason,
@@ -98,16 +101,16 @@ SELECT s.study_uid, s.patient_name, s.patient_id, s.accession_number,
        r.opened_at, COALESCE(r.opened_by, '') AS opened_by,
        COALESCE(o.status, '') AS send_status, COALESCE(o.attempts, 0) AS send_attempts,
        COALESCE(o.last_error, '') AS send_error,
-       COALESCE((SELECT json_extract(d.detail, '$.critical') FROM drafts d
+       COALESCE((SELECT {dialect.json_text("d.detail", "critical")} FROM drafts d
                  WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1), '[]') AS critical,
-       (SELECT json_extract(d.detail, '$.domain.in_domain') FROM drafts d
+       (SELECT {dialect.json_boolean("d.detail", "domain", "in_domain")} FROM drafts d
                  WHERE d.study_uid = s.study_uid AND d.stale = 0 ORDER BY d.id DESC LIMIT 1) AS in_domain,
        (SELECT COUNT(*) FROM instances i JOIN reports p ON p.id = (SELECT MAX(id) FROM reports q
                 WHERE q.study_uid = s.study_uid)
-            WHERE i.study_uid = s.study_uid AND CASE WHEN json_type(p.detail, '$.images_signed') IS NULL
+            WHERE i.study_uid = s.study_uid AND CASE WHEN {dialect.json_absent("p.detail", "images_signed")}
                 THEN i.received_at > p.signed_at
-                ELSE COALESCE(ABS(json_extract(p.detail, '$.images_signed."' || i.sop_instance_uid || '"')
-                                  - i.received_at) > 1e-6, 1) END) AS changed_after_signing,
+                ELSE COALESCE(ABS({dialect.json_number("p.detail", "images_signed", "i.sop_instance_uid")}
+                                  - i.received_at) > 1e-6, {dialect.true}) END) AS changed_after_signing,
        (SELECT COUNT(*) - 1 FROM reports p WHERE p.study_uid = s.study_uid) AS amendments
 FROM studies s
 LEFT JOIN readings r ON r.study_uid = s.study_uid
@@ -122,12 +125,12 @@ _NOT_PRIOR = f"s.state != '{StudyState.PRIOR.value}'"
 def worklist_rows(index: Index) -> list[WorklistRow]:
     """Every study but the priors, most recently received first."""
     return [_row(row) for row in index.reader().execute(
-        _QUERY + f" WHERE {_NOT_PRIOR} ORDER BY s.last_received DESC").fetchall()]
+        _query(index.dialect) + f" WHERE {_NOT_PRIOR} ORDER BY s.last_received DESC").fetchall()]
 
 
 def worklist_row(index: Index, study_uid: str) -> WorklistRow | None:
     """The study's row; None for an unknown study or a prior."""
-    row = index.reader().execute(_QUERY + f" WHERE s.study_uid = ? AND {_NOT_PRIOR}", (study_uid,)).fetchone()
+    row = index.reader().execute(_query(index.dialect) + f" WHERE s.study_uid = ? AND {_NOT_PRIOR}", (study_uid,)).fetchone()
     return _row(row) if row else None
 
 
