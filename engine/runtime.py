@@ -341,15 +341,14 @@ def model_parameters(manifest: BundleManifest) -> int:
     return 2 * arch.vocab_size * arch.hidden_size + arch.num_layers * 12 * arch.hidden_size ** 2
 
 
-def load_model(bundle_dir: Path, settings: EngineSettings, batch: int = 1) -> DraftModel:
+def load_model(bundle_dir: Path, settings: EngineSettings) -> DraftModel:
     """Validate and open a bundle; `BundleError` names what is wrong. Logs loudly on a CPU fallback.
-
-    batch: how many studies `draft_batch` will draft at once (it chooses the variant "auto" means)."""
+    `settings.batch_size` (studies `draft_batch` drafts at once) weighs in on the variant "auto" means."""
     bundle_dir = Path(bundle_dir)
     started, resident_before = time.perf_counter(), resident_bytes()
     choice = choose_providers(settings.providers)
     manifest = validate_bundle(bundle_dir)
-    variant = resolve_variant(manifest, settings.variant, choice.preferred, batch)
+    variant = resolve_variant(manifest, settings.variant, choice.preferred, settings.batch_size)
     manifest = validate_bundle(bundle_dir, variant)
     tokenizer = _load_tokenizer(bundle_dir / manifest.tokenizer)
     graphs = ModelGraphs(bundle_dir, manifest.variants[variant], manifest.architecture, choice,

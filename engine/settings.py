@@ -27,6 +27,8 @@ class EngineSettings:
     intra_op_threads / inter_op_threads: 0 lets ONNX Runtime choose (one per physical core).
     draft_on_stable: the drafting queue drafts each study as soon as it is complete.
     max_new_tokens: per section; 0 keeps the bundle's default.
+    batch_size: studies drafted together (`raddraft worker`, from `[worker] batch`; the workstation's queue
+        drafts one at a time). Above 1, "auto" passes over int8 (engine.runtime.resolve_variant).
     critical_findings: flagged in every draft and asked about at signing (engine.findings.critical): any of
         pneumothorax, free_air, malpositioned_tube and the labeler's finding keys.
     """
@@ -40,6 +42,7 @@ class EngineSettings:
     inter_op_threads: int = 0
     draft_on_stable: bool = True
     max_new_tokens: int = 0
+    batch_size: int = 1
     critical_findings: tuple[str, ...] = DEFAULT_CRITICAL_FINDINGS
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class EngineSettings:
         if not 0 < self.follow_interval_s <= 3600:
             raise SettingsError("follow_interval_s",
                                 f"must be between 0 and 3600 seconds, got {self.follow_interval_s}")
+        if not 1 <= self.batch_size <= 64:
+            raise SettingsError("batch_size", f"must be between 1 and 64, got {self.batch_size}")
         for name in ("intra_op_threads", "inter_op_threads", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise SettingsError(name, "must be 0 or more")

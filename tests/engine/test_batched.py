@@ -94,3 +94,8 @@ def test_auto_variant_passes_over_int8_when_batching() -> None:
     assert resolve_variant(manifest, "auto", "cpu") == "int8"
     assert resolve_variant(manifest, "auto", "cpu", batch=4) == "fp32"
     assert resolve_variant(manifest, "int8", "cpu", batch=4) == "int8"  # asked for by name: kept
+
+
+def test_a_batching_engine_loads_fp32_where_one_at_a_time_loads_int8() -> None:
+    assert load_model(EMBEDDED, EngineSettings(providers=("cpu",))).variant == "int8"
+    assert load_model(EMBEDDED, EngineSettings(providers=("cpu",), batch_size=4)).variant == "fp32"
