@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -34,10 +35,21 @@ class Drafter(Protocol):
     def draft(self, study: list[Path], *, on_piece=None) -> Draft: ...
 
 
+class BeforeDrafting(Protocol):
+    """Work done for a complete study before it is queued (dicom_node.priors.PriorLookups: its priors);
+    `then(study_uid)` is called once that is done, whatever it came to."""
+
+    def submit(self, study_uid: str, then: Callable[[str], None]) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class DraftingQueue:
     def __init__(self, store: Store, model: Drafter, events: DraftEvents | None = None,
-                 critical_findings: tuple[str, ...] = DEFAULT_CRITICAL_FINDINGS) -> None:
+                 critical_findings: tuple[str, ...] = DEFAULT_CRITICAL_FINDINGS,
+                 before_drafting: BeforeDrafting | None = None) -> None:
         self._store = store
+        self._before_drafting = before_drafting
         self._model = model
         self._critical = check_critical_names(critical_findings)
         self.events = events or DraftEvents()
@@ -62,6 +74,8 @@ class DraftingQueue:
         """Stop after the study being drafted (if any); queued studies stay "stable" for the next run."""
         if self._unsubscribe:
             self._unsubscribe()
+        if self._before_drafting is not None:
+            self._before_drafting.stop()
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -98,7 +112,10 @@ class DraftingQueue:
 
     # -- worker ------------------------------------------------------------------------------------
     def _on_stable(self, event: StudyStable) -> None:
-        self.enqueue(event.study_uid)
+        if self._before_drafting is not None:
+            self._before_drafting.submit(event.study_uid, self.enqueue)
+        else:
+            self.enqueue(event.study_uid)
 
     def _requeue_unfinished(self) -> None:
         index = self._store.index

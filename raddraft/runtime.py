@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dicom_node.events import NodeEvents
+from dicom_node.priors import PriorLookups, PriorRetriever
 from dicom_node.server import DicomNode
 from dicom_node.settings import NodeSettings
 from dicom_node.store import Store
@@ -74,12 +75,26 @@ def _try_load(config: AppConfig, choice: ModelChoice):
 
 def start_drafting_queue(config: AppConfig, store: Store, model: DraftModel, node_events: NodeEvents,
                          draft_events: DraftEvents | None = None) -> DraftingQueue:
-    """The started queue: it drafts each study the node reports stable, and what a previous run left."""
+    """The started queue: it drafts each study the node reports stable, and what a previous run left; the
+    priors of each study are looked up (dicom_node/priors.py) before it is queued."""
     from engine.queue import DraftingQueue
 
-    queue = DraftingQueue(store, model, draft_events, critical_findings=config.engine.critical_findings)
+    queue = DraftingQueue(store, model, draft_events, critical_findings=config.engine.critical_findings,
+                          before_drafting=prior_lookups(config, store))
     queue.start(node_events)
     return queue
+
+
+def prior_retriever(config: AppConfig, store: Store) -> PriorRetriever:
+    """Priors from the configured PACS (C-MOVE to this node's AE title, or C-GET) and from the store."""
+    return PriorRetriever(config.pacs, store.index, store, move_destination=config.node.ae_title)
+
+
+def prior_lookups(config: AppConfig, store: Store) -> PriorLookups | None:
+    """The lookup of priors in front of drafting; None when `[pacs] query_priors` is off or `priors` is 0."""
+    if not config.pacs.query_priors or config.pacs.priors == 0:
+        return None
+    return PriorLookups(prior_retriever(config, store))
 
 
 def start_node(settings: NodeSettings, store: Store, node_events: NodeEvents) -> DicomNode:
