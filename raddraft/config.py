@@ -20,6 +20,7 @@ import platformdirs
 from dicom_node.errors import SettingsError
 from dicom_node.settings import NodeSettings, PacsSettings, ReadingSettings, StoreSettings
 from engine.settings import EngineSettings
+from raddraft.worker.settings import WorkerSettings
 
 APP_NAME = "RadDraft"
 CONFIG_FILE_NAME = "raddraft.toml"
@@ -56,10 +57,12 @@ class AppConfig:
     engine: EngineSettings
     pacs: PacsSettings = field(default_factory=PacsSettings)
     reading: ReadingSettings = field(default_factory=ReadingSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
 
 _SECTIONS: dict[str, type] = {"node": NodeSettings, "store": StoreSettings, "logging": LoggingSettings,
-                              "engine": EngineSettings, "pacs": PacsSettings, "reading": ReadingSettings}
+                              "engine": EngineSettings, "pacs": PacsSettings, "reading": ReadingSettings,
+                              "worker": WorkerSettings}
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
@@ -84,6 +87,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         engine=build_settings(EngineSettings, raw.get("engine", {}), "engine", source),
         pacs=build_settings(PacsSettings, raw.get("pacs", {}), "pacs", source),
         reading=build_settings(ReadingSettings, raw.get("reading", {}), "reading", source),
+        worker=build_settings(WorkerSettings, raw.get("worker", {}), "worker", source),
     )
 
 
