@@ -61,6 +61,7 @@ class ImageCanvas(QWidget):
     scroll_requested = Signal(int)  # +1 / -1: next or previous image (frame)
     clicked = Signal()
     measured = Signal(str)  # "23.4 mm (Pixel Spacing)": a distance just drawn
+    windowed = Signal(float, float)  # center, width: the radiologist changed the window (drag), for linking
 
     def __init__(self, label: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -72,6 +73,8 @@ class ImageCanvas(QWidget):
         self.zoom = 1.0  # 1.0: the image fits the canvas
         self.pan = QPointF(0, 0)
         self.position_text = ""  # "image 2/5, frame 1/3"
+        self.caption = ""  # "PRIOR 2024-03-02": which study this is, when a prior hangs beside the current one
+        self.caption_colour = QColor(220, 220, 220)
         self.message = ""
         self.active = False
         self._drag: tuple[Qt.MouseButton, QPointF, float, float, QPointF] | None = None
@@ -177,6 +180,11 @@ class ImageCanvas(QWidget):
             outlined_text(painter, QRectF(box), A.AlignLeft | A.AlignBottom, bottom, colour)
             outlined_text(painter, QRectF(box), A.AlignRight | A.AlignBottom,
                           f"{a.get('photometric', '')}  zoom {self.zoom * 100:.0f}%", colour)
+            if self.caption:
+                painter.save()
+                painter.setFont(QFont(self.font().family(), 12, QFont.Weight.Bold))
+                outlined_text(painter, QRectF(box), A.AlignHCenter | A.AlignTop, self.caption, self.caption_colour)
+                painter.restore()
             self._paint_orientation(painter, colour)
             self._paint_measure(painter)
             self._paint_magnifier(painter)
@@ -258,6 +266,7 @@ class ImageCanvas(QWidget):
             lo, hi = self.frame.value_range
             step = max(hi - lo, 1.0) / 400.0  # one pixel of drag: a quarter percent of the value range
             self.set_window(center + delta.y() * step, max(width + delta.x() * step, 1.0))
+            self.windowed.emit(self.center, self.width_)
         elif button in (Qt.MouseButton.RightButton, Qt.MouseButton.MiddleButton):
             self.pan = pan + delta
             self.update()

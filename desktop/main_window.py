@@ -17,8 +17,10 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QSplitter, 
 
 from desktop.data_source import reading_data_of
 from desktop.draft_panel import DraftPanel
+from desktop.hanging import PriorsOfStudy, load_priors
 from desktop.models_page import ModelsDialog, ModelsPage
 from desktop.pdf import write_report_pdf
+from desktop.prior_panel import PriorPanel
 from desktop.section_editor import origin_format
 from desktop.settings_dialog import SettingsDialog
 from desktop.sign_dialog import SignDialog
@@ -28,7 +30,7 @@ from desktop.tasks import Background
 from desktop.viewer import Viewer
 from desktop.worklist import WorklistFeed, WorklistPanel
 from dicom_node.drafts import WorkingDraft
-from dicom_node.reports import format_date, person_name
+from dicom_node.reports import NO_PRIOR, ComparisonStudy, format_date, person_name
 from engine.provenance import Origin, validate_for_signing
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,13 @@ class MainWindow(QMainWindow):
         self.banner, self.status_bar = MessageBanner(), StatusBar()
         self.setStatusBar(self.status_bar)
         reading = QSplitter(Qt.Orientation.Horizontal)
+        self.prior_panel = PriorPanel()  # the prior's report beside the draft
+        report_side = QSplitter(Qt.Orientation.Vertical)
+        report_side.addWidget(self.prior_panel)
+        report_side.addWidget(self.panel)
+        report_side.setSizes([180, 620])
         reading.addWidget(self.viewer)
-        reading.addWidget(self.panel)
+        reading.addWidget(report_side)
         reading.setSizes([900, 500])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.worklist)
@@ -117,6 +124,7 @@ class MainWindow(QMainWindow):
         b.draft_failed.connect(self._queue_failed)
         b.instance_stored.connect(self._instance_stored)
         self.viewer.measured.connect(self._measured)
+        self.viewer.prior_changed.connect(self._prior_changed)
         p = self.panel
         for editor in (p.findings, p.impression):
             editor.edited.connect(self._text_edited)
@@ -219,6 +227,7 @@ class MainWindow(QMainWindow):
         self.panel.set_study(f"{person_name(study.patient_name)} · {study.patient_id} · "
                              f"{format_date(study.study_date)} · {study.study_description}")
         self.viewer.open_study(opened)
+        self._load_priors(study.study_uid)
         critical = tuple(opened.draft.detail.get("critical", ())) if opened.draft is not None else ()
         self.panel.show_critical(critical if opened.report is None else ())
         self.panel.show_changed(changes if opened.report is not None else ())
@@ -239,6 +248,24 @@ class MainWindow(QMainWindow):
         if self.opened is not None:
             uid = self.opened.study.study_uid
             self.background.run(lambda: self._load_study(uid, False), then or self._show_study)
+
+    # -- priors: loaded off the GUI thread, hung beside the study, their report beside the draft ------------
+    def _load_priors(self, study_uid: str) -> None:
+        def failed(error: Exception) -> None:
+            self.viewer.set_priors(PriorsOfStudy(study_uid, (), "failed", f"priors could not be read: {error}"))
+
+        self.background.run(lambda: load_priors(self.ws, study_uid), self.viewer.set_priors, failed)
+
+    @Slot(int)
+    def _prior_changed(self, index: int) -> None:
+        self.prior_panel.show_prior(self.viewer.prior, self.viewer.priors.reason)
+
+    def comparison(self) -> ComparisonStudy:
+        """What the report is compared with: the prior on screen beside the open study, else NO_PRIOR."""
+        prior = self.viewer.prior
+        if prior is None or self.opened is None or self.viewer.priors.study_uid != self.opened.study.study_uid:
+            return NO_PRIOR
+        return ComparisonStudy.of_prior(prior.prior)
 
     @Slot(str)
     def _measured(self, text: str) -> None:
@@ -423,12 +450,14 @@ class MainWindow(QMainWindow):
             return
         snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
         uid, draft = self.opened.study.study_uid, self.opened.draft
+        # priors come from a store of our own (desktop.hanging.load_priors); the site server's thin client has none
+        comparison = {"comparison": self.comparison()} if getattr(self.ws, "store", None) is not None else {}
         self.panel.sign.setEnabled(False)
 
         def save(review):
             if amending is not None:
-                return self.ws.amend(uid, snapshot, amending.id, addendum, review)
-            return self.ws.sign(uid, snapshot, draft.id if draft else None, review)
+                return self.ws.amend(uid, snapshot, amending.id, addendum, review, **comparison)
+            return self.ws.sign(uid, snapshot, draft.id if draft else None, review, **comparison)
 
         def checked(checks) -> None:
             review = None

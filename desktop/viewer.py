@@ -1,5 +1,6 @@
 """The image viewer: series thumbnails, and one canvas per view (frontal and lateral side by side when the
-study has both). Decoding (`engine.display.FrameCache`) and window/level rendering run on worker threads;
+study has both; with a prior, current | prior by the chest hanging protocol of `desktop.hanging`, the prior's
+date on its image, a selector between priors and window/level linked across both when asked). Decoding (`engine.display.FrameCache`) and window/level rendering run on worker threads;
 a canvas asks for a new rendering and gets the latest one, never a queue of stale ones.
 """
 
@@ -10,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QAction, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QColor, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
+    QLabel,
     QListView,
     QListWidget,
     QListWidgetItem,
@@ -22,11 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop.hanging import LATERALS, HangingStep, LoadedPrior, PriorsOfStudy, chest_hanging
 from desktop.image_canvas import ImageCanvas
 from desktop.tasks import Background
+from dicom_node.reports import format_date
 from engine.display import DisplayFrame, FrameCache, presets, render, thumbnail, view_kind
 
 THUMB = 96
+CURRENT_COLOUR, PRIOR_COLOUR = QColor(120, 220, 120), QColor(255, 170, 60)
 
 
 def to_qimage(pixels: np.ndarray) -> QImage:
@@ -48,6 +53,7 @@ class Stack:
 
 @dataclass
 class _Showing:
+    stacks: list[Stack] = field(default_factory=list)  # of the current study, or of the prior on screen
     stack: int = -1
     instance: int = 0
     frame: int = 0
@@ -75,13 +81,20 @@ def stacks_of(opened) -> list[Stack]:
 
 class Viewer(QWidget):
     measured = Signal(str)  # a distance drawn on one of the images
+    prior_changed = Signal(int)  # the prior now compared with (an index of `priors.priors`), -1: none
 
     def __init__(self, background: Background, cache: FrameCache | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._background = background
         self.cache = cache or FrameCache()
         self.stacks: list[Stack] = []
+        self.prior_stacks: list[Stack] = []
+        self.priors = PriorsOfStudy("", ())
+        self.prior_index = -1
+        self.steps: list[HangingStep] = []  # the comparison's screens (frontals, laterals); [] without a prior
+        self.step = 0
         self._study = 0
+        self._study_uid = self._study_date = ""
         self.canvases = [ImageCanvas("frontal"), ImageCanvas("lateral")]
         self._showing = [_Showing(), _Showing()]
         self.active = 0
@@ -103,6 +116,7 @@ class Viewer(QWidget):
         self.presets.activated.connect(self._apply_preset)
         self.toolbar = QToolBar()
         self.toolbar.addWidget(self.presets)
+        self._build_prior_tools()
         for text, keys, slot in (
             ("Invert", "I", lambda: self.canvas.toggle_invert()), ("Fit", "F", lambda: self.canvas.fit()),
             ("Zoom in", "+", lambda: self.canvas.zoom_by(1.25)), ("Zoom out", "-", lambda: self.canvas.zoom_by(0.8)),
@@ -121,6 +135,7 @@ class Viewer(QWidget):
             canvas.scroll_requested.connect(lambda step, i=i: (self.set_active(i), self.scroll(step)))
             canvas.clicked.connect(lambda i=i: self.set_active(i))
             canvas.measured.connect(self.measured.emit)
+            canvas.windowed.connect(lambda center, width, i=i: self._link_window(i, center, width))
             images.addWidget(canvas)
         self.canvases[1].hide()
         body = QHBoxLayout()
@@ -146,16 +161,23 @@ class Viewer(QWidget):
     # -- studies -------------------------------------------------------------------------------------
     def clear(self) -> None:
         self._study += 1
+        self._study_uid = self._study_date = ""
         self.stacks = []
         self.thumbs.clear()
         for i, canvas in enumerate(self.canvases):
             self._showing[i] = _Showing(token=self._showing[i].token + 1)
             canvas.show_message("")
+            canvas.caption = ""
         self.canvases[1].hide()
         self.presets.clear()
+        self._forget_priors()
+        self.prior_note.hide()
 
     def open_study(self, opened) -> None:
         self.clear()
+        study = getattr(opened, "study", None)
+        self._study_uid = study.study_uid if study is not None else ""
+        self._study_date = study.study_date if study is not None else ""
         self.stacks = stacks_of(opened)
         for i, stack in enumerate(self.stacks):
             item = QListWidgetItem(f"{stack.title}\n{len(stack.paths)} image{'s' if len(stack.paths) > 1 else ''}")
@@ -164,28 +186,142 @@ class Viewer(QWidget):
         if not self.stacks:
             self.canvases[0].show_message("No images")
             return
+        self._hang_study_alone()
+
+    def _hang_study_alone(self) -> None:
+        """Frontal | lateral of the current study (no prior to compare with)."""
         both = len(self.stacks) > 1 and self.stacks[0].view == "frontal" and self.stacks[1].view == "lateral"
         self.canvases[1].setVisible(both)
         for i in range(2 if both else 1):
+            self.canvases[i].caption = ""
             self.canvases[i].label = self.stacks[i].view
             self.canvases[i].reset()
             self.show_stack(i, i)
         self.set_active(0)
 
-    def show_stack(self, canvas: int, stack: int) -> None:
-        if not 0 <= stack < len(self.stacks):
+    def show_stack(self, canvas: int, stack: int, stacks: list[Stack] | None = None) -> None:
+        stacks = self.stacks if stacks is None else stacks
+        if not 0 <= stack < len(stacks):
             return
         showing = self._showing[canvas]
-        showing.stack, showing.instance, showing.frame, showing.num_frames = stack, 0, 0, 1
-        self.canvases[canvas].label = self.stacks[stack].view or self.stacks[stack].title
+        showing.stacks, showing.stack, showing.instance, showing.frame, showing.num_frames = stacks, stack, 0, 0, 1
+        self.canvases[canvas].label = stacks[stack].view or stacks[stack].title
         self._load(canvas, keep_window=False)
+
+    # -- priors: current | prior, the prior's date on its image --------------------------------------------
+    def _build_prior_tools(self) -> None:
+        self.prior_box = QComboBox(toolTip="The prior study to compare with")
+        self.prior_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.prior_box.activated.connect(self.show_prior)
+        self.prior_note = QLabel("")  # "No prior", when there is none
+        self.prior_note.setStyleSheet("color: palette(mid); padding: 0 6px;")
+        self.laterals = QAction("Laterals", self, checkable=True, shortcut=QKeySequence("L"),
+                                toolTip="Current | prior laterals instead of frontals (L)")
+        self.laterals.toggled.connect(lambda on: self.show_step(1 if on else 0))
+        self.link = QAction("Link W/L", self, checkable=True, shortcut=QKeySequence("K"),
+                            toolTip="The same window/level on the current and the prior image (K)")
+        self.link.toggled.connect(lambda on: on and self._link_window(self.active, self.canvas.center,
+                                                                      self.canvas.width_))
+        self._prior_actions = []
+        for widget in (self.prior_box, self.prior_note):
+            self._prior_actions.append(self.toolbar.addWidget(widget))
+        for action in (self.laterals, self.link):
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)
+            self.toolbar.addAction(action)
+            self._prior_actions.append(action)
+        self._show_prior_tools()
+
+    def _show_prior_tools(self) -> None:
+        has_prior = self.prior_index >= 0
+        box, note, laterals, link = self._prior_actions
+        box.setVisible(has_prior)
+        note.setVisible(not has_prior and bool(self.prior_note.text()))
+        laterals.setVisible(has_prior)
+        laterals.setEnabled(len(self.steps) > 1)
+        link.setVisible(has_prior)
+
+    def _forget_priors(self) -> None:
+        self.priors, self.prior_stacks, self.prior_index, self.steps, self.step = PriorsOfStudy("", ()), [], -1, [], 0
+        self.prior_box.clear()
+        self.prior_note.setText("")
+        self.laterals.blockSignals(True)
+        self.laterals.setChecked(False)
+        self.laterals.blockSignals(False)
+        self._show_prior_tools()
+
+    def set_priors(self, priors: PriorsOfStudy) -> None:
+        """The priors of the study on screen (loaded on a worker thread): the newest hangs beside it."""
+        if priors.study_uid != self._study_uid:
+            return  # loaded for a study the radiologist has left
+        self._forget_priors()
+        self.priors = priors
+        for loaded in priors.priors:
+            self.prior_box.addItem(f"Prior {loaded.title}")
+        if not priors.priors:
+            self.prior_note.setText("No prior")  # why not: in its tooltip, and in full beside the draft
+            self.prior_note.setToolTip(priors.reason)
+            self._show_prior_tools()
+            self.prior_changed.emit(-1)
+            return
+        self.show_prior(0)
+
+    @property
+    def prior(self) -> LoadedPrior | None:
+        """The prior on screen beside the current study."""
+        return self.priors.priors[self.prior_index] if 0 <= self.prior_index < len(self.priors.priors) else None
+
+    def show_prior(self, index: int) -> None:
+        if not 0 <= index < len(self.priors.priors) or not self.stacks:
+            return
+        self.prior_index = index
+        self.prior_box.setCurrentIndex(index)
+        self.prior_stacks = stacks_of(self.priors.priors[index])
+        self.steps = chest_hanging([s.view for s in self.stacks], [s.view for s in self.prior_stacks])
+        self.laterals.blockSignals(True)
+        self.laterals.setChecked(False)
+        self.laterals.blockSignals(False)
+        self._show_prior_tools()
+        if self.steps:
+            self.show_step(0)
+        self.prior_changed.emit(index)
+
+    def show_step(self, step: int) -> None:
+        """Hang one screen of the comparison: current on the left, the prior with its date on the right."""
+        if not 0 <= step < len(self.steps):
+            return
+        self.step, hanging, prior = step, self.steps[step], self.prior
+        self.canvases[1].show()
+        for i, (stacks, index) in enumerate(((self.stacks, hanging.current), (self.prior_stacks, hanging.prior))):
+            canvas = self.canvases[i]
+            canvas.caption = f"CURRENT {format_date(self._study_date)}".strip() if i == 0 else f"PRIOR {prior.date}"
+            canvas.caption_colour = CURRENT_COLOUR if i == 0 else PRIOR_COLOUR
+            canvas.reset()
+            self.show_stack(i, index, stacks)
+        self.laterals.blockSignals(True)
+        self.laterals.setChecked(hanging.name == LATERALS)
+        self.laterals.blockSignals(False)
+        self.set_active(0)
+
+    @property
+    def hanging(self) -> str:
+        """What hangs: "frontals" / "laterals" against the prior, or "" (the study alone)."""
+        return self.steps[self.step].name if self.steps else ""
+
+    def _link_window(self, source: int, center: float, width: float) -> None:
+        """With Link W/L on, the window the radiologist set on one image is set on the other one too."""
+        if not self.link.isChecked() or not self.steps:
+            return
+        for j, canvas in enumerate(self.canvases):
+            if j != source and canvas.isVisible() and canvas.frame is not None:
+                canvas.set_window(center, width)
 
     def scroll(self, step: int) -> None:
         """Next/previous frame of a multi-frame image, then the next/previous image of the series."""
         showing = self._showing[self.active]
         if showing.stack < 0:
             return
-        paths = self.stacks[showing.stack].paths
+        paths = showing.stacks[showing.stack].paths
         frame = showing.frame + step
         if 0 <= frame < showing.num_frames:
             showing.frame = frame
@@ -200,7 +336,7 @@ class Viewer(QWidget):
     def _load(self, i: int, keep_window: bool) -> None:
         showing = self._showing[i]
         showing.token += 1
-        token, path = showing.token, self.stacks[showing.stack].paths[showing.instance]
+        token, path = showing.token, showing.stacks[showing.stack].paths[showing.instance]
         frame_index = showing.frame
         cache = self.cache
 
@@ -212,11 +348,12 @@ class Viewer(QWidget):
             if token != showing.token:
                 return  # the user moved on meanwhile
             showing.frame, showing.num_frames = frame.frame, frame.num_frames
-            count = len(self.stacks[showing.stack].paths)
+            count = len(showing.stacks[showing.stack].paths)
             canvas = self.canvases[i]
             canvas.position_text = f"image {showing.instance + 1}/{count}" + (
                 f", frame {frame.frame + 1}/{frame.num_frames}" if frame.num_frames > 1 else "")
             canvas.set_frame(frame, keep_window=keep_window)
+            self._adopt_linked_window(i)
             if i == self.active:
                 self._fill_presets()
 
@@ -263,7 +400,14 @@ class Viewer(QWidget):
             self.presets.setCurrentIndex(next((i for i in range(self.presets.count())
                                                if tuple(self.presets.itemData(i) or ()) == on_screen), -1))
 
+    def _adopt_linked_window(self, i: int) -> None:
+        """A new image in one canvas takes the window of the other while they are linked."""
+        other = self.canvases[1 - i]
+        if self.link.isChecked() and self.steps and other.frame is not None and other.isVisible():
+            self.canvases[i].set_window(other.center, other.width_)
+
     def _apply_preset(self, index: int) -> None:
         window = self.presets.itemData(index)
         if window:
             self.canvas.set_window(*window)
+            self._link_window(self.active, *window)

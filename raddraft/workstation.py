@@ -25,6 +25,7 @@ from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.index import InstanceRow, SeriesRow, StudyRow
 from dicom_node.outbox import OutboxWorker, ensure_report_sr
 from dicom_node.reports import (
+    ComparisonStudy,
     OutboxItem,
     SignedReport,
     SigningError,
@@ -332,10 +333,11 @@ class Workstation:
         return part
 
     def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None,
-             review: SignReview | None = None) -> SignedReport:
+             review: SignReview | None = None, *, comparison: ComparisonStudy | None = None) -> SignedReport:
         """Validate, run the checks before signing (their problems need a reason, critical findings a
         communication record, both in `review`), record the AI share and edit distance, save and (when
-        configured) queue the SR."""
+        configured) queue the SR. `comparison`: the prior read beside it, NO_PRIOR (dicom_node.reports) when
+        read without one; left None, no comparison is recorded."""
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
         problems = validate_for_signing(sections)
         if problems:
@@ -351,12 +353,13 @@ class Workstation:
                     "ai_characters_kept": metrics.ai_characters_kept,
                     "ai_characters_accepted_unchanged": metrics.ai_characters_accepted, "sections": metrics.sections,
                     "model": self.model.model_id if self.model else "", **review_detail(checks, review),
-                    **self._ai_part(study_uid, draft_id)}),
+                    **self._ai_part(study_uid, draft_id), **_comparison_detail(comparison)}),
             queue_send=pacs.configured and pacs.send_on_sign)
         return self._written_and_queued(report)
 
     def amend(self, study_uid: str, sections: Mapping[str, SectionText], amends_id: int,
-              addendum: str, review: SignReview | None = None) -> SignedReport:
+              addendum: str, review: SignReview | None = None, *,
+              comparison: ComparisonStudy | None = None) -> SignedReport:
         """Sign an amendment (addendum or correction) of the signed report `amends_id`: a new SR in the same
         study that refers to the one it replaces, queued for PACS as a report is. The same checks before
         signing apply as to a first report."""
@@ -377,7 +380,7 @@ class Workstation:
             impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
             draft_id=amends.draft_id, ai_share_kept=amends.ai_share_kept, edit_distance=metrics.edit_distance,
             detail={"sections": metrics.sections, "model": amends.detail.get("model", ""),
-                    **review_detail(checks, review)}),
+                    **review_detail(checks, review), **_comparison_detail(comparison)}),
             amends, addendum, queue_send=pacs.configured and pacs.send_on_sign)
         return self._written_and_queued(report)
 
@@ -586,3 +589,10 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return ""
+
+
+def _comparison_detail(comparison) -> dict:
+    """The comparison recorded with a report (dicom_node.reports.comparison_detail); {} when not given."""
+    from dicom_node.reports import comparison_detail
+
+    return {} if comparison is None else comparison_detail(comparison)

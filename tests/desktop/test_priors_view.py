@@ -1,0 +1,168 @@
+"""Reading against a prior, on the real widgets (offscreen): the chest hanging protocol (current | prior
+frontals, then laterals), the prior's date on its image, window/level linked on request, a selector
+between priors, the prior's report beside the draft, and why there is none when there is none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtTest import QTest
+
+from desktop.hanging import FRONTALS, LATERALS, HangingStep, LoadedPrior, PriorsOfStudy, chest_hanging
+from desktop.prior_panel import PriorPanel
+from desktop.tasks import Background
+from desktop.viewer import Viewer
+from tests.desktop.test_desktop_widgets import instance_row
+from tests.engine.test_display import write_image
+
+CURRENT_UID = "1.2.826.0.1.3680043.8.498.1"
+PIXELS = np.tile(np.arange(0, 4000, 10, dtype=np.uint16), (300, 1))
+
+
+@dataclass(frozen=True)
+class StandInPrior:
+    """The shape of dicom_node.priors.PriorStudy (what the viewer and the panel read)."""
+
+    study_uid: str
+    study_date: str
+    modality: str
+    description: str
+    instances: list = field(default_factory=list)
+    findings: str = ""
+    impression: str = ""
+    report_source: str = ""
+
+
+def _study_images(tmp_path, name: str, date: str, views=("PA", "LL")):
+    rows, paths = [], []
+    for view in views:
+        path = write_image(tmp_path / f"{name}-{view}.dcm", PIXELS, ViewPosition=view, StudyDate=date,
+                           WindowCenter=2000, WindowWidth=4000)
+        rows.append(instance_row(path, view))
+        paths.append(path)
+    return rows, paths
+
+
+def _prior(tmp_path, name: str, date: str, impression: str, views=("PA", "LL")) -> LoadedPrior:
+    rows, paths = _study_images(tmp_path, name, date, views)
+    prior = StandInPrior(f"1.2.3.{name}", date, "CR", "chest", rows, "Lungs clear.", impression, "raddraft")
+    return LoadedPrior(prior, tuple(paths))
+
+
+def _viewer(qtbot, tmp_path, views=("PA", "LL")) -> Viewer:
+    rows, paths = _study_images(tmp_path, "current", "20250115", views)
+    viewer = Viewer(Background())
+    qtbot.addWidget(viewer)
+    viewer.resize(1200, 600)
+    viewer.show()
+    study = SimpleNamespace(study_uid=CURRENT_UID, study_date="20250115")
+    viewer.open_study(SimpleNamespace(study=study, instances=rows, paths=paths, series=()))
+    qtbot.waitUntil(lambda: viewer.canvases[0].image is not None, timeout=10_000)
+    return viewer
+
+
+def _shown(qtbot, viewer: Viewer, date: str, view: str) -> None:
+    """Wait until the prior canvas shows an image of the prior of `date`, of `view`."""
+    canvas = viewer.canvases[1]
+    qtbot.waitUntil(lambda: canvas.frame is not None and canvas.image is not None
+                    and canvas.frame.attributes["study_date"] == date and canvas.frame.attributes["view"] == view,
+                    timeout=10_000)
+
+
+def test_the_chest_hanging_protocol():
+    assert chest_hanging(["frontal", "lateral"], ["frontal", "lateral"]) == [
+        HangingStep(FRONTALS, 0, 0), HangingStep(LATERALS, 1, 1)]
+    # a side without a lateral keeps its frontal beside the other's lateral
+    assert chest_hanging(["frontal"], ["frontal", "lateral"]) == [HangingStep(FRONTALS, 0, 0),
+                                                                   HangingStep(LATERALS, 0, 1)]
+    assert chest_hanging(["frontal"], ["frontal"]) == [HangingStep(FRONTALS, 0, 0)]
+    assert chest_hanging(["", "frontal"], ["frontal"]) == [HangingStep(FRONTALS, 1, 0)]
+    assert chest_hanging(["frontal"], []) == []
+
+
+def test_current_and_prior_frontals_then_laterals_with_the_prior_date(qtbot, tmp_path):
+    viewer = _viewer(qtbot, tmp_path)
+    assert viewer.hanging == "" and viewer.canvases[1].label == "lateral"  # alone: frontal | lateral
+    viewer.set_priors(PriorsOfStudy(CURRENT_UID, (_prior(tmp_path, "p1", "20240302", "Small effusion."),),
+                                    "retrieved", "prior of 2024-03-02 ready"))
+    _shown(qtbot, viewer, "20240302", "PA")
+    current, prior = viewer.canvases
+    assert viewer.hanging == FRONTALS and prior.isVisible()
+    assert current.caption == "CURRENT 2025-01-15" and prior.caption == "PRIOR 2024-03-02"
+    assert current.frame.attributes["view"] == "PA" and current.frame.attributes["study_date"] == "20250115"
+    assert viewer.prior_box.currentText() == "Prior 2024-03-02 · CR chest"
+    viewer.setFocus()
+    QTest.keyClick(viewer, Qt.Key.Key_L)  # then the laterals
+    _shown(qtbot, viewer, "20240302", "LL")
+    qtbot.waitUntil(lambda: current.frame.attributes["view"] == "LL", timeout=10_000)
+    assert viewer.hanging == LATERALS and viewer.laterals.isChecked() and prior.caption == "PRIOR 2024-03-02"
+    viewer.laterals.setChecked(False)
+    _shown(qtbot, viewer, "20240302", "PA")
+    # the date is painted on the image: the caption's orange where the overlay is drawn
+    image = prior.grab().toImage()
+    orange = [(x, y) for x in range(prior.width() // 2 - 80, prior.width() // 2 + 80) for y in range(6, 24)
+              if (c := image.pixelColor(x, y)).red() > 200 and 120 < c.green() < 200 and c.blue() < 100]
+    assert orange
+
+
+def test_window_level_is_linked_only_when_asked(qtbot, tmp_path):
+    viewer = _viewer(qtbot, tmp_path)
+    viewer.set_priors(PriorsOfStudy(CURRENT_UID, (_prior(tmp_path, "p1", "20240302", "Small effusion."),)))
+    _shown(qtbot, viewer, "20240302", "PA")
+    current, prior = viewer.canvases
+
+    def drag(dx: int, dy: int) -> None:
+        qtbot.mousePress(current, Qt.MouseButton.LeftButton, pos=QPoint(300, 300))
+        qtbot.mouseMove(current, QPoint(300 + dx, 300 + dy))
+        qtbot.mouseRelease(current, Qt.MouseButton.LeftButton, pos=QPoint(300 + dx, 300 + dy))
+
+    drag(40, 30)
+    assert (current.center, current.width_) != (prior.center, prior.width_)  # not linked: the prior stays
+    assert (prior.center, prior.width_) == prior.frame.default_window
+    viewer.link.setChecked(True)  # linking takes the window of the image in hand at once
+    assert (prior.center, prior.width_) == (current.center, current.width_)
+    drag(-60, 10)
+    assert (prior.center, prior.width_) == (current.center, current.width_) != prior.frame.default_window
+    viewer.presets.activated.emit(0)  # a preset on the current image reaches the prior too
+    assert (prior.center, prior.width_) == (current.center, current.width_) == tuple(viewer.presets.itemData(0))
+
+
+def test_switching_between_priors_changes_image_and_report(qtbot, tmp_path):
+    viewer = _viewer(qtbot, tmp_path)
+    panel = PriorPanel()
+    qtbot.addWidget(panel)
+    viewer.prior_changed.connect(lambda _: panel.show_prior(viewer.prior, viewer.priors.reason))
+    newest = _prior(tmp_path, "p1", "20240302", "Small right effusion.")
+    older = _prior(tmp_path, "p2", "20230110", "No effusion.", views=("PA",))
+    viewer.set_priors(PriorsOfStudy(CURRENT_UID, (newest, older), "retrieved", "ready"))
+    _shown(qtbot, viewer, "20240302", "PA")
+    assert [viewer.prior_box.itemText(i) for i in range(viewer.prior_box.count())] == [
+        "Prior 2024-03-02 · CR chest", "Prior 2023-01-10 · CR chest"]
+    assert panel.heading.text() == "Prior report · 2024-03-02 · CR chest · signed here"
+    assert "IMPRESSION\nSmall right effusion." in panel.text.toPlainText() and panel.isVisible()
+    viewer.prior_box.setCurrentIndex(1)
+    viewer.prior_box.activated.emit(1)
+    _shown(qtbot, viewer, "20230110", "PA")
+    assert viewer.canvases[1].caption == "PRIOR 2023-01-10"
+    assert "IMPRESSION\nNo effusion." in panel.text.toPlainText()
+    assert viewer.laterals.isEnabled()  # the current study's lateral still hangs beside the prior's frontal
+
+
+def test_without_a_prior_the_study_hangs_alone_and_says_why(qtbot, tmp_path):
+    viewer = _viewer(qtbot, tmp_path)
+    panel = PriorPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    viewer.prior_changed.connect(lambda _: panel.show_prior(viewer.prior, viewer.priors.reason))
+    viewer.set_priors(PriorsOfStudy("another study", (_prior(tmp_path, "p1", "20240302", "x"),)))
+    assert viewer.prior is None  # loaded for a study no longer open: ignored
+    reason = "drafted without a prior: PACS ARCHIVE@127.0.0.1:104 cannot be reached for C-FIND"
+    viewer.set_priors(PriorsOfStudy(CURRENT_UID, (), "pacs-unreachable", reason))
+    assert viewer.prior_note.text() == "No prior" and viewer.prior_note.toolTip() == reason
+    qtbot.waitUntil(viewer.prior_note.isVisible, timeout=2_000)  # the toolbar lays it out
+    assert not viewer.prior_box.isVisible() and viewer.hanging == ""
+    assert viewer.canvases[1].label == "lateral" and viewer.canvases[1].caption == ""
+    assert panel.heading.text() == f"No prior: {reason}" and not panel.text.isVisible()
