@@ -28,7 +28,6 @@ from pynetdicom.sop_class import (
 from dicom_node.errors import NodeError, StoreWriteError
 from dicom_node.settings import PacsSettings
 from dicom_node.store import ReceivedInstance, Store
-from dicom_node.syntaxes import ACCEPTED_TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +44,14 @@ RETRIEVED_STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
     "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection
     "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+)
+# The transfer syntaxes a C-GET offers for them: the uncompressed ones and those radiographs are archived in.
+# Not all that the node accepts: Orthanc 1.10 (dcmtk) leaves an A-ASSOCIATE-RQ with all 60 per context unanswered.
+RETRIEVED_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203", "1.2.840.10008.1.2.5",
 )
 _PENDING = frozenset({0xFF00, 0xFF01})
 _CANCELLED = 0xFE00
@@ -207,7 +214,7 @@ class QueryRetrieveClient:
         roles, handlers = [], []
         if storage:
             for uid in RETRIEVED_STORAGE_CLASSES:
-                ae.add_requested_context(uid, list(ACCEPTED_TRANSFER_SYNTAXES))
+                ae.add_requested_context(uid, list(RETRIEVED_TRANSFER_SYNTAXES))
                 roles.append(build_role(uid, scp_role=True))
             handlers = [(evt.EVT_C_STORE, self._store_instance)]
         settings = self._settings

@@ -15,6 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from dicom_node.store import ReceivedInstance, Store
+
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
@@ -140,3 +142,9 @@ def report_sr(study: WrittenStudy, findings: str, impression: str, *, coded_by_m
 def write_report_sr(out: Path, study: WrittenStudy, findings: str, impression: str, **options: bool) -> Path:
     ds = report_sr(study, findings, impression, **options)
     return _save(ds, BASIC_TEXT_SR, out / f"{ds.SOPInstanceUID}.dcm")
+
+
+def put_all(store: Store, paths) -> None:
+    """Store files as the node stores what it receives."""
+    for path in paths:
+        store.put(ReceivedInstance.from_part10(Path(path).read_bytes()))

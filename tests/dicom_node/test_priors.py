@@ -32,12 +32,13 @@ from dicom_node.priors import (
 )
 from dicom_node.reports import SignedReport, sign_report
 from dicom_node.settings import PacsSettings, StoreSettings
-from dicom_node.store import ReceivedInstance, Store
+from dicom_node.store import Store
 from dicom_node.worklist import worklist_row, worklist_rows
 from peers.orthanc import free_port
 from tests.dicom_node.priors_fixtures import (
     BASIC_TEXT_SR,
     CR_STORAGE,
+    put_all,
     report_sr,
     write_cr_study,
     write_report_sr,
@@ -51,11 +52,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store(StoreSettings(tmp_path / "store"))
     yield opened
     opened.close()
-
-
-def put_all(store, paths) -> None:
-    for path in paths:
-        store.put(ReceivedInstance.from_part10(Path(path).read_bytes()))
 
 
 def c_store(port: int, paths) -> None:

@@ -1,0 +1,180 @@
+"""Priors from a real PACS: Orthanc holds a patient's earlier CR chest study and its report SR; the current
+study is routed by Orthanc to RadDraft's workstation (node, priors lookup, drafting queue with the embedded
+model), which C-FINDs the earlier study at Orthanc, C-MOVEs it to its own AE title (RadDraft registered in
+Orthanc as a modality) and drafts the current study only once the prior is there. The prior is stored,
+marked "prior", never drafted and never in the worklist; priors_of() gives its images and its report.
+Orthanc down, or no prior at Orthanc: drafted without a prior, the reason recorded. C-GET as well.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicom_node.index import StudyState
+from dicom_node.priors import NONE_FOUND, RETRIEVED, UNREACHABLE, PriorRetriever, prior_status, priors_of
+from dicom_node.settings import PacsSettings, StoreSettings
+from dicom_node.store import Store
+from dicom_node.worklist import worklist_rows
+from peers.dcmtk import storescu_send
+from peers.orthanc import Modality, Orthanc, find_orthanc, running_orthanc
+from raddraft.config import load_config
+from raddraft.workstation import Workstation
+from tests.conftest import REQUIRE_PEERS, require_tool
+from tests.dicom_node.priors_fixtures import WrittenStudy, put_all, write_cr_study, write_report_sr
+
+PACS_AE, RADDRAFT_AE, ROUTE, ARCHIVE_AE, MODALITY_AE = "ORTHANC", "RADDRAFT", "raddraft", "ARCHIVE", "CRROOM1"
+PATIENT = "PRIORS-0001"
+PRIOR_FINDINGS = "Moderate right pleural effusion. No pneumothorax."
+PRIOR_IMPRESSION = "Right pleural effusion."
+
+
+def require_orthanc() -> Path:
+    binary = find_orthanc()
+    if binary is not None:
+        return binary
+    message = "Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)"
+    if REQUIRE_PEERS:
+        pytest.fail(f"required peer missing: {message}")
+    pytest.skip(message)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    """Orthanc routing what modalities store to RadDraft, but not what the archive migrates into it (the
+    prior) nor what RadDraft sends."""
+    binary = require_orthanc()
+    require_tool("storescu")
+    with running_orthanc(tmp_path / "orthanc", binary=binary, ae_title=PACS_AE, route_to=ROUTE,
+                         never_route_from=[RADDRAFT_AE, ARCHIVE_AE]) as running:
+        yield running
+
+
+def start_workstation(tmp_path: Path, pacs_port: int, **pacs: Any) -> Workstation:
+    config_file = tmp_path / "raddraft.toml"
+    config_file.write_text("")  # never the user's own configuration
+    overrides = {"store.root": str(tmp_path / "store"), "node.port": 0, "node.ae_title": RADDRAFT_AE,
+                 "node.stable_after_s": 1.0, "pacs.ae_title": PACS_AE, "pacs.host": "127.0.0.1",
+                 "pacs.port": pacs_port, "pacs.calling_ae": RADDRAFT_AE, "pacs.find_timeout_s": 5.0,
+                 "pacs.move_timeout_s": 20.0, "reading.radiologist": "Reader^Test",
+                 **{f"pacs.{key}": value for key, value in pacs.items()}}
+    workstation = Workstation.start(load_config(config_file, overrides), config_path=config_file, overrides=overrides)
+    assert workstation.problems == [] and workstation.node is not None and workstation.queue is not None
+    return workstation
+
+
+def store_prior_in_pacs(orthanc: Orthanc, out: Path) -> tuple[WrittenStudy, Path]:
+    prior = write_cr_study(out, PATIENT, "20240302")
+    sr = write_report_sr(out, prior, PRIOR_FINDINGS, PRIOR_IMPRESSION)
+    storescu_send([*prior.paths, sr], orthanc.dicom_port, PACS_AE, calling_ae=ARCHIVE_AE)
+    assert len(orthanc.study_instances(orthanc.study_id(prior.study_uid))) == 3
+    return prior, sr
+
+
+def drafted(workstation: Workstation, study_uid: str) -> bool:
+    row = workstation.store.index.study(study_uid)
+    return row is not None and row.state == StudyState.DRAFTED
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_the_prior_is_moved_from_orthanc_before_the_draft_and_kept_out_of_the_worklist(
+        orthanc: Orthanc, tmp_path: Path) -> None:
+    prior, _sr = store_prior_in_pacs(orthanc, tmp_path / "prior")
+    other = write_cr_study(tmp_path / "other", "PRIORS-0002", "20240101")  # another patient: never a prior
+    storescu_send(other.paths, orthanc.dicom_port, PACS_AE, calling_ae=ARCHIVE_AE)
+    workstation = start_workstation(tmp_path, orthanc.dicom_port)
+    try:
+        orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+        current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
+        storescu_send(current.paths, orthanc.dicom_port, PACS_AE, calling_ae=MODALITY_AE)
+        index = workstation.store.index
+        wait_until(lambda: drafted(workstation, current.study_uid), 90,
+                   f"the current study to be drafted\n{orthanc.log_tail()}")
+
+        assert prior_status(index, current.study_uid) == (RETRIEVED, "prior of 2024-03-02 ready")
+        (found,) = priors_of(index, current.study_uid)
+        assert (found.study_uid, found.study_date, found.modality) == (prior.study_uid, "20240302", "CR")
+        assert [row.view_position for row in found.instances] == ["PA", "LL"]
+        assert (found.findings, found.impression, found.report_source) == (PRIOR_FINDINGS, PRIOR_IMPRESSION, "sr")
+
+        # stored like any instance, as a prior: not completed, not drafted, not in the worklist
+        prior_row = index.study(prior.study_uid)
+        assert prior_row.state == StudyState.PRIOR and prior_row.num_instances == 3
+        assert [event.to_state for event in index.study_events(prior.study_uid)] == ["prior"]
+        assert workstation.open_study(prior.study_uid, mark=False).draft is None
+        assert [row.study_uid for row in worklist_rows(index)] == [current.study_uid]
+        assert index.study(other.study_uid) is None
+        # the prior was there before the draft was made
+        retrieved_at = index.reader().execute("SELECT retrieved_at FROM priors WHERE prior_study_uid = ?",
+                                              (prior.study_uid,)).fetchone()[0]
+        draft = workstation.open_study(current.study_uid, mark=False).draft
+        assert retrieved_at < draft.created_at
+        time.sleep(1.5)  # past the quiet period: the prior is still not drafted
+        assert index.study(prior.study_uid).state == StudyState.PRIOR
+    finally:
+        workstation.stop()
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_orthanc_down_or_without_a_prior_drafts_without_one_saying_why(orthanc: Orthanc, tmp_path: Path) -> None:
+    other = write_cr_study(tmp_path / "other", "PRIORS-0002", "20240101")
+    storescu_send(other.paths, orthanc.dicom_port, PACS_AE, calling_ae=ARCHIVE_AE)
+    workstation = start_workstation(tmp_path, orthanc.dicom_port)
+    try:
+        index = workstation.store.index
+        orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+        lonely = write_cr_study(tmp_path / "lonely", PATIENT, "20250110")
+        storescu_send(lonely.paths, orthanc.dicom_port, PACS_AE, calling_ae=MODALITY_AE)
+        wait_until(lambda: drafted(workstation, lonely.study_uid), 90, f"the study to be drafted\n{orthanc.log_tail()}")
+        state, reason = prior_status(index, lonely.study_uid)
+        assert state == NONE_FOUND and "no earlier study of this patient" in reason
+        assert priors_of(index, lonely.study_uid) == []
+
+        assert orthanc.stop() == 0
+        unreached = write_cr_study(tmp_path / "unreached", "PRIORS-0003", "20250111")
+        started = time.monotonic()
+        storescu_send(unreached.paths, workstation.node.port, RADDRAFT_AE, calling_ae=MODALITY_AE)
+        wait_until(lambda: drafted(workstation, unreached.study_uid), 60, "the study to be drafted")
+        assert time.monotonic() - started < 20
+        state, reason = prior_status(index, unreached.study_uid)
+        assert state == UNREACHABLE and "cannot be reached" in reason and reason.startswith("drafted without a prior")
+    finally:
+        workstation.stop()
+
+
+@pytest.mark.peers
+def test_c_get_retrieves_the_prior_without_a_move_destination(orthanc: Orthanc, tmp_path: Path) -> None:
+    prior, _sr = store_prior_in_pacs(orthanc, tmp_path / "prior")
+    # Orthanc answers C-FIND and C-GET only to modalities it knows; no port is needed for C-GET.
+    orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", 1))
+    current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
+    store = Store(StoreSettings(tmp_path / "store"))
+    try:
+        put_all(store, current.paths)
+        settings = PacsSettings(ae_title=PACS_AE, host="127.0.0.1", port=orthanc.dicom_port, calling_ae=RADDRAFT_AE,
+                                retrieve="get")
+        outcome = PriorRetriever(settings, store.index, store, move_destination=RADDRAFT_AE).retrieve_for(
+            current.study_uid)
+        assert outcome.state == RETRIEVED, outcome.reason
+        (found,) = priors_of(store.index, current.study_uid)
+        assert found.study_uid == prior.study_uid and len(found.instances) == 2
+        assert (found.findings, found.impression) == (PRIOR_FINDINGS, PRIOR_IMPRESSION)
+        assert store.index.study(prior.study_uid).state == StudyState.PRIOR
+    finally:
+        store.close()
