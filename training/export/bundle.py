@@ -89,7 +89,8 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                   parity: bool = True, progress: Progress | None = None, overwrite: bool = False,
                   card_notes: str | None = None, intended_use: str | None = None,
                   quantize_options=None, threads: int | None = None,
-                  include_checkpoint: bool = False, prompt_spec=None) -> ExportReport:
+                  include_checkpoint: bool = False, prompt_spec=None, prior=None,
+                  decoder_method: str = "auto") -> ExportReport:
     """Export the LLaVA checkpoint in `checkpoint_dir` as a bundle in `out_dir`.
 
     quantize: extra variants ("int8", "fp16") besides fp32. parity: check fp32 (fatal) and the variants
@@ -102,7 +103,9 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
     Unless given, preprocessing comes from the checkpoint's `preprocessor_config.json` and the prompts from
     its chat template, rendered for `prompt_spec` (a `training.export.layout.PromptSpec`; default: the
     checkpoint's `raddraft_prompts.json`, else one frontal view and plain instructions); stop tokens are
-    every EOS of its `generation_config.json`.
+    every EOS of its `generation_config.json`. prior: what the prompts take of a prior study (a
+    `training.train.config.PriorConfig`; None: nothing). decoder_method: "direct" (the decoder graph written from the
+    weights), "trace" (torch's exporter with optimum's config) or "auto" (direct where it can).
     """
     from training.export.layout import PromptSpec, read_preprocessing, read_prompt_spec
 
@@ -139,7 +142,8 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                                   provenance=dict(provenance or {}), metrics=dict(metrics or {}),
                                   parity=parity, card_notes=card_notes, intended_use=intended_use,
                                   quantize_options=quantize_options, threads=threads,
-                                  include_checkpoint=include_checkpoint, spec=spec)
+                                  include_checkpoint=include_checkpoint, spec=spec, prior=prior,
+                                  decoder_method=decoder_method)
         timer.finish()
         report.seconds = time.monotonic() - started
         _write_record(staging, report, checkpoint_dir)
@@ -217,12 +221,21 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------- export
+def _prior_fields(prior) -> dict:
+    """model.json's `prior` and `prior_prompts` from a `PriorConfig` (nothing for None)."""
+    if prior is None:
+        return {}
+    return {"prior": prior.intake, "prior_prompts": prior.words}
+
+
 def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str, version: str,
                  variants: list[str], preprocessing: Preprocessing, prompts: Prompts,
                  generation: GenerationDefaults, provenance: dict, metrics: dict, parity: bool,
                  card_notes: str | None, intended_use: str | None, quantize_options, threads: int | None,
-                 include_checkpoint: bool = False, spec=None) -> ExportReport:
+                 include_checkpoint: bool = False, spec=None, decoder_method: str = "auto",
+                 prior=None) -> ExportReport:
     from training.export.card import render_card
+    from training.export.decoder import decoder_method as chosen_decoder_method
     from training.export.decoder import export_decoder
     from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
     from training.export.layout import render_prompts, stop_token_ids
@@ -263,7 +276,8 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     timer.start("export embedding graph")
     export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")
-    export_decoder(model, folder / FP32.decoder)
+    method = chosen_decoder_method(model, decoder_method)
+    export_decoder(model, folder / FP32.decoder, method)
     del model
     gc.collect()
     for graph in FP32.all():
@@ -305,9 +319,11 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     timer.start("write manifest and card")
     provenance["export"] = _export_provenance(checkpoint_dir, results, failed, options, variants)
     provenance["export"]["parameters"] = parameters.get("total", 0)
+    provenance["export"]["decoder_graph"] = "written from the weights" if method == "direct" else "traced"
     manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
                               variants=graph_variants, default_variant="fp32", prompts=prompts,
                               generation=generation, prompting=layout, tokenizer=TOKENIZER, card=CARD,
+                              **_prior_fields(prior),
                               provenance=provenance,
                               metrics=metrics, checkpoint=CHECKPOINT if include_checkpoint else None)
     if include_checkpoint:

@@ -106,14 +106,38 @@ def _onnx_config_class(text_type: str = "llama"):
     return EmbedsOnnxConfig
 
 
-def export_decoder(model: LlavaForConditionalGeneration, target: Path) -> Path:
+DECODER_METHODS = ("auto", "direct", "trace")
+
+
+def decoder_method(model: LlavaForConditionalGeneration, method: str = "auto") -> str:
+    """"direct" (the graph written from the weights: `decoder_graph.py`) for the decoders it handles,
+    "trace" otherwise; "auto" chooses, the others insist."""
+    from training.export.decoder_graph import unsupported_reason
+
+    if method not in DECODER_METHODS:
+        raise ExportError(f"unknown decoder method {method!r}; choose from {', '.join(DECODER_METHODS)}")
+    reason = unsupported_reason(model)
+    if method == "direct" and reason:
+        raise ExportError(f"the decoder cannot be written directly: {reason}")
+    if method == "auto":
+        return "trace" if reason else "direct"
+    return method
+
+
+def export_decoder(model: LlavaForConditionalGeneration, target: Path, method: str = "auto") -> Path:
     """Write the fp32 decoder graph (with KV cache inputs and outputs) to `target`, weights in `<target>.data`.
 
+    Llama, Mistral and Qwen2 decoders are written directly from the weights (`decoder_graph.py`: the
+    least memory, no trace); `method="trace"`, or a decoder that needs what that writer lacks, is traced.
     The graph is traced by torch's exporter with optimum's ONNX config for the decoder type, on a twin of
     the decoder whose parameters are zero-byte placeholders and are left out of the graph
     (`export_params=False`); the real weights, in whatever dtype the checkpoint was loaded, are then written
     as fp32 external data one tensor at a time. So the weights are never held a second time, neither as
     an fp32 copy of the model nor inside the ONNX proto."""
+    if decoder_method(model, method) == "direct":
+        from training.export.decoder_graph import write_decoder_graph
+
+        return write_decoder_graph(model, target)
     causal = language_model_with_head(model)
     config_class = _onnx_config_class(causal.config.model_type)
     onnx_config = config_class(causal.config, task="text-generation", use_past=True, use_past_in_inputs=True)
