@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,9 +87,12 @@ class ComparisonStudy:
                                           format_date(self.study_date)) if part)
 
 
+NO_PRIOR = ComparisonStudy("", "")  # what a report read without a prior was compared with: nothing
+
+
 def comparison_detail(comparison: ComparisonStudy | None) -> dict[str, Any]:
-    """The report detail recording what the report was compared with; None recorded means no prior."""
-    return {"comparison": comparison.as_detail() if comparison is not None else None}
+    """The report detail recording what the report was compared with; None (or NO_PRIOR): no prior."""
+    return {"comparison": comparison.as_detail() if comparison is not None and comparison.study_uid else None}
 
 
 def comparison_of(report: SignedReport) -> ComparisonStudy | None:
@@ -122,9 +126,9 @@ class OutboxItem:
 
 
 def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
-                now: float | None = None) -> SignedReport:
+                now: float | None = None, also: Callable[[Any, SignedReport], None] | None = None) -> SignedReport:
     """Save `report`, move its study to "signed" and, with `queue_send`, queue the SR for PACS; one
-    transaction. Raises SigningError naming what is wrong."""
+    transaction, which `also` joins (the site server's audit row). Raises SigningError naming what is wrong."""
     _refuse_incomplete(report)
     now = time.time() if now is None else now
     signed = replace(report, signed_at=now, sr_series_uid=report.sr_series_uid or generate_uid(),
@@ -143,6 +147,8 @@ def sign_report(index: Index, report: SignedReport, *, queue_send: bool = False,
         discard_working_draft(conn, signed.study_uid)
         if queue_send:
             _insert_send(conn, signed.id, signed.study_uid, now)
+        if also is not None:
+            also(conn, signed)
     return signed
 
 
