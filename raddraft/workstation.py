@@ -24,6 +24,7 @@ from dicom_node.events import NodeEvents
 from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.index import InstanceRow, SeriesRow, StudyRow
 from dicom_node.outbox import OutboxWorker, ensure_report_sr
+from dicom_node.priors import PriorsOutcome, PriorStudy, prior_status, priors_of
 from dicom_node.reports import (
     ComparisonStudy,
     OutboxItem,
@@ -57,6 +58,7 @@ from raddraft.runtime import (
     DRAFTING_OFF,
     EMBEDDED_FALLBACK,
     load_drafting_model,
+    prior_retriever,
     start_drafting_queue,
     start_node,
 )
@@ -286,6 +288,17 @@ class Workstation:
         return OpenedStudy(study, instances, tuple(self.store.path_of(row) for row in instances),
                            latest_draft(index, study_uid), latest_report(index, study_uid),
                            tuple(outbox_of(index, study_uid)), tuple(index.series_of(study_uid)))
+
+    # -- priors ------------------------------------------------------------------------------------
+    def priors(self, study_uid: str) -> tuple[list[PriorStudy], tuple[str, str]]:
+        """The study's retrieved priors (newest first) and the prior lookup's (state, reason)."""
+        index = self.store.index
+        return priors_of(index, study_uid), prior_status(index, study_uid)
+
+    def look_for_priors(self, study_uid: str) -> PriorsOutcome:
+        """Look up and retrieve the study's priors again now (the app's button); blocks within the [pacs]
+        timeouts, never raises."""
+        return prior_retriever(self.config, self.store).retrieve_for(study_uid, again=True)
 
     # -- drafting on demand ------------------------------------------------------------------------
     def draft_section(self, study_uid: str, section: str, findings: str | None = None,
