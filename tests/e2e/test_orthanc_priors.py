@@ -126,6 +126,11 @@ def test_the_prior_is_moved_from_orthanc_before_the_draft_and_kept_out_of_the_wo
         assert retrieved_at < draft.created_at
         time.sleep(1.5)  # past the quiet period: the prior is still not drafted
         assert index.study(prior.study_uid).state == StudyState.PRIOR
+        # what the app reads, and its "look again": the prior is in the store, nothing is moved twice
+        assert workstation.priors(current.study_uid) == ([found], (RETRIEVED, "prior of 2024-03-02 ready"))
+        again = workstation.look_for_priors(current.study_uid)
+        assert again.priors == (prior.study_uid,) and again.retrieve_s < 1.0
+        assert index.study(prior.study_uid).num_instances == 3
     finally:
         workstation.stop()
 
