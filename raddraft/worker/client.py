@@ -1,7 +1,8 @@
 """The worker's side of the site server's API (docs/site-api.md, "Workers"), over httpx.
 
 Every refusal becomes a typed exception: `NotAuthorized` (401: the token is wrong or expired),
-`LeaseLost` (409: the study was drafted or taken again by another worker), `WorkerApiError` otherwise;
+`Forbidden` (403: the user may not), `LeaseLost` (409: the study was drafted or taken again by another
+worker), `WorkerApiError` otherwise;
 `ServerUnreachable` when no answer came at all.
 """
 
@@ -29,6 +30,10 @@ class ServerUnreachable(WorkerApiError):
 
 class NotAuthorized(WorkerApiError):
     """401: the token is wrong or has expired."""
+
+
+class Forbidden(WorkerApiError):
+    """403: the token's user is not a worker (or the server does not let workers read images)."""
 
 
 class LeaseLost(WorkerApiError):
@@ -119,5 +124,5 @@ def _refusal(response: httpx.Response) -> WorkerApiError:
     except (ValueError, AttributeError):
         detail = response.text
     message = f"{response.request.method} {response.request.url.path}: {response.status_code} {detail}"
-    kind = {401: NotAuthorized, 409: LeaseLost}.get(response.status_code, WorkerApiError)
+    kind = {401: NotAuthorized, 403: Forbidden, 409: LeaseLost}.get(response.status_code, WorkerApiError)
     return kind(message, response.status_code)

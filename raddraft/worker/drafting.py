@@ -18,6 +18,7 @@ from engine.errors import EngineError
 from engine.findings.critical import find_critical
 from raddraft.worker.cache import InstanceCache
 from raddraft.worker.client import (
+    Forbidden,
     Job,
     LeaseLost,
     NotAuthorized,
@@ -101,7 +102,7 @@ class DraftingWorker:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Draft until `stop` is set (the batch in hand is finished first). NotAuthorized ends it."""
+        """Draft until `stop` is set (the batch in hand is finished first). NotAuthorized and Forbidden end it."""
         self._leases.start()
         heartbeat = threading.Thread(target=self._beat, args=(stop,), name="raddraft-worker-heartbeat", daemon=True)
         heartbeat.start()
@@ -167,7 +168,7 @@ class DraftingWorker:
             return job, self._model.prepare(paths), len(paths)
         except EngineError as error:
             self._fail(job, str(error))
-        except (ServerUnreachable, NotAuthorized):
+        except (ServerUnreachable, NotAuthorized, Forbidden):
             raise  # nothing of the batch can go on; the leases run out and the studies are offered again
         except WorkerApiError as error:
             self._fail(job, f"its images could not be fetched: {error}")

@@ -19,7 +19,7 @@ import platformdirs
 from raddraft.config import APP_NAME, AppConfig
 from raddraft.runtime import load_drafting_model
 from raddraft.worker.cache import InstanceCache
-from raddraft.worker.client import NotAuthorized, WorkerClient
+from raddraft.worker.client import Forbidden, NotAuthorized, WorkerClient
 from raddraft.worker.drafting import DraftingWorker
 from raddraft.worker.settings import WorkerSettings
 
@@ -88,7 +88,7 @@ def run_worker(config: AppConfig, *, once: bool = False) -> int:
             worker.heartbeat()
         else:
             worker.run(stop)
-    except NotAuthorized as error:
+    except (NotAuthorized, Forbidden) as error:
         print(f"raddraft worker: the server refused the token ({error})", file=sys.stderr)
         return 2
     finally:
