@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from dicom_node.drafts import DraftRecord, WorkingDraft
 from dicom_node.events import InstanceStored, NodeEvents, StudyStable
 from dicom_node.index import InstanceRow, SeriesRow, StudyRow, StudyState
 from dicom_node.outbox import OutboxEvents, SendAttempt
-from dicom_node.reports import OutboxItem, SignedReport, SigningError, report_as_text
+from dicom_node.reports import OutboxItem, SignedReport, SigningError
 from dicom_node.worklist import WorklistRow
 from engine.events import DraftEvents, DraftFailed, DraftFinished, DraftStarted
 from engine.findings.checks import SignReview, check_report, review_problems
@@ -175,7 +176,7 @@ def worklist_row(data: Mapping[str, Any], now: float) -> WorklistRow:
         modalities=str(data.get("modalities") or data.get("modality") or ""),
         has_draft=bool(drafts) if not isinstance(drafts, list) else bool(len(drafts)),
         opened_at=now if claimed_by else None, opened_by=claimed_by,
-        send_status="sent" if state == StudyState.SENT.value else "pending" if state == "sending" else "",
+        send_status=str(data.get("send_status") or ""),
         critical=tuple(data.get("critical") or ()), in_domain=_in_domain(data.get("domain")))
 
 
@@ -348,9 +349,8 @@ class SiteWorkstation:
         return from_json(DraftRecord, latest, study_uid=study_uid, detail=dict(latest.get("detail") or {}))
 
     def _report(self, study_uid: str, detail: Mapping[str, Any]) -> SignedReport | None:
-        report = detail.get("report")
-        if not report and detail.get("reports"):
-            report = detail["reports"][-1]
+        reports = detail.get("reports") or ()
+        report = max(reports, key=lambda r: r.get("id") or 0) if reports else None
         return from_json(SignedReport, report, study_uid=study_uid, detail=dict(report.get("detail") or {})) \
             if report else None
 
@@ -446,10 +446,7 @@ class SiteWorkstation:
 
     def report_text(self, report_id: int) -> str:
         uid = self._study_of_report(report_id)
-        opened = self.open_study(uid, mark=False)
-        if opened.report is None:
-            raise KeyError(f"unknown report {report_id}")
-        return report_as_text(opened.report, opened.study)
+        return self.client.request("GET", f"/api/studies/{uid}/report.txt", study_uid=uid).text
 
     def export_text(self, report_id: int, path: Path) -> Path:
         from dicom_node.durable import write_text_atomically
@@ -515,7 +512,9 @@ def _text_of(data: Any) -> str:
 
 def _site_model(data: Mapping[str, Any]) -> SiteModel:
     version, name = str(data.get("version", "")), str(data.get("name", ""))
-    return SiteModel(version=version, name=name, installed_at=None, current=bool(data.get("current")),
+    installed = data.get("installed_at")
+    return SiteModel(version=version, name=name, current=bool(data.get("current")),
+                     installed_at=datetime.fromisoformat(installed) if isinstance(installed, str) else None,
                      embedded=bool(data.get("embedded")), metrics=dict(data.get("metrics") or {}),
                      record=data.get("record"), broken=data.get("broken"),
                      how=str(data.get("how") or ("embedded" if data.get("embedded") else "installed")),
