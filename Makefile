@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/nlp-no-deps.txt
 	touch $@
 
 $(DEV_STAMP): $(STAMP)
-	$(PIP) install --quiet -e '.[cpu,dev,train,installer]'
+	$(PIP) install --quiet -e '.[cpu,dev,train,installer,server]'
 	touch $@
 
 setup: $(DEV_STAMP)

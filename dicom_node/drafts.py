@@ -38,19 +38,24 @@ def save_draft(index: Index, draft: DraftRecord, *, now: float | None = None) ->
     """
     now = time.time() if now is None else now
     with index.transaction() as conn:
-        row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (draft.study_uid,)).fetchone()
-        if row is None:
-            raise KeyError(f"unknown study {draft.study_uid}")
-        current = StudyState(row[0])
-        stale = current != StudyState.DRAFTING
-        draft_id = conn.execute(
-            "INSERT INTO drafts(study_uid, created_at, model, provider, findings, impression, detail, stale) "
-            "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
-            (draft.study_uid, now, draft.model, draft.provider, draft.findings, draft.impression,
-             json.dumps(draft.detail, sort_keys=True), int(stale)),
-        ).fetchone()[0]
-        if not stale:
-            Index.set_state(conn, draft.study_uid, current, StudyState.DRAFTED, f"drafted by {draft.model}", now)
+        return insert_draft(conn, draft, now)
+
+
+def insert_draft(conn: Any, draft: DraftRecord, now: float) -> DraftRecord:
+    """`save_draft` inside a transaction the caller holds (a worker's draft is saved as its lease ends)."""
+    row = conn.execute("SELECT state FROM studies WHERE study_uid = ?", (draft.study_uid,)).fetchone()
+    if row is None:
+        raise KeyError(f"unknown study {draft.study_uid}")
+    current = StudyState(row[0])
+    stale = current != StudyState.DRAFTING
+    draft_id = conn.execute(
+        "INSERT INTO drafts(study_uid, created_at, model, provider, findings, impression, detail, stale) "
+        "VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+        (draft.study_uid, now, draft.model, draft.provider, draft.findings, draft.impression,
+         json.dumps(draft.detail, sort_keys=True), int(stale)),
+    ).fetchone()[0]
+    if not stale:
+        Index.set_state(conn, draft.study_uid, current, StudyState.DRAFTED, f"drafted by {draft.model}", now)
     return DraftRecord(draft.study_uid, draft.model, draft.provider, draft.findings, draft.impression,
                        draft.detail, now, int(draft_id), stale)
 
