@@ -21,7 +21,7 @@ def site_settings(args: argparse.Namespace):
     from desktop.site_client import SiteSettings
 
     cache = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)) / "site-images"
-    return SiteSettings(url=args.server, cache_dir=cache, ca_file=args.ca_cert)
+    return SiteSettings(url=args.server, cache_dir=cache, ca_file=args.ca_file)
 
 
 def as_user(config: AppConfig, user: str) -> AppConfig:

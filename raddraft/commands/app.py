@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="with --server: the user name to log in with (else asked)")
     parser.add_argument("--password-stdin", action="store_true",
                         help="with --server: read the password from the first line of stdin instead of asking")
-    parser.add_argument("--ca-cert", type=Path, metavar="PEM",
+    parser.add_argument("--ca-file", type=Path, metavar="PEM",
                         help="with --server: the certificate (or private CA) to trust for the server's TLS")
     parser.add_argument("--screenshot", type=Path, metavar="PNG",
                         help="save a picture of the window once it has settled, then quit (for docs)")

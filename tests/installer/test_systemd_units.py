@@ -13,7 +13,7 @@ import pytest
 from raddraft.cli import build_parser
 
 UNITS = Path(__file__).resolve().parents[2] / "installer" / "systemd"
-WORKER_ENV = {"${RADDRAFT_SERVER}": "https://raddraft.example.org:8443", "${RADDRAFT_WORKER_TOKEN}": "t0ken"}
+WORKER_ENV = {"${RADDRAFT_SERVER}": "https://raddraft.example.org:8443"}
 
 
 def unit(name: str) -> configparser.ConfigParser:
@@ -46,10 +46,11 @@ def test_unit_runs_a_raddraft_subcommand_its_parser_accepts(name: str, command: 
     assert service["Restart"] in ("on-failure", "always")
 
 
-def test_worker_token_comes_from_a_private_environment_file() -> None:
-    service = unit("raddraft-worker.service")["Service"]
-    assert service["EnvironmentFile"] == "/etc/raddraft/worker.env"
-    assert "${RADDRAFT_WORKER_TOKEN}" in service["ExecStart"]
+def test_the_worker_token_is_read_from_a_file_never_put_on_the_command_line() -> None:
+    argv = exec_argv("raddraft-worker.service")
+    assert "--token" not in argv
+    assert argv[argv.index("--token-file") + 1] == "/etc/raddraft/worker.token"
+    assert unit("raddraft-worker.service")["Service"]["EnvironmentFile"] == "/etc/raddraft/worker.env"
 
 
 def test_systemd_accepts_the_units() -> None:
