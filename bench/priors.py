@@ -60,7 +60,7 @@ def fill_orthanc(orthanc, out: Path, studies: int) -> float:
         sr = write_report_sr(folder / "newer", newer, "Small right pleural effusion.", "Right effusion.")
         files.extend([*older.paths, *newer.paths, sr])
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda path: orthanc.request("POST", "/instances", raw=path.read_bytes()), files))
+        list(pool.map(lambda path: orthanc.upload(path.read_bytes()), files))
     count = len(orthanc.get("/studies"))
     if count < studies // 2 * 2:
         raise SystemExit(f"Orthanc holds {count} studies, not {studies}")
