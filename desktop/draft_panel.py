@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -33,6 +34,7 @@ class DraftPanel(QWidget):
     send_requested = Signal()
     export_requested = Signal(str)  # "text", "pdf" or "sr"
     amend_requested = Signal()
+    cancel_requested = Signal()  # stop the on-demand draft being generated
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -62,6 +64,10 @@ class DraftPanel(QWidget):
         self.draft_impression = QPushButton("Draft", toolTip="Generate the impression from the images")
         self.from_findings = QPushButton("Impression from findings",
                                          toolTip="Generate the impression from the findings as edited (Ctrl+Shift+I)")
+        self.cancel = QPushButton("Cancel drafting", toolTip="Stop the draft being generated: the section gets "
+                                  "its text back as it was (Esc)", shortcut=QKeySequence("Esc"))
+        self.cancel.clicked.connect(self.cancel_requested.emit)
+        self.cancel.hide()  # only while a draft asked for is being generated
         self.accept = QPushButton("Accept AI text", toolTip="Mark the remaining AI text as reviewed (Ctrl+Shift+A)")
         self.sign = QPushButton("Sign", toolTip="Validate, sign and store the report (Ctrl+Return)")
         self.sign.setStyleSheet("font-weight: bold;")
@@ -96,7 +102,7 @@ class DraftPanel(QWidget):
         grid.setRowStretch(1, 3)
         grid.setRowStretch(3, 2)
         actions = QHBoxLayout()
-        for button in (self.accept, self.sign, self.send, self.amend, self.export):
+        for button in (self.cancel, self.accept, self.sign, self.send, self.amend, self.export):
             actions.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.critical)
@@ -215,6 +221,14 @@ class DraftPanel(QWidget):
 
     def append_stream(self, section: str, piece: str) -> None:
         self.editor(section).append_stream(piece)
+
+    def cancel_stream(self, section: str, status: str) -> None:
+        """The draft asked for was cancelled: the section as it was before, and say so."""
+        self.editor(section).cancel_stream(editable=not self.signed)
+        self.source.setText(status)
+
+    def show_cancel(self, shown: bool) -> None:
+        self.cancel.setVisible(shown)
 
     def end_stream(self, section: str, status: str) -> None:
         """An on-demand or queued draft ended (done, failed with its reason, cancelled): say so."""

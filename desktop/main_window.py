@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -42,6 +43,10 @@ SHORTCUTS = {
 }
 
 
+class DraftCancelled(Exception):
+    """Raised in an on-demand draft's text callback once the radiologist cancelled it: the model stops there."""
+
+
 AUTOSAVE_AFTER_MS = 300  # after the last keystroke: the text is in the store well within a second
 
 
@@ -51,7 +56,8 @@ def has_typed_text(saved: WorkingDraft) -> bool:
 
 
 class MainWindow(QMainWindow):
-    section_piece = Signal(str, str, str)  # study uid, section, text: from on-demand generation threads
+    section_piece = Signal(str, str, str, object)  # study uid, section, text, the draft's stop event: from
+    # on-demand generation threads (pieces of a cancelled draft still queued are told apart by the event)
 
     def __init__(self, workstation, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,6 +93,7 @@ class MainWindow(QMainWindow):
         self.opened = None  # raddraft.workstation.OpenedStudy on screen
         self._opening: str | None = None
         self.generating: set[str] = set()  # sections being drafted on demand
+        self._cancels: dict[str, threading.Event] = {}  # section -> set to stop its on-demand draft
         self._queue_section: str | None = None  # section the drafting queue streams into the open study
         self._status_busy = False
         self.models_dialog: ModelsDialog | None = None  # made on first use
@@ -136,6 +143,7 @@ class MainWindow(QMainWindow):
         p.send_requested.connect(self.send)
         p.export_requested.connect(self.export)
         p.amend_requested.connect(self.amend)
+        p.cancel_requested.connect(self.cancel_drafting)
         menu = self.menuBar().addMenu("&RadDraft")
         for name, slot in (("Next study", lambda: self.worklist.open_relative(1)),
                            ("Previous study", lambda: self.worklist.open_relative(-1)),
@@ -222,6 +230,7 @@ class MainWindow(QMainWindow):
         opened, saved, changes = loaded
         if opened.study.study_uid != self._opening:
             return  # another study was asked for meanwhile
+        self._stop_drafting()  # drafts asked for in the study left: the model is free for this one
         self.opened, self.generating, self._queue_section = opened, set(), None
         study = opened.study
         self.panel.set_study(f"{person_name(study.patient_name)} · {study.patient_id} · "
@@ -399,11 +408,24 @@ class MainWindow(QMainWindow):
         self.generating.add(section)
         self._queue_section = None
         self.panel.start_stream(section, f"{model}, on demand" + (" from the findings" if findings else ""))
+        cancelled = self._cancels[section] = threading.Event()
+        self.panel.show_cancel(True)
 
         def piece(text: str) -> None:  # on the worker thread
-            self.section_piece.emit(uid, section, text)
+            if cancelled.is_set():
+                raise DraftCancelled(section)
+            self.section_piece.emit(uid, section, text, cancelled)
+
+        def over() -> bool:
+            """The job ended; True when it had been cancelled (the section is back as it was already)."""
+            if self._cancels.get(section) is cancelled:
+                del self._cancels[section]
+            self.panel.show_cancel(bool(self._cancels))
+            return cancelled.is_set()
 
         def done(text: str) -> None:
+            if over():
+                return
             self.generating.discard(section)
             if self._is_open(uid):
                 self.panel.end_stream(section, f"{section.capitalize()} drafted by {model}: blue text is the "
@@ -412,6 +434,8 @@ class MainWindow(QMainWindow):
                     then()
 
         def failed(error: Exception) -> None:
+            if over():
+                return
             self.generating.discard(section)
             if self._is_open(uid):
                 self.panel.end_stream(section, f"Drafting the {section} failed: {error}. Ctrl+Z brings back "
@@ -421,9 +445,26 @@ class MainWindow(QMainWindow):
         indication = self.panel.typed_indication()
         self.background.run(lambda: self.ws.draft_section(uid, section, findings, piece, indication), done, failed)
 
-    @Slot(str, str, str)
-    def _section_piece(self, study_uid: str, section: str, text: str) -> None:
-        if self._is_open(study_uid) and section in self.generating:
+    def cancel_drafting(self) -> None:
+        """Cancel (Esc): the drafts asked for stop, and their sections get back the text they had, each
+        character with its origin; nothing of the partial output stays."""
+        for section in self._stop_drafting():
+            self.generating.discard(section)
+            self.panel.cancel_stream(section, f"Drafting the {section} cancelled: the text is as it was before.")
+        self.status_bar.notify("Drafting cancelled.")
+
+    def _stop_drafting(self) -> list[str]:
+        """Tell the running on-demand drafts to stop (at their next piece of text); the sections they were for."""
+        sections = list(self._cancels)
+        for event in self._cancels.values():
+            event.set()
+        self._cancels.clear()
+        self.panel.show_cancel(False)
+        return sections
+
+    @Slot(str, str, str, object)
+    def _section_piece(self, study_uid: str, section: str, text: str, draft: threading.Event) -> None:
+        if self._is_open(study_uid) and section in self.generating and self._cancels.get(section) is draft:
             self.panel.append_stream(section, text)
 
     # -- signing, sending, exporting -------------------------------------------------------------------

@@ -13,7 +13,15 @@ import json
 from collections.abc import Iterator
 
 from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QSyntaxHighlighter, QTextCharFormat, QTextCursor, QTextFormat
+from PySide6.QtGui import (
+    QColor,
+    QKeyEvent,
+    QSyntaxHighlighter,
+    QTextCharFormat,
+    QTextCursor,
+    QTextDocument,
+    QTextFormat,
+)
 from PySide6.QtWidgets import QTextEdit, QWidget
 
 from engine.provenance import Origin, SectionText
@@ -110,6 +118,7 @@ class SectionEditor(QTextEdit):
         self.setPlaceholderText(f"{name.capitalize()}…")
         self._programmatic = False
         self._stream: QTextCursor | None = None
+        self._before_stream: tuple[list[Run], dict[str, str], str] | None = None  # what Cancel gives back
         self.highlighter = ProvenanceHighlighter(self)
         self.textChanged.connect(self._on_text_changed)
 
@@ -161,6 +170,7 @@ class SectionEditor(QTextEdit):
     # -- replacing the text (a study opened, a draft restored): not undoable ------------------------------
     def _load(self, runs: list[Run], models: dict[str, str], latest: str) -> None:
         document = self.document()
+        self._stream = self._before_stream = None  # new text replaces whatever the model was writing
         self._programmatic = True
         try:
             document.setUndoRedoEnabled(False)  # the history starts with the study
@@ -186,6 +196,7 @@ class SectionEditor(QTextEdit):
 
     # -- the model writing (undoable as one step: regenerate, then Ctrl+Z brings the old text back) -------
     def start_stream(self, source: str) -> None:
+        self._before_stream = (self.runs(), dict(self.models), self.latest_source)
         key, n = source, 2
         while key in self.models:
             key, n = f"{source} #{n}", n + 1
@@ -218,8 +229,28 @@ class SectionEditor(QTextEdit):
             self._programmatic = False
 
     def end_stream(self, editable: bool = True) -> None:
-        self._stream = None
+        self._stream = self._before_stream = None
         self.setReadOnly(not editable)
+        self.edited.emit()
+
+    def cancel_stream(self, editable: bool = True) -> None:
+        """Stop the model writing: the section gets back its text as it was, each character with its origin,
+        and the model's partial output is forgotten (no reference for the edit distance, nothing to redo)."""
+        if self._stream is None or self._before_stream is None:
+            return
+        runs, models, latest = self._before_stream
+        self._stream = self._before_stream = None
+        self._programmatic = True
+        try:
+            self.document().undo()  # the stream was one undoable step: the radiologist's history stays
+        finally:
+            self._programmatic = False
+        if self.runs() != runs:  # the step joined another one: put the text back as it was
+            self._load(runs, models, latest)
+        self.document().clearUndoRedoStacks(QTextDocument.Stacks.RedoStack)
+        self.models, self.latest_source = models, latest
+        self.setReadOnly(not editable)
+        self.moveCursor(QTextCursor.MoveOperation.End)
         self.edited.emit()
 
     @property
