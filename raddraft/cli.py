@@ -16,7 +16,7 @@ from pathlib import Path
 from raddraft import __version__
 
 COMMAND_MODULES = ("app", "service", "send", "draft", "synth", "label", "evaluate", "export", "train", "dataset",
-                   "finetune", "model", "self_test", "import_checkpoint", "worker")
+                   "finetune", "model", "self_test", "import_checkpoint", "worker", "server", "user")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

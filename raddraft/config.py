@@ -19,6 +19,7 @@ import platformdirs
 
 from dicom_node.errors import SettingsError
 from dicom_node.settings import NodeSettings, PacsSettings, ReadingSettings, StoreSettings
+from server.settings import ServerSettings
 from engine.settings import EngineSettings
 from raddraft.worker.settings import WorkerSettings
 
@@ -58,11 +59,12 @@ class AppConfig:
     pacs: PacsSettings = field(default_factory=PacsSettings)
     reading: ReadingSettings = field(default_factory=ReadingSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
 
 
 _SECTIONS: dict[str, type] = {"node": NodeSettings, "store": StoreSettings, "logging": LoggingSettings,
                               "engine": EngineSettings, "pacs": PacsSettings, "reading": ReadingSettings,
-                              "worker": WorkerSettings}
+                              "worker": WorkerSettings, "server": ServerSettings}
 
 
 def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
@@ -88,6 +90,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
         pacs=build_settings(PacsSettings, raw.get("pacs", {}), "pacs", source),
         reading=build_settings(ReadingSettings, raw.get("reading", {}), "reading", source),
         worker=build_settings(WorkerSettings, raw.get("worker", {}), "worker", source),
+        server=build_settings(ServerSettings, raw.get("server", {}), "server", source),
     )
 
 

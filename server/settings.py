@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class ServerSettingsError(ValueError):
-    """A `[server]` setting is out of range or names a missing file."""
+from dicom_node.errors import SettingsError
 
 
 @dataclass(frozen=True)
@@ -26,18 +24,23 @@ class ServerSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.http_port <= 65535:
-            raise ServerSettingsError(f"http_port must be between 0 and 65535, got {self.http_port}")
+            raise SettingsError("http_port", f"must be between 0 and 65535, got {self.http_port}")
         if (self.tls_cert is None) != (self.tls_key is None):
-            raise ServerSettingsError("tls_cert and tls_key are set together")
-        for path in (self.tls_cert, self.tls_key):
-            if path is not None and not Path(path).is_file():
-                raise ServerSettingsError(f"no such file: {path}")
-        if self.tls_cert is None and not self.allow_plain_http:
-            raise ServerSettingsError("the API needs tls_cert and tls_key (or allow_plain_http = true behind a "
-                                      "TLS proxy)")
+            raise SettingsError("tls_cert", "tls_cert and tls_key are set together")
         for name in ("token_ttl_s", "claim_lease_s", "job_lease_s", "event_poll_s"):
             if getattr(self, name) <= 0:
-                raise ServerSettingsError(f"{name} must be positive, got {getattr(self, name)}")
+                raise SettingsError(name, f"must be positive, got {getattr(self, name)}")
+
+    def transport_problem(self) -> str | None:
+        """Why the API cannot be served as configured (checked when the server starts, not when any other
+        command reads the configuration)."""
+        if self.tls_cert is None and not self.allow_plain_http:
+            return ("the API needs [server] tls_cert and tls_key (or allow_plain_http = true behind a TLS "
+                    "proxy)")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                return f"no such file: {path}"
+        return None
 
     @property
     def tls(self) -> bool:

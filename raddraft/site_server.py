@@ -1,0 +1,94 @@
+"""`raddraft server`: the site's one DICOM node, store (index in PostgreSQL), outbox to PACS and HTTPS API,
+assembled through the same runtime functions as the service; drafting is left to `raddraft worker`s unless
+`[server] draft_on_server` is set."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from dicom_node.errors import StoreWriteError
+from dicom_node.events import NodeEvents
+from dicom_node.host_lock import HostInfo, HostLock, current_host
+from dicom_node.outbox import OutboxWorker
+from dicom_node.store import Store
+from raddraft.config import AppConfig
+from raddraft.resources import model_registry
+from raddraft.runtime import start_node
+from raddraft.service import ModelRefused, start_drafting
+
+log = logging.getLogger("raddraft.server")
+
+
+def _refuse(message: str) -> int:
+    print(f"raddraft: {message}", file=sys.stderr)
+    return 1
+
+
+def run_server(config: AppConfig) -> int:
+    from server.app import Site, create_app
+    from server.events import EventHub
+    from server.https import ApiServer
+    from server.schema import prepare_site_tables
+
+    settings = config.server
+    if not config.store.database:
+        return _refuse("raddraft server keeps its index in PostgreSQL: give --database postgresql://... "
+                       "(or [store] database)")
+    if problem := settings.transport_problem():
+        return _refuse(problem)
+    try:
+        store = Store(config.store)
+        prepare_site_tables(store.index)
+    except StoreWriteError as exc:
+        return _refuse(str(exc))
+    lock = HostLock.acquire(store.root, HostInfo("server", os.getpid(), config.node.ae_title, config.node.host,
+                                                   config.node.port))
+    if lock is None:
+        holder = current_host(store.root)
+        store.close()
+        return _refuse(f"the store {store.root} is already served by {holder.describe() if holder else 'another'}")
+    events = NodeEvents()
+    stack: list = []
+    try:
+        drafting = start_drafting(config, store, events) if settings.draft_on_server else None
+        if drafting:
+            stack.append(drafting.stop)
+        node = start_node(config.node, store, events)
+        stack.append(node.stop)
+        outbox = OutboxWorker(store, config.pacs, config.reading)
+        outbox.start()
+        stack.append(outbox.stop)
+        hub = EventHub(store.index, settings.event_poll_s)
+        hub.start()
+        stack.append(hub.stop)
+        site = Site(store, settings, registry=model_registry(config), send_on_sign=config.pacs.send_on_sign,
+                    notify_outbox=outbox.notify, hub=hub)
+        api = ApiServer(create_app(site), settings)
+        api.start()
+        stack.append(api.stop)
+    except (ModelRefused, OSError) as exc:
+        for stop in reversed(stack):
+            stop()
+        lock.release()
+        store.close()
+        return _refuse(f"cannot start the site server: {exc}")
+    stop_requested = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop_requested.set())
+    # Parseable lines on stdout: tests and scripts wait for the first one.
+    print(f"RadDraft site server {api.url(settings.http_host)} node {config.node.ae_title} listening on "
+          f"{config.node.host}:{node.port}, store {store.root}, index {store.index.db.describe()}", flush=True)
+    print("  drafting: " + ("on the server" if drafting else "by workers (raddraft worker --server URL --token T)"),
+          flush=True)
+    print(f"  signed reports go to {config.pacs.describe()}", flush=True)
+    stop_requested.wait()
+    log.info("stopping the site server")
+    for stop in reversed(stack):
+        stop()
+    lock.release()
+    store.close()
+    return 0
