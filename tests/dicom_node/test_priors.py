@@ -255,3 +255,17 @@ def test_bad_query_retrieve_settings_name_their_key(field: str, value, message: 
     with pytest.raises(SettingsError, match=message) as raised:
         PacsSettings(**{field: value})
     assert raised.value.key == field
+
+
+def test_the_query_retrieve_keys_come_from_the_pacs_section_of_the_configuration(tmp_path: Path) -> None:
+    from raddraft.config import ConfigError, load_config
+
+    path = tmp_path / "raddraft.toml"
+    path.write_text('[pacs]\nae_title = "ARCHIVE"\nhost = "10.0.0.5"\nquery_priors = true\npriors = 2\n'
+                    'prior_modalities = ["CR", "DX", "CT"]\nretrieve = "get"\nfind_timeout_s = 3\nmove_timeout_s = 30\n')
+    pacs = load_config(path).pacs
+    assert (pacs.priors, pacs.prior_modalities, pacs.retrieve, pacs.find_timeout_s, pacs.move_timeout_s) == (
+        2, ("CR", "DX", "CT"), "get", 3.0, 30.0)
+    path.write_text('[pacs]\nretrieve = "fetch"\n')
+    with pytest.raises(ConfigError, match="pacs.retrieve: must be one of move, get"):
+        load_config(path)
