@@ -1,4 +1,4 @@
-"""`raddraft evaluate`: BLEU, ROUGE-L and labeler-based clinical F1 of predicted reports."""
+"""`raddraft evaluate`: BLEU, ROUGE-L, labeler-based clinical F1 and comparison metrics of predicted reports."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", type=Path, required=True,
                         help="JSONL: study_uid, findings, impression")
     parser.add_argument("--references", type=Path, required=True,
-                        help="JSONL manifest: study_uid, report {findings, impression}, optional labels")
+                        help="JSONL manifest: study_uid, report {findings, impression}, optional labels; "
+                             "prior_study_uid and change (raddraft synth --priors) add comparison.micro_f1, and "
+                             "comparison.hallucinated counts drafts of studies without a prior that claim one")
     parser.add_argument("--output", type=Path, help="also write the JSON here")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write a per-finding F1 bar chart")
     parser.add_argument("--quiet", action="store_true", help="no table on stderr")

@@ -18,7 +18,7 @@ from training.train.config import data_source_from_dict
 from training.train.studies import ensure_phantoms
 
 CONFIG = PhantomConfig(image_size=64, lateral_fraction=0.4, workers=1)
-STUDIES = 48
+STUDIES = 40
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def _date(dicom_date: str) -> date:
     return date(int(dicom_date[:4]), int(dicom_date[4:6]), int(dicom_date[6:8]))
 
 
+@pytest.mark.slow
 def test_priors_keep_each_current_study_and_add_fields(both):
     (plain_dir, plain), (prior_dir, longitudinal) = both
     assert not any(set(PRIOR_FIELDS) & set(r) for r in plain)  # the default manifest is as it was
@@ -48,6 +49,7 @@ def test_priors_keep_each_current_study_and_add_fields(both):
     assert "priors" not in json.loads((plain_dir / "dataset.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_share_of_studies_has_no_prior_and_says_so(both):
     _, (_, records) = both
     without = [r for r in records if r["prior_study_uid"] is None]
@@ -58,6 +60,7 @@ def test_a_share_of_studies_has_no_prior_and_says_so(both):
         assert "comparison" in first and ("no prior" in first or "no previous" in first)
 
 
+@pytest.mark.slow
 def test_prior_is_the_same_patient_at_an_earlier_date(both):
     _, (out, records) = both
     with_prior = [r for r in records if r["prior_study_uid"]]
@@ -78,6 +81,7 @@ def test_prior_is_the_same_patient_at_an_earlier_date(both):
         assert record["prior_report"]["findings"] and record["prior_report"]["impression"]
 
 
+@pytest.mark.slow
 def test_change_labels_match_the_two_sets_of_findings(both):
     _, (_, records) = both
     seen = set()
@@ -139,6 +143,7 @@ def test_bad_prior_options_are_refused():
         PriorSampling(change_weights={"grew": 1.0})
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_with_priors_whatever_the_workers(both, tmp_path):
     _, (out, records) = both
     again = generate_dataset(tmp_path / "again", 8, seed=9, config=dataclasses.replace(CONFIG, workers=2), priors=True)
@@ -160,6 +165,7 @@ def test_training_config_asks_for_priors(tmp_path):
     assert not any(set(PRIOR_FIELDS) & set(r) for r in read_manifest(ensure_phantoms(plain.phantoms, tmp_path / "p")))
 
 
+@pytest.mark.slow
 def test_cli_writes_priors(tmp_path):
     out = tmp_path / "cli"
     result = subprocess.run([sys.executable, "-m", "raddraft", "synth", "--out", str(out), "--studies", "6", "--seed",

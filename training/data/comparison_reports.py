@@ -124,7 +124,7 @@ class ComparisonReportWriter(ReportWriter):
             body = " ".join([*gone, body])
         elif gone:
             body = " ".join([body, *gone])
-        if self.rng.random() < 0.7:
+        if not self._prior.change or self.rng.random() < 0.7:  # with nothing changed, the intro says it was compared
             body = f"{self.fill(self.pick(INTRO))} {body}"
         return body
 
@@ -149,8 +149,13 @@ class ComparisonReportWriter(ReportWriter):
         if how is None:
             return text
         if f.hedged or self.rng.random() < 0.5:
-            return f"{text.rstrip('.')}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}."
+            return self.with_suffix(text, how)
         return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
+
+    def with_suffix(self, text: str, how: str) -> str:
+        """The statement with its change after the finding, before any advice ("...; CT is suggested.")."""
+        head, semicolon, advice = text.rstrip(".").partition(";")
+        return f"{head}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}{semicolon}{advice}."
 
     def device(self, f: Finding) -> str:
         text = super().device(f)
@@ -219,7 +224,7 @@ class ComparisonReportWriter(ReportWriter):
 
     def changed_item(self, f: Finding, how: str) -> str:
         if f.hedged:
-            return f"{self.impression_item(f).rstrip('.')}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}."
+            return self.with_suffix(self.impression_item(f), how)
         return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
 
     def device_item(self, f: Finding) -> str:

@@ -10,6 +10,12 @@ Implementations (papers differ, so the output JSON states them too):
   with any positive in prediction or reference). "uncertain" is counted separately, never as positive.
   Where the references carry ground-truth `labels` (a phantom manifest), the same is computed against them.
 
+- Comparison (`comparison`): `training.evaluation.change.read_changes` on each prediction against the
+  reference's per-finding `change` (new / increased / decreased / unchanged / resolved), over the studies whose
+  reference has a prior; a (finding, change) pair is a true positive when both say it; `micro_f1` pools the
+  pairs. `hallucinated` is the share of predictions for studies without a prior (no `prior_study_uid`) that
+  claim a comparison (`training.evaluation.change.claims_comparison`).
+
 Top-level `bleu1..4` and `rouge_l` score the whole report (findings and impression joined);
 `sections.findings` and `sections.impression` score each section alone.
 """
@@ -20,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from engine.findings.labeler import label_report
+from training.evaluation.change import CHANGES, claims_comparison, read_changes
 from training.vocabulary import LABEL_KEYS, LABEL_VALUES, PRESENT, UNCERTAIN
 
 SECTIONS = ("findings", "impression")
@@ -29,6 +36,9 @@ IMPLEMENTATION = {
     "rouge_l": "rouge-score RougeScorer(['rougeL'], use_stemmer=False); mean F-measure over reports",
     "clinical": "labeler (engine.findings.labeler: medspaCy ConText over target rules), positive = present; micro F1 pools counts "
                 "over keys, macro F1 averages keys with any positive; uncertain reported separately",
+    "comparison": "training.evaluation.change (change cues owned by the labeler's mentions): micro F1 over "
+                  "(finding, change) pairs of studies with a prior; hallucinated = share of predictions for studies "
+                  "without a prior that claim a comparison",
 }
 
 
@@ -151,8 +161,53 @@ def evaluate(predictions: list[Mapping[str, Any]], references: list[Mapping[str,
     if all(t is not None for t in truth):
         result["clinical_vs_ground_truth"] = clinical_scores(predicted_labels, truth)
         result["reference_labeler_vs_ground_truth"] = clinical_scores(reference_labels, truth)
+    result["comparison"] = comparison_scores(pairs)
     result["implementation"] = IMPLEMENTATION
     return result
+
+
+def comparison_scores(pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, Any]:
+    """`micro_f1` (null without references that carry `change`) and `hallucinated` (null without studies
+    lacking a prior), with their counts and per-change precision/recall/F1."""
+    with_prior = [(p, r) for p, r in pairs if r.get("prior_study_uid")]
+    without = [p for p, r in pairs if not r.get("prior_study_uid")]
+    claims = sum(claims_comparison(report_text(p)) for p in without)
+    result: dict[str, Any] = {
+        "n_with_prior": len(with_prior), "n_without_prior": len(without), "claims_without_prior": claims,
+        "hallucinated": round(claims / len(without), 6) if without else None,
+        "micro_f1": None,
+    }
+    scored = [(p, r) for p, r in with_prior if isinstance(r.get("change"), Mapping)]
+    if not scored:
+        return result
+    counts = {label: [0, 0, 0] for label in CHANGES}  # tp, fp, fn
+    for prediction, reference in scored:
+        truth, predicted = _comparable(reference, dict(reference["change"]), read_changes(report_text(prediction)))
+        for key, label in predicted.items():
+            counts[label][0 if truth.get(key) == label else 1] += 1
+        for key, label in truth.items():
+            if predicted.get(key) != label:
+                counts[label][2] += 1
+    tp, fp, fn = (sum(c[i] for c in counts.values()) for i in range(3))
+    result.update({f"micro_{k}": v for k, v in _prf(tp, fp, fn).items()})
+    result.update(tp=tp, fp=fp, fn=fn, n_scored=len(scored),
+                  per_change={label: {**_prf(*c), "tp": c[0], "fp": c[1], "fn": c[2], "support": c[0] + c[2]}
+                              for label, c in counts.items()})
+    return result
+
+
+def _comparable(reference: Mapping[str, Any], truth: dict[str, str], predicted: dict[str, str]
+                ) -> tuple[dict[str, str], dict[str, str]]:
+    """A device that only moved has no change label: what either side says of support devices is not scored."""
+    unknown = {label for label in truth.values() if label not in CHANGES}
+    if unknown:
+        raise MetricsError(f"study {reference.get('study_uid')!r}: change must be one of {CHANGES}, got "
+                           f"{min(unknown)!r}")
+    moves = reference.get("device_change")
+    if isinstance(moves, Mapping) and "moved" in moves.values():
+        truth.pop("support_device", None)
+        predicted.pop("support_device", None)
+    return truth, predicted
 
 
 def _ground_truth(reference: Mapping[str, Any]) -> dict[str, str] | None:
@@ -175,6 +230,13 @@ def format_table(result: Mapping[str, Any]) -> str:
     blocks = [("labeler(prediction) vs labeler(reference)", result["clinical"])]
     if "clinical_vs_ground_truth" in result:
         blocks.append(("labeler(prediction) vs ground truth", result["clinical_vs_ground_truth"]))
+    comparison = result.get("comparison") or {}
+    if comparison.get("micro_f1") is not None or comparison.get("hallucinated") is not None:
+        f1, share = comparison.get("micro_f1"), comparison.get("hallucinated")
+        lines += ["", (f"comparison: micro F1 {'-' if f1 is None else f'{f1:.3f}'} over {comparison['n_with_prior']} "
+                  f"studies with a prior; hallucinated {'-' if share is None else f'{share:.3f}'} "
+                  f"({comparison['claims_without_prior']} of {comparison['n_without_prior']} without a prior "
+                  "claim a comparison)")]
     for title, clinical in blocks:
         lines += ["", f"clinical: {title}  micro F1 {clinical['micro_f1']:.3f}  macro F1 {clinical['macro_f1']:.3f}",
                   f"{'finding':<18}{'P':>7}{'R':>7}{'F1':>7}{'support':>9}{'unc(pred)':>11}{'unc(ref)':>10}"]
