@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
 
 from dicom_node.store import ReceivedInstance, Store
 
@@ -148,3 +150,20 @@ def put_all(store: Store, paths) -> None:
     """Store files as the node stores what it receives."""
     for path in paths:
         store.put(ReceivedInstance.from_part10(Path(path).read_bytes()))
+
+
+def c_store(port: int, paths, calling_ae: str = "ORTHANC") -> None:
+    """Send files to the node as a PACS's C-MOVE sub-operations do: one association, a C-STORE each."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(CR_STORAGE)
+    ae.add_requested_context(BASIC_TEXT_SR)
+    assoc = ae.associate("127.0.0.1", port, ae_title="RADDRAFT")
+    if not assoc.is_established:
+        raise ConnectionError(f"the node on port {port} did not accept the association")
+    try:
+        for path in paths:
+            status = assoc.send_c_store(pydicom.dcmread(path))
+            if status.Status != 0x0000:
+                raise ConnectionError(f"C-STORE of {path} answered 0x{status.Status:04X}")
+    finally:
+        assoc.release()

@@ -10,9 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
-from pynetdicom import AE
 
 from dicom_node.errors import SettingsError
 from dicom_node.index import StudyState
@@ -36,8 +34,7 @@ from dicom_node.store import Store
 from dicom_node.worklist import worklist_row, worklist_rows
 from peers.orthanc import free_port
 from tests.dicom_node.priors_fixtures import (
-    BASIC_TEXT_SR,
-    CR_STORAGE,
+    c_store,
     put_all,
     report_sr,
     write_cr_study,
@@ -52,21 +49,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store(StoreSettings(tmp_path / "store"))
     yield opened
     opened.close()
-
-
-def c_store(port: int, paths) -> None:
-    """Send files to the node as a PACS's C-MOVE sub-operations do: one association, C-STORE each."""
-    ae = AE(ae_title="ORTHANC")
-    ae.add_requested_context(CR_STORAGE)
-    ae.add_requested_context(BASIC_TEXT_SR)
-    assoc = ae.associate("127.0.0.1", port, ae_title="RADDRAFT")
-    assert assoc.is_established
-    try:
-        for path in paths:
-            status = assoc.send_c_store(pydicom.dcmread(path))
-            assert status.Status == 0x0000
-    finally:
-        assoc.release()
 
 
 # -- the prior's report --------------------------------------------------------------------------------
