@@ -96,6 +96,13 @@ class DraftingQueue:
         with self._cond:
             self._model = model
 
+    def swap_before_drafting(self, step: BeforeDrafting | None) -> None:
+        """Use `step` for studies completed from now on (new settings); the old one is stopped."""
+        with self._cond:
+            old, self._before_drafting = self._before_drafting, step
+        if old is not None:
+            old.stop()
+
     @property
     def model(self) -> Drafter:
         with self._cond:
@@ -112,8 +119,9 @@ class DraftingQueue:
 
     # -- worker ------------------------------------------------------------------------------------
     def _on_stable(self, event: StudyStable) -> None:
-        if self._before_drafting is not None:
-            self._before_drafting.submit(event.study_uid, self.enqueue)
+        step = self._before_drafting
+        if step is not None:
+            step.submit(event.study_uid, self.enqueue)
         else:
             self.enqueue(event.study_uid)
 

@@ -58,6 +58,7 @@ from raddraft.runtime import (
     DRAFTING_OFF,
     EMBEDDED_FALLBACK,
     load_drafting_model,
+    prior_lookups,
     prior_retriever,
     start_drafting_queue,
     start_node,
@@ -568,6 +569,8 @@ class Workstation:
             self.problems = [p for p in self.problems if not p.startswith("The DICOM node")]
             self._start_node()
             done.append("DICOM node restarted" if self.node else "DICOM node not listening")
+        if (new.pacs != old.pacs or new.node.ae_title != old.node.ae_title) and self.queue is not None:
+            self.queue.swap_before_drafting(prior_lookups(new, self.store))
         if new.pacs != old.pacs or new.reading != old.reading:
             self.outbox.set_settings(new.pacs, new.reading)
             done.append(f"PACS: {new.pacs.describe()}")
