@@ -83,16 +83,13 @@ class PriorsOfStudy:
 
 
 def load_priors(workstation, study_uid: str) -> PriorsOfStudy:
-    """On a worker thread: the study's priors with their image paths, from the workstation's store. A
-    workstation without a store of its own (the site server's thin client) shows none."""
-    from dicom_node.priors import prior_status, priors_of
-
+    """On a worker thread: the study's priors (`Workstation.priors`) with the paths of their images in the
+    workstation's store. A workstation without a store of its own (the site server's thin client) shows none."""
     store = getattr(workstation, "store", None)
-    if store is None:
+    if store is None or not hasattr(workstation, "priors"):
         return PriorsOfStudy(study_uid, (), "disabled", "priors are not shown from the site server yet")
-    index = store.index
+    priors, (state, reason) = workstation.priors(study_uid)
     loaded = tuple(LoadedPrior(prior, tuple(store.path_of(row) for row in prior.instances),
-                               tuple(index.series_of(prior.study_uid)))
-                   for prior in priors_of(index, study_uid))
-    state, reason = prior_status(index, study_uid)
+                               tuple(store.index.series_of(prior.study_uid)))
+                   for prior in priors)
     return PriorsOfStudy(study_uid, loaded, state, reason)

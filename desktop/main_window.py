@@ -132,6 +132,7 @@ class MainWindow(QMainWindow):
         b.instance_stored.connect(self._instance_stored)
         self.viewer.measured.connect(self._measured)
         self.viewer.prior_changed.connect(self._prior_changed)
+        self.viewer.priors_wanted.connect(self.look_for_priors)
         p = self.panel
         for editor in (p.findings, p.impression):
             editor.edited.connect(self._text_edited)
@@ -264,6 +265,26 @@ class MainWindow(QMainWindow):
             self.viewer.set_priors(PriorsOfStudy(study_uid, (), "failed", f"priors could not be read: {error}"))
 
         self.background.run(lambda: load_priors(self.ws, study_uid), self.viewer.set_priors, failed)
+
+    def look_for_priors(self) -> None:
+        """Ask the PACS again for the open study's priors (within the [pacs] timeouts), then show them."""
+        if self.opened is None or not hasattr(self.ws, "look_for_priors"):
+            return
+        uid = self.opened.study.study_uid
+        self.viewer.look_again.setEnabled(False)
+        self.status_bar.notify("Looking for priors…")
+
+        def looked(outcome) -> None:
+            self.viewer.look_again.setEnabled(True)
+            self.status_bar.notify(f"Priors: {outcome.reason}.")
+            if self._is_open(uid):
+                self._load_priors(uid)
+
+        def failed(error: Exception) -> None:
+            self.viewer.look_again.setEnabled(True)
+            self._failed("Looking for priors failed")(error)
+
+        self.background.run(lambda: self.ws.look_for_priors(uid), looked, failed)
 
     @Slot(int)
     def _prior_changed(self, index: int) -> None:

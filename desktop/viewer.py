@@ -82,6 +82,7 @@ def stacks_of(opened) -> list[Stack]:
 class Viewer(QWidget):
     measured = Signal(str)  # a distance drawn on one of the images
     prior_changed = Signal(int)  # the prior now compared with (an index of `priors.priors`), -1: none
+    priors_wanted = Signal()  # "Look for priors": ask the PACS again for the open study
 
     def __init__(self, background: Background, cache: FrameCache | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -222,9 +223,13 @@ class Viewer(QWidget):
                             toolTip="The same window/level on the current and the prior image (K)")
         self.link.toggled.connect(lambda on: on and self._link_window(self.active, self.canvas.center,
                                                                       self.canvas.width_))
+        self.look_again = QAction("Look for priors", self, toolTip="Ask the PACS again for this patient's "
+                                  "earlier studies, and retrieve them")
+        self.look_again.triggered.connect(self.priors_wanted.emit)
         self._prior_actions = []
         for widget in (self.prior_box, self.prior_note):
             self._prior_actions.append(self.toolbar.addWidget(widget))
+        self.toolbar.addAction(self.look_again)
         for action in (self.laterals, self.link):
             action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             self.addAction(action)
@@ -240,6 +245,7 @@ class Viewer(QWidget):
         laterals.setVisible(has_prior)
         laterals.setEnabled(len(self.steps) > 1)
         link.setVisible(has_prior)
+        self.look_again.setEnabled(bool(self._study_uid))
 
     def _forget_priors(self) -> None:
         self.priors, self.prior_stacks, self.prior_index, self.steps, self.step = PriorsOfStudy("", ()), [], -1, [], 0

@@ -8,14 +8,25 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
+import pydicom
+import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtTest import QTest
 
 from desktop.hanging import FRONTALS, LATERALS, HangingStep, LoadedPrior, PriorsOfStudy, chest_hanging
+from desktop.pdf import report_document, write_report_pdf
 from desktop.prior_panel import PriorPanel
 from desktop.tasks import Background
 from desktop.viewer import Viewer
+from dicom_node.drafts import DraftRecord, save_draft
+from dicom_node.index import StudyState
+from dicom_node.priors import PriorRetriever, priors_of
+from dicom_node.reports import SignedReport, latest_report, sign_report
+from dicom_node.settings import PacsSettings
+from dicom_node.sr import comparison_reference
+from tests.desktop.test_autosave import open_and_wait
 from tests.desktop.test_desktop_widgets import instance_row
+from tests.dicom_node.priors_fixtures import put_all, write_cr_study
 from tests.engine.test_display import write_image
 
 CURRENT_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -166,3 +177,87 @@ def test_without_a_prior_the_study_hangs_alone_and_says_why(qtbot, tmp_path):
     assert not viewer.prior_box.isVisible() and viewer.hanging == ""
     assert viewer.canvases[1].label == "lateral" and viewer.canvases[1].caption == ""
     assert panel.heading.text() == f"No prior: {reason}" and not panel.text.isVisible()
+
+
+# -- in the app, over a real store: priors found by dicom_node.priors, signed as the report's comparison ------
+PATIENT = "PRI-0018"
+FINDINGS, IMPRESSION = "Right pleural effusion.", "Right pleural effusion."
+
+
+def _current_drafted(store, tmp_path):
+    current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
+    put_all(store, current.paths)
+    for state in (StudyState.STABLE, StudyState.DRAFTING):
+        store.index.transition(current.study_uid, state)
+    save_draft(store.index, DraftRecord(current.study_uid, "tiny@1", "cpu", FINDINGS, IMPRESSION))
+    return current
+
+
+def _earlier_signed_here(store, tmp_path):
+    earlier = write_cr_study(tmp_path / "earlier", PATIENT, "20231105")
+    put_all(store, earlier.paths)
+    store.index.transition(earlier.study_uid, StudyState.DRAFTED)
+    sign_report(store.index, SignedReport(earlier.study_uid, "Small right effusion.", "Small right pleural effusion.",
+                                          "Reader^A"))
+    return earlier
+
+
+def _sign_and_wait(window, qtbot, study_uid: str):
+    window.panel.accept.click()
+    window.sign()
+    # the first checks before signing load the report-language pipeline (seconds on a loaded machine)
+    qtbot.waitUntil(lambda: latest_report(window.ws.store.index, study_uid) is not None, timeout=60_000)
+    return latest_report(window.ws.store.index, study_uid)
+
+
+@pytest.mark.slow
+def test_the_app_hangs_the_retrieved_prior_and_signs_it_as_the_comparison(desktop, qtbot, tmp_path, no_model):
+    window = desktop(**no_model)
+    store = window.ws.store
+    earlier = _earlier_signed_here(store, tmp_path)
+    current = _current_drafted(store, tmp_path)
+    PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
+    open_and_wait(window, qtbot, current.study_uid)
+    viewer = window.viewer
+    qtbot.waitUntil(lambda: viewer.prior is not None, timeout=10_000)
+    _shown(qtbot, viewer, "20231105", "PA")
+    assert viewer.canvases[0].caption == "CURRENT 2025-01-10" and viewer.canvases[1].caption == "PRIOR 2023-11-05"
+    assert window.prior_panel.heading.text() == "Prior report · 2023-11-05 · CR CHEST PA AND LATERAL · signed here"
+    assert "IMPRESSION\nSmall right pleural effusion." in window.prior_panel.text.toPlainText()
+
+    report = _sign_and_wait(window, qtbot, current.study_uid)
+    assert report.detail["comparison"]["study_uid"] == earlier.study_uid
+    text = window.ws.report_text(report.id)
+    line = "Comparison: CR CHEST PA AND LATERAL 2023-11-05."
+    assert line in text and line in report_document(text).toPlainText()  # the text export and the PDF
+    assert write_report_pdf(text, tmp_path / "report.pdf").read_bytes().startswith(b"%PDF")
+    sr = pydicom.dcmread(window.ws.sr_file(report.id))
+    reference = comparison_reference(sr)
+    assert (reference["study_uid"], reference["date"]) == (earlier.study_uid, "20231105")
+    assert reference["baseline"] == priors_of(store.index, current.study_uid)[0].instances[0].sop_instance_uid
+    assert reference["previous_findings"] == "Small right pleural effusion."
+
+
+def test_no_prior_says_why_then_look_for_priors_finds_one(desktop, qtbot, tmp_path, no_model):
+    window = desktop(**no_model)
+    store = window.ws.store
+    current = _current_drafted(store, tmp_path)
+    PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
+    open_and_wait(window, qtbot, current.study_uid)
+    viewer, panel = window.viewer, window.prior_panel
+    qtbot.waitUntil(lambda: viewer.priors.study_uid == current.study_uid, timeout=10_000)
+    assert viewer.prior is None and viewer.prior_note.text() == "No prior" and viewer.hanging == ""
+    assert panel.heading.text().startswith("No prior: drafted without a prior") and panel.isVisible()
+
+    earlier = _earlier_signed_here(store, tmp_path)  # the prior reaches the store: ask again
+    viewer.look_again.trigger()
+    qtbot.waitUntil(lambda: viewer.prior is not None, timeout=20_000)
+    assert viewer.prior.study_uid == earlier.study_uid
+    _shown(qtbot, viewer, "20231105", "PA")
+    assert panel.heading.text().startswith("Prior report · 2023-11-05")
+
+    viewer.set_priors(PriorsOfStudy(current.study_uid, (), "none-found", "no earlier study"))  # read without one
+    report = _sign_and_wait(window, qtbot, current.study_uid)
+    assert report.detail["comparison"] is None
+    assert "Comparison: none.\n" in window.ws.report_text(report.id)
+    assert comparison_reference(pydicom.dcmread(window.ws.sr_file(report.id))) == {"description": "None."}
