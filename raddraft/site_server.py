@@ -17,7 +17,7 @@ from dicom_node.outbox import OutboxWorker
 from dicom_node.store import Store
 from raddraft.config import AppConfig
 from raddraft.resources import model_registry
-from raddraft.runtime import start_node
+from raddraft.runtime import load_drafting_model, start_node
 from raddraft.service import ModelRefused, start_drafting
 
 log = logging.getLogger("raddraft.server")
@@ -31,6 +31,7 @@ def _refuse(message: str) -> int:
 def run_server(config: AppConfig) -> int:
     from server.app import Site, create_app
     from server.events import EventHub
+    from server.generation import OnDemandDrafter
     from server.https import ApiServer
     from server.schema import prepare_site_tables
 
@@ -65,8 +66,11 @@ def run_server(config: AppConfig) -> int:
         hub = EventHub(store.index, settings.event_poll_s)
         hub.start()
         stack.append(hub.stop)
+        # Drafting on request uses the queue's model when the server drafts, else its own, loaded on first use.
+        drafter = OnDemandDrafter(lambda: drafting.queue.model if drafting else load_drafting_model(config).model)
         site = Site(store, settings, registry=model_registry(config), send_on_sign=config.pacs.send_on_sign,
-                    notify_outbox=outbox.notify, hub=hub)
+                    notify_outbox=outbox.notify, hub=hub, drafter=drafter,
+                    on_model_switch=lambda installed: drafter.swap(None) if not drafting else None)
         api = ApiServer(create_app(site), settings)
         api.start()
         stack.append(api.stop)

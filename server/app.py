@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,7 +51,7 @@ class Site:
     notify_outbox: Callable[[], None] = lambda: None
     on_model_switch: Callable[[Any], None] = lambda installed: None
     hub: EventHub | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    drafter: Any = None  # server.generation.OnDemandDrafter, or None (no drafting on request)
 
     @property
     def index(self):
@@ -88,6 +88,12 @@ class Sign(BaseModel):
 
 class WorkingDraftBody(BaseModel):
     sections: dict[str, Any]
+
+
+class Generate(BaseModel):
+    section: str
+    findings: str | None = None
+    indication: str | None = None
 
 
 class WorkerClaim(BaseModel):
@@ -270,6 +276,19 @@ def create_app(site: Site) -> FastAPI:
         if kept is None:
             raise SigningError("the study is signed: its text is the signed report now")
         return asdict(kept)
+
+    @app.post("/api/studies/{study_uid}/generate")
+    def generate(study_uid: str, body: Generate, _user: Reader) -> StreamingResponse:
+        from server.generation import SECTIONS, stream_section
+
+        known_study(study_uid)
+        if site.drafter is None:
+            raise NotFound("this server drafts nothing on request (no model here)")
+        if body.section not in SECTIONS:
+            raise SiteError(f"unknown section {body.section!r} (findings or impression)")
+        paths = [site.store.path_of(row) for row in index.instances_of(study_uid)]
+        return StreamingResponse(stream_section(site.drafter, paths, body.section, body.findings, body.indication),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     # -- claims ------------------------------------------------------------------------------------------
     @app.post("/api/studies/{study_uid}/claim")

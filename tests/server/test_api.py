@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -146,3 +147,26 @@ def test_events_stream_a_state_change_and_a_claim(running_site, tmp_path):
     listener.join(10)
     assert seen == [{"kind": "study", "study_uid": study_uid, "state": "stable", "reason": "",
                      "at": seen[0]["at"]}, {"kind": "claim", "study_uid": study_uid, "claimed_by": "anna"}]
+
+
+def test_a_section_is_generated_on_request_and_streamed(running_site, tmp_path):
+    import httpx_sse
+
+    from engine.runtime import load_model
+    from engine.settings import EngineSettings
+    from server.generation import OnDemandDrafter
+
+    embedded = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
+    running_site.site.drafter = OnDemandDrafter(lambda: load_model(embedded, EngineSettings(providers=("cpu",))))
+    study_uid = running_site.add_study(tmp_path)
+    events = []
+    with running_site.client(running_site.login("anna")) as anna:
+        with httpx_sse.connect_sse(anna, "POST", f"/api/studies/{study_uid}/generate",
+                                   json={"section": "impression", "findings": "Lungs are clear."}) as source:
+            events = [(event.event, event.json()) for event in source.iter_sse()]
+        unknown = anna.post(f"/api/studies/{study_uid}/generate", json={"section": "history"})
+    pieces = [data["text"] for name, data in events if name == "piece"]
+    (name, result) = events[-1]
+    assert name == "result" and pieces and result["text"].strip()
+    assert "".join(pieces).strip() == result["text"].strip()
+    assert unknown.status_code == 400
