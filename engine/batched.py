@@ -92,12 +92,13 @@ class _Batch:
 
 
 def generate_batch(graphs: ModelGraphs, tokenizer: Tokenizer, requests: Sequence[BatchRequest],
-                   options: GenerationOptions) -> list[GenerationResult]:
+                   options: GenerationOptions, *, together: bool = True) -> list[GenerationResult]:
     """`generate` for each request, the decoding steps of all rows run together.
 
-    Falls back to one row at a time for a single request, without the cache, or for a decoder that
-    derives positions from the mask (it cannot take padded rows)."""
-    if len(requests) <= 1 or not options.use_cache or not graphs.takes_batches:
+    Falls back to one row at a time when `together` is False (graphs whose rows are not independent,
+    see the module docstring), for a single request, without the cache, or for a decoder that derives
+    positions from the mask (it cannot take padded rows)."""
+    if not together or len(requests) <= 1 or not options.use_cache or not graphs.takes_batches:
         return [generate(graphs, tokenizer, list(r.prompt_ids), r.image_features, options, r.on_text,
                          reuse=r.reuse) for r in requests]
     rows = [_prefilled(graphs, tokenizer, request, options) for request in requests]

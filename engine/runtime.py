@@ -194,7 +194,8 @@ class DraftModel:
             return []
         options = options or self.default_options()
         started = time.perf_counter()
-        features = self.batch_image_features(studies)
+        exact = self.rows_independent
+        features = self.batch_image_features(studies) if exact else [self.image_features(s) for s in studies]
         encoded = time.perf_counter()
         requests, shared_timings, layouts = [], [], []
         for study, study_features in zip(studies, features):
@@ -206,7 +207,7 @@ class DraftModel:
             layouts.append(layout)
             shared_timings.append({"shared_prefix_tokens": len(shared[0].token_ids) if shared else 0,
                                    "shared_prefill_s": round(shared_s, 4)})
-        results = generate_batch(self.graphs, self.tokenizer, requests, options)
+        results = generate_batch(self.graphs, self.tokenizer, requests, options, together=exact)
         total = time.perf_counter() - started
         drafts = []
         for i, study in enumerate(studies):
@@ -216,6 +217,12 @@ class DraftModel:
             drafts.append(self._assemble(study, findings, impression, "impression", layouts[i]["indication"],
                                          self.domain_state(features[i]), timings))
         return drafts
+
+    @property
+    def rows_independent(self) -> bool:
+        """Whether rows run together give each row what it gets alone: not for int8, whose activations are
+        quantized with one scale over the whole batch (so `draft_batch` runs its rows one at a time)."""
+        return self.variant != "int8" and self.graphs.takes_batches
 
     def batch_image_features(self, studies: Sequence[StudyInput]) -> list[np.ndarray]:
         """The image features of each study from one run of the vision graph over all their images."""

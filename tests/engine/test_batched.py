@@ -99,3 +99,13 @@ def test_auto_variant_passes_over_int8_when_batching() -> None:
 def test_a_batching_engine_loads_fp32_where_one_at_a_time_loads_int8() -> None:
     assert load_model(EMBEDDED, EngineSettings(providers=("cpu",))).variant == "int8"
     assert load_model(EMBEDDED, EngineSettings(providers=("cpu",), batch_size=4)).variant == "fp32"
+
+
+def test_an_int8_model_drafts_a_batch_row_by_row_and_gives_what_it_gives_alone(phantom_studies) -> None:
+    """int8 quantizes activations with one scale over all rows: its batch is not run together."""
+    model = load_model(EMBEDDED, EngineSettings(providers=("cpu",), variant="int8"))
+    assert not model.rows_independent
+    options = model.default_options(max_new_tokens=24)
+    batched = model.draft_batch([model.prepare(study["paths"]) for study in phantom_studies], options=options)
+    alone = [model.draft(study["paths"], options=options) for study in phantom_studies]
+    assert [(d.findings, d.impression) for d in batched] == [(d.findings, d.impression) for d in alone]
