@@ -35,6 +35,28 @@ REAL = [
     ("Numerous bilateral pulmonary nodules have increased in size and number XXXX compared to prior study.",
      {"nodule": "increased"}),
     ("Right basilar airspace disease is unchanged.", {"consolidation": "unchanged"}),
+    # sampled after the reader was written (150 sentences with change words, random seed 2026)
+    ("The tracheostomy tube is in stable position.", {"support_device": "unchanged"}),
+    ("Small nodule projecting near the left heart XXXX is unchanged from XXXX and appears calcified.",
+     {"nodule": "unchanged"}),
+    ("Stable appearance of pacemaker.", {"support_device": "unchanged"}),
+    ("There is persistent mild to moderate cardiomegaly.", {"cardiomegaly": "unchanged"}),
+    ("Tracheostomy tube remains in the trachea.", {"support_device": "unchanged"}),
+    ("Small nodule in the right upper lung is stable.", {"nodule": "unchanged"}),
+    ("Left-sided XXXX/ICD device and leads are stable.", {"support_device": "unchanged"}),
+    ("Stable left lung consolidation, possibly infectious pneumonia and/or aspiration.",
+     {"consolidation": "unchanged"}),
+    ("Persistent but decreasing basilar infiltrates atelectasis.", {"atelectasis": "decreased"}),
+    ("Heart size remains large.", {"cardiomegaly": "unchanged"}),
+    (("Interval development of bilateral upper lobe consolidation, right greater than left, XXXX representing "
+     "pneumonia.."), {"consolidation": "new"}),
+    ("There is persistence of a left lower lobe calcified nodule XXXX representing a granuloma.",
+     {"nodule": "unchanged"}),
+    ("The lungs are clear without interval consolidation, pleural effusion or pneumothorax.", {}),
+    ("Heart size remains normal.", {}),
+    ("Recommend followup PA and lateral chest x-XXXX in 6 weeks to ensure resolution.", {}),
+    (("Pulmonary vasculature is increased with mildly increased interstitial markings and fissural thickening, "
+     "suggesting mild pulmonary edema."), {}),
     # descriptions, not changes
     (("Cardiomegaly with central vascular congestion and increased interstitial opacities suggesting mild "
      "interstitial pulmonary edema."), {}),

@@ -60,9 +60,9 @@ _COORDINATION = re.compile(r"^\s*,?\s*(?:and|or|&)\s+[\w\s/-]{0,40}$", re.IGNORE
 _SENTENCE_END = re.compile(r"[.;!?](?=\s|$)|\n\s*\n|(?:(?<=\s)|^)\d{1,2}[.)]\s+(?=[A-Za-z])")
 # After a finding, a cue says how it changed when nothing it would describe follows ("has increased.",
 # "unchanged from", "stable in appearance"), not when it names another thing ("increased interstitial opacities")
-_SUFFIX_FOLLOWER = re.compile(r"^\s*(?:$|[,.;:)]|(?:since|from|compared|in|on|to|when|relative|as|now|and|or|but|with|at|"
-                              r"over|than|the|prior|previous|slightly|mildly|markedly|significantly|somewhat|overall|allowing|"
-                              r"xxxx)\b)", re.IGNORECASE)
+_SUFFIX_FOLLOWER = re.compile(r"^\s*(?:$|[,.;:)]|(?:since|from|compared|in|on|to|when|relative|as|now|and|or|but|"
+                              r"with|at|over|than|the|prior|previous|position|appearance|alignment|size|slightly|"
+                              r"mildly|markedly|significantly|somewhat|overall|allowing|xxxx)\b)", re.IGNORECASE)
 _PREFIX_REACH = 60  # characters between a cue and the finding it stands before ("increased moderate right pleural")
 
 # Comparison language: a report that uses it compares with an earlier study.
