@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.findings.checks import comparison_without_prior
 from engine.findings.labeler import Mention, label_mentions
 from engine.findings.vocabulary import ABSENT
 
@@ -118,7 +119,11 @@ def change_statements(text: str, mentions: Callable[[str], list[Mention]] = labe
 
 
 def claims_comparison(text: str, mentions: Callable[[str], list[Mention]] = label_mentions) -> bool:
-    """Whether the text compares with an earlier study ("No prior for comparison" does not)."""
+    """Whether the text compares with an earlier study ("No prior for comparison" does not): whatever the check
+    before signing flags as a comparison without a prior (`engine.findings.checks`), and more ("new", "no
+    longer seen", a change statement)."""
+    if comparison_without_prior(text):
+        return True
     cleaned = _NO_COMPARISON.sub(" ", text)
     if _COMPARISON.search(cleaned):
         return True
