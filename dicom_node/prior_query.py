@@ -85,6 +85,7 @@ class FoundStudy:
     modalities: tuple[str, ...]
     description: str
     num_instances: int | None
+    patient_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def found_study(identifier: Dataset) -> FoundStudy:
         num = None
     return FoundStudy(_text(identifier, "StudyInstanceUID"), _text(identifier, "StudyDate"),
                       _text(identifier, "StudyTime"), tuple(str(m).upper() for m in modalities),
-                      _text(identifier, "StudyDescription"), num)
+                      _text(identifier, "StudyDescription"), num, _text(identifier, "PatientID"))
 
 
 class QueryRetrieveClient:
@@ -128,7 +129,8 @@ class QueryRetrieveClient:
 
     # -- C-FIND ------------------------------------------------------------------------------------
     def find_studies(self, patient_id: str, before_date: str = "") -> list[FoundStudy]:
-        """The patient's studies (on or before `before_date` when given, as DICOM range matching)."""
+        """The patient's studies (on or before `before_date` when given, as DICOM range matching). Only answers
+        for exactly this Patient ID: '*' or '?' in an ID are wildcards to the PACS, and match other patients."""
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
         query.PatientID = patient_id
@@ -138,7 +140,10 @@ class QueryRetrieveClient:
         query.ModalitiesInStudy = ""
         query.StudyDescription = ""
         query.NumberOfStudyRelatedInstances = ""
-        return [found_study(ds) for ds in self._find(query)]
+        found = [found_study(ds) for ds in self._find(query)]
+        wildcards = bool(set("*?") & set(patient_id))
+        return [study for study in found if study.patient_id.strip() == patient_id.strip()
+                or (not study.patient_id and not wildcards)]
 
     def series_body_parts(self, study_uid: str) -> set[str]:
         """Body Part Examined of the study's series, upper case ('' where a series has none)."""

@@ -19,7 +19,7 @@ from pynetdicom.sop_class import (
 )
 
 from dicom_node.index import StudyState
-from dicom_node.priors import TIMEOUT, PriorRetriever, prior_status, priors_of
+from dicom_node.priors import NONE_FOUND, TIMEOUT, PriorRetriever, prior_status, priors_of
 from dicom_node.settings import PacsSettings
 from dicom_node.worklist import worklist_rows
 from tests.dicom_node.priors_fixtures import (
@@ -38,6 +38,7 @@ class HangingPacs:
     """Answers C-FIND with the prior study; a C-MOVE waits until `release` and then sends the prior."""
 
     def __init__(self, prior_paths: list[Path], prior_date: str, prior_uid: str) -> None:
+        self.answer_patient_id: str | None = None  # None: answers without Patient ID
         self.paths = prior_paths
         self.prior = [pydicom.dcmread(p) for p in prior_paths]
         self.prior_date, self.prior_uid = prior_date, prior_uid
@@ -67,6 +68,8 @@ class HangingPacs:
         answer.ModalitiesInStudy = ["CR", "SR"]
         answer.StudyDescription = "CHEST"
         answer.NumberOfStudyRelatedInstances = len(self.prior)
+        if self.answer_patient_id is not None:
+            answer.PatientID = self.answer_patient_id
         yield 0xFF00, answer
 
     def _move(self, event):
@@ -115,3 +118,16 @@ def test_a_c_move_that_hangs_gives_up_after_move_timeout_and_late_images_stay_a_
     assert late is not None and late.state == StudyState.PRIOR and late.num_instances == 3
     assert running.stable == []
     assert [row.study_uid for row in worklist_rows(index)] == [current.study_uid]
+
+
+def test_answers_for_another_patient_are_never_taken_as_priors(make_node, tmp_path: Path, hanging_pacs) -> None:
+    """'*' and '?' in a Patient ID are wildcards to the PACS: its answers for other patients are left out."""
+    pacs, _prior = hanging_pacs
+    pacs.answer_patient_id = "SOMEONE-ELSE"
+    running = make_node()
+    store, index = running.store, running.store.index
+    current = write_cr_study(tmp_path / "current", "SLOW*", "20250110")
+    put_all(store, current.paths)
+    settings = PacsSettings(ae_title="SLOWPACS", host="127.0.0.1", port=pacs.port, move_timeout_s=1.0)
+    outcome = PriorRetriever(settings, index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
+    assert outcome.state == NONE_FOUND and not pacs.move_requested.is_set()
