@@ -330,7 +330,7 @@ class Workstation:
         from engine.findings.critical import find_critical
 
         critical_names = self.config.engine.critical_findings
-        has_prior = False  # priors are not fetched yet (the priors issue): no study has one
+        has_prior = bool(priors_of(self.store.index, study_uid))  # a comparison is a claim only without one
         problems = check_report(findings, impression, has_prior=has_prior, critical=critical_names)
         critical = find_critical({"findings": findings, "impression": impression}, critical_names)
         return SignChecks(tuple(problems), tuple(critical))

@@ -184,12 +184,12 @@ PATIENT = "PRI-0018"
 FINDINGS, IMPRESSION = "Right pleural effusion.", "Right pleural effusion."
 
 
-def _current_drafted(store, tmp_path):
+def _current_drafted(store, tmp_path, impression: str = IMPRESSION):
     current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
     put_all(store, current.paths)
     for state in (StudyState.STABLE, StudyState.DRAFTING):
         store.index.transition(current.study_uid, state)
-    save_draft(store.index, DraftRecord(current.study_uid, "tiny@1", "cpu", FINDINGS, IMPRESSION))
+    save_draft(store.index, DraftRecord(current.study_uid, "tiny@1", "cpu", FINDINGS, impression))
     return current
 
 
@@ -215,7 +215,8 @@ def test_the_app_hangs_the_retrieved_prior_and_signs_it_as_the_comparison(deskto
     window = desktop(**no_model)
     store = window.ws.store
     earlier = _earlier_signed_here(store, tmp_path)
-    current = _current_drafted(store, tmp_path)
+    # a comparison stated with a prior on screen is no "comparison without a prior" to review before signing
+    current = _current_drafted(store, tmp_path, "Right pleural effusion, increased since the prior study.")
     PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
     open_and_wait(window, qtbot, current.study_uid)
     viewer = window.viewer
@@ -226,6 +227,7 @@ def test_the_app_hangs_the_retrieved_prior_and_signs_it_as_the_comparison(deskto
     assert "IMPRESSION\nSmall right pleural effusion." in window.prior_panel.text.toPlainText()
 
     report = _sign_and_wait(window, qtbot, current.study_uid)
+    assert window.sign_dialog is None  # signed without a review of the comparison
     assert report.detail["comparison"]["study_uid"] == earlier.study_uid
     text = window.ws.report_text(report.id)
     line = "Comparison: CR CHEST PA AND LATERAL 2023-11-05."
