@@ -12,6 +12,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from dicom_node.index import StudyState
+from dicom_node.priors import PriorRetriever, priors_of
 from dicom_node.reports import (
     ComparisonStudy,
     SignedReport,
@@ -21,10 +22,11 @@ from dicom_node.reports import (
     report_as_text,
     sign_report,
 )
-from dicom_node.settings import StoreSettings
+from dicom_node.settings import PacsSettings, StoreSettings
 from dicom_node.sr import build_report_sr, comparison_reference, section_texts, write_report_sr
 from dicom_node.store import ReceivedInstance, Store
 from tests.conftest import copy_with_fresh_uids, require_tool, sample_path
+from tests.dicom_node.priors_fixtures import put_all, write_cr_study
 
 PRIOR_IMPRESSION = "Small right pleural effusion."
 
@@ -119,3 +121,29 @@ def test_an_sr_read_without_a_prior_says_none_and_passes_dciodvfy(studies):
     assert "PertinentOtherEvidenceSequence" not in ds
     verdict = _dciodvfy(path)
     assert "Error" not in verdict and "Warning" not in verdict, verdict
+
+
+def test_the_prior_found_by_the_priors_lookup_is_the_srs_comparison(tmp_path):
+    """The real path: priors_of() gives the prior (signed here), the report records it, the SR refers to it."""
+    store = Store(StoreSettings(tmp_path / "store"))
+    try:
+        earlier = write_cr_study(tmp_path / "earlier", "PRI-18", "20231105")
+        current = write_cr_study(tmp_path / "current", "PRI-18", "20250110")
+        put_all(store, earlier.paths + current.paths)
+        store.index.transition(earlier.study_uid, StudyState.DRAFTED)
+        sign_report(store.index, SignedReport(earlier.study_uid, "Small right effusion.", PRIOR_IMPRESSION, "R^A"))
+        PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
+        store.index.transition(current.study_uid, StudyState.STABLE)
+        (prior,) = priors_of(store.index, current.study_uid)
+        report = _sign(store, current.study_uid, ComparisonStudy.of_prior(prior))
+        assert comparison_line(report) == "Comparison: CR CHEST PA AND LATERAL 2023-11-05."
+        path = write_report_sr(store.root, report, store.index.study(current.study_uid),
+                               store.index.instances_of(current.study_uid))
+        reference = comparison_reference(pydicom.dcmread(path))
+        assert reference["baseline"] == prior.instances[0].sop_instance_uid  # the frontal (PA)
+        assert prior.instances[0].view_position == "PA"
+        assert reference["previous_findings"] == PRIOR_IMPRESSION
+        verdict = _dciodvfy(path)
+        assert "Error" not in verdict and "Warning" not in verdict, verdict
+    finally:
+        store.close()
