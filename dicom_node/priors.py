@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dicom_node.index import Index, InstanceRow, StudyRow
+from dicom_node.index import Index, InstanceRow, StudyRow, StudyState
 from dicom_node.prior_query import FoundStudy, QueryRetrieveClient, QueryRetrieveError
 from dicom_node.prior_report import is_sr, read_sr_report
 from dicom_node.reports import latest_report
@@ -232,6 +232,11 @@ class PriorRetriever:
         if not study.patient_id.strip():
             return PriorsOutcome(study_uid, NONE_FOUND, "the study has no Patient ID to look for priors by")
         settings = self._settings
+        family = {m.upper() for m in settings.prior_modalities}
+        modalities = {m for m in study.modalities.split(",") if m}
+        if modalities and not modalities & family:
+            return PriorsOutcome(study_uid, DISABLED, f"priors are looked up for {'/'.join(sorted(family))} studies, "
+                                 f"not {'/'.join(sorted(modalities))} ([pacs] prior_modalities)")
         at_pacs = settings.configured and settings.query_priors and settings.priors > 0
         found: list[FoundStudy] = []
         pacs_error: QueryRetrieveError | None = None
@@ -334,7 +339,10 @@ class PriorRetriever:
         """Retrieve the candidate unless the store holds all of it, read its report, mark it retrieved; the
         error, if it could not be made ready."""
         held = len(self._index.instances_of(candidate.study_uid))
-        complete = held > 0 and (candidate.expected_instances is None or held >= candidate.expected_instances)
+        local = self._index.study(candidate.study_uid)
+        # A study of its own here (read, or being read) is taken as it is: more of it from PACS would reopen it.
+        complete = held > 0 and (local is not None and local.state != StudyState.PRIOR
+                                 or candidate.expected_instances is None or held >= candidate.expected_instances)
         if not complete:
             if not candidate.at_pacs:
                 return "the prior is not in the store"

@@ -58,12 +58,13 @@ def _save(ds: Dataset, sop_class: str, path: Path) -> Path:
 
 
 def cr_image(patient_id: str, study_uid: str, study_date: str, view: str, series_number: int,
-             description: str = "CHEST PA AND LATERAL", body_part: str = "CHEST", seed: int = 0) -> Dataset:
+             description: str = "CHEST PA AND LATERAL", body_part: str = "CHEST", seed: int = 0,
+             modality: str = "CR") -> Dataset:
     ds = Dataset()
     _patient_study(ds, patient_id, study_uid, study_date, description)
     ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "CR"
+    ds.Modality = modality
     ds.SeriesNumber = series_number
     ds.InstanceNumber = 1
     ds.SeriesDescription = f"CHEST {view}"
@@ -82,12 +83,13 @@ def cr_image(patient_id: str, study_uid: str, study_date: str, view: str, series
 
 
 def write_cr_study(out: Path, patient_id: str, study_date: str, *, views: tuple[str, ...] = ("PA", "LL"),
-                   body_part: str = "CHEST", study_uid: str | None = None) -> WrittenStudy:
+                   body_part: str = "CHEST", study_uid: str | None = None, modality: str = "CR") -> WrittenStudy:
     """A CR chest study (one image per view, each its own series), the lateral first on disk."""
     study_uid = study_uid or generate_uid()
     paths = []
     for number, view in enumerate(reversed(views), start=1):
-        ds = cr_image(patient_id, study_uid, study_date, view, number, body_part=body_part, seed=number)
+        ds = cr_image(patient_id, study_uid, study_date, view, number, body_part=body_part, seed=number,
+                      modality=modality)
         paths.append(_save(ds, CR_STORAGE, out / f"{ds.SOPInstanceUID}.dcm"))
     return WrittenStudy(study_uid, patient_id, study_date, tuple(paths))
 

@@ -158,6 +158,19 @@ def test_without_pacs_or_prior_the_reason_says_so(store, tmp_path: Path) -> None
     assert priors_of(store.index, current.study_uid) == []
 
 
+def test_only_studies_of_the_modality_family_have_or_are_priors(store, tmp_path: Path) -> None:
+    ct_before = write_cr_study(tmp_path / "ct", PATIENT, "20240601", modality="CT")
+    cr_before = write_cr_study(tmp_path / "cr", PATIENT, "20230601")
+    cr_now = write_cr_study(tmp_path / "now", PATIENT, "20250110")
+    ct_now = write_cr_study(tmp_path / "ctnow", PATIENT, "20250111", modality="CT")
+    for study in (ct_before, cr_before, cr_now, ct_now):
+        put_all(store, study.paths)
+    retriever = PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT")
+    assert retriever.retrieve_for(cr_now.study_uid).priors == (cr_before.study_uid,)  # the newer CT is no prior
+    outcome = retriever.retrieve_for(ct_now.study_uid)
+    assert outcome.state == DISABLED and "not CT" in outcome.reason and priors_of(store.index, ct_now.study_uid) == []
+
+
 # -- a PACS that is down or silent ---------------------------------------------------------------------
 def test_a_pacs_that_is_down_means_no_prior_and_the_reason(store, tmp_path: Path) -> None:
     current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
