@@ -15,6 +15,7 @@ from dicom_node.events import NodeEvents
 from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.outbox import OutboxWorker
 from dicom_node.store import Store
+from raddraft import __version__
 from raddraft.config import AppConfig
 from raddraft.resources import model_registry
 from raddraft.runtime import load_drafting_model, start_node
@@ -68,8 +69,10 @@ def run_server(config: AppConfig) -> int:
         stack.append(hub.stop)
         # Drafting on request uses the queue's model when the server drafts, else its own, loaded on first use.
         drafter = OnDemandDrafter(lambda: drafting.queue.model if drafting else load_drafting_model(config).model)
-        site = Site(store, settings, registry=model_registry(config), send_on_sign=config.pacs.send_on_sign,
-                    notify_outbox=outbox.notify, hub=hub, drafter=drafter,
+        site = Site(store, settings, registry=model_registry(config),
+                    send_on_sign=config.pacs.configured and config.pacs.send_on_sign,
+                    notify_outbox=outbox.notify, hub=hub, drafter=drafter, software=f"RadDraft {__version__}",
+                    critical_findings=tuple(config.engine.critical_findings),
                     on_model_switch=lambda installed: drafter.swap(None) if not drafting else None)
         api = ApiServer(create_app(site), settings)
         api.start()

@@ -52,6 +52,8 @@ class Site:
     on_model_switch: Callable[[Any], None] = lambda installed: None
     hub: EventHub | None = None
     drafter: Any = None  # server.generation.OnDemandDrafter, or None (no drafting on request)
+    software: str = "RadDraft"  # the SR's software line ("RadDraft 1.2.3")
+    critical_findings: tuple[str, ...] | None = None  # None: the engine's default list
 
     @property
     def index(self):
@@ -311,10 +313,11 @@ def create_app(site: Site) -> FastAPI:
     # -- signing and sending --------------------------------------------------------------------------------
     @app.post("/api/studies/{study_uid}/sign")
     def sign(study_uid: str, body: Sign, request: Request, user: Radiologist):
+        from server.signing import report_to_sign
+
         known_study(study_uid)
-        detail = {"provenance": body.provenance, "review": body.review, "signed_via": "site server"}
-        report = SignedReport(study_uid, body.findings, body.impression, user.name, draft_id=body.draft_id,
-                              ai_share_kept=body.ai_share_kept, edit_distance=body.edit_distance, detail=detail)
+        report = report_to_sign(index, study_uid, user.name, body, software=site.software,
+                                critical_names=site.critical_findings)
 
         def audited(conn: Any, signed: SignedReport) -> None:
             audit.record(conn, user.name, audit.SIGN, _client(request), study_uid=study_uid,

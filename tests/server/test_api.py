@@ -170,3 +170,17 @@ def test_a_section_is_generated_on_request_and_streamed(running_site, tmp_path):
     assert name == "result" and pieces and result["text"].strip()
     assert "".join(pieces).strip() == result["text"].strip()
     assert unknown.status_code == 400
+
+
+def test_the_checks_before_signing_run_again_on_the_server(running_site, tmp_path):
+    study_uid = running_site.add_study(tmp_path)
+    text = {"findings": "Large right pneumothorax.", "impression": "Large right pneumothorax."}
+    told = {"recipient": "Dr. Who (ED)", "communicated_at": "2026-01-02 10:30", "method": "telephone"}
+    with running_site.client(running_site.login("anna")) as anna:
+        unanswered = anna.post(f"/api/studies/{study_uid}/sign", json=text)
+        answered = anna.post(f"/api/studies/{study_uid}/sign", json={**text, "review": {"communication": told}})
+    assert unanswered.status_code == 409 and "critical finding" in unanswered.json()["detail"]
+    assert answered.status_code == 200, answered.text
+    detail = answered.json()["report"]["detail"]
+    assert detail["critical_communication"]["recipient"] == "Dr. Who (ED)"
+    assert detail["critical_findings"] and detail["software"].startswith("RadDraft")
