@@ -248,12 +248,16 @@ class SiteWorkstation:
                 for name, data in self.client.events("/api/events"):
                     if self._stopped.is_set():
                         return
-                    self._publish(name, data if isinstance(data, dict) else {})
+                    try:
+                        self._publish(name, data if isinstance(data, dict) else {})
+                    except (TypeError, ValueError) as error:  # an event of a newer server: the rest still count
+                        log.warning("could not follow the event %s %r: %s", name, data, error)
             except SiteError as error:
                 if self._stopped.is_set():
                     return
                 log.warning("%s; reconnecting", error)
             self._stopped.wait(self.settings.reconnect_s)
+            self.node_events.study_stable.publish(StudyStable("", 0))  # changes missed meanwhile: read the list
 
     def _publish(self, name: str, event: dict[str, Any]) -> None:
         """A server event into the topics of the standalone workstation (they refresh the worklist, stream
@@ -269,7 +273,7 @@ class SiteWorkstation:
         elif state == StudyState.FAILED.value:
             self.draft_events.failed.publish(DraftFailed(uid, str(event.get("reason", ""))))
         elif state == StudyState.SENT.value:
-            self.outbox.events.sent.publish(SendAttempt(0, uid, True, str(event.get("destination", "PACS"))))
+            self.outbox.events.sent.publish(SendAttempt(0, 0, uid, True, str(event.get("destination") or "PACS")))
         elif state == StudyState.RECEIVING.value:
             self.node_events.instance_stored.publish(InstanceStored(uid, "", "", "stored"))
         else:  # claims, signing, anything else: the worklist is read again
