@@ -30,6 +30,11 @@ MANIFEST_NAME = "model.json"
 IMAGE_PLACEHOLDER = "<image>"
 FINDINGS_PLACEHOLDER = "{findings}"
 INDICATION_PLACEHOLDER = "{indication}"
+PRIOR_PLACEHOLDER = "{prior}"
+PRIOR_DATE_PLACEHOLDER = "{prior_date}"
+PRIOR_REPORT_PLACEHOLDER = "{prior_report}"
+# What a bundle takes of the patient's previous study: nothing, its report, or its report and frontal image.
+PRIOR_MODES = ("none", "report", "report+image")
 SECTIONS = ("findings", "impression")
 WINDOW_POLICIES = ("dicom", "minmax", "percentile")
 COMBINE_MODES = ("tokens", "stitch")
@@ -120,6 +125,19 @@ class Prompts:
 
 
 @dataclass(frozen=True)
+class PriorPrompts:
+    """The words that bring a prior study into a prompt, at the prompts' `{prior}` slot.
+
+    with_image: the prior with its frontal image (its own `<image>` block, introduced by its own words, as
+    MAIRA-2 prompts), its date and report; report_only: the prior's date and report; none: what a bundle
+    that takes priors is told when the study has none (so that it learns not to claim a comparison)."""
+
+    with_image: str = "Prior {prior_date}: <image>\nPrior report: {prior_report}\n"
+    report_only: str = "Prior {prior_date}.\nPrior report: {prior_report}\n"
+    none: str = "Prior: none.\n"
+
+
+@dataclass(frozen=True)
 class PromptVariant:
     """A prompt rendered by the checkpoint's chat template for one section, one set of views and with or
     without an indication: `<image>` once per view (or once for a stitched image), `{indication}` where
@@ -174,6 +192,9 @@ class BundleManifest:
     prompting: PromptLayout = field(default_factory=PromptLayout)
     tokenizer: str = "tokenizer.json"
     card: str = "MODEL_CARD.md"
+    # What the prompts take of a prior study (PRIOR_MODES); "none" (and absent in older bundles): nothing.
+    prior: str = "none"
+    prior_prompts: PriorPrompts = field(default_factory=PriorPrompts)
     # The merged Hugging Face checkpoint the graphs were exported from, for further fine-tuning
     # (`raddraft finetune --from BUNDLE`); the engine never reads it. None: the bundle carries none.
     checkpoint: str | None = None
@@ -254,6 +275,8 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
             prompts=_build(Prompts, data.get("prompts", {}), "prompts"),
             generation=_build(GenerationDefaults, data.get("generation", {}), "generation"),
             prompting=_prompt_layout(data.get("prompting", {})),
+            prior=data.get("prior", "none"),
+            prior_prompts=_build(PriorPrompts, data.get("prior_prompts", {}), "prior_prompts"),
             tokenizer=data.get("tokenizer", "tokenizer.json"),
             card=data.get("card", "MODEL_CARD.md"),
             checkpoint=data.get("checkpoint"),
@@ -335,6 +358,7 @@ def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
         raise BundleError(f"{where}: preprocessing.resize must be one of {RESIZE_MODES} with 3 pad values, "
                           f"a positive scale and shortest_edge >= 0")
     _check_prompt_variants(manifest, where)
+    _check_prior_intake(manifest, where)
     for name in ("findings", "impression", "impression_from_findings"):
         if IMAGE_PLACEHOLDER not in getattr(manifest.prompts, name):
             raise BundleError(f"{where}: prompts.{name} must contain {IMAGE_PLACEHOLDER}")
@@ -360,3 +384,36 @@ def _check_prompt_variants(manifest: BundleManifest, where: str) -> None:
                               "the variant takes an indication")
         if (variant.section == "impression_from_findings") != (FINDINGS_PLACEHOLDER in variant.text):
             raise BundleError(f"{where}: {label}: {FINDINGS_PLACEHOLDER} belongs in impression_from_findings only")
+
+
+def prompt_texts(manifest: BundleManifest) -> list[tuple[str, str]]:
+    """(label, text) of every prompt the bundle drafts with: its plain prompts and rendered variants."""
+    plain = [(f"prompts.{name}", getattr(manifest.prompts, name))
+             for name in ("findings", "impression", "impression_from_findings")]
+    rendered = [(f"prompting variant {v.section}/{'+'.join(v.views)}", v.text) for v in manifest.prompting.variants]
+    return rendered or plain
+
+
+def _check_prior_intake(manifest: BundleManifest, where: str) -> None:
+    """A bundle that takes priors has a `{prior}` slot in every prompt and prior words that fit its mode."""
+    if manifest.prior not in PRIOR_MODES:
+        raise BundleError(f"{where}: prior must be one of {', '.join(PRIOR_MODES)}, got {manifest.prior!r}")
+    texts = prompt_texts(manifest)
+    if manifest.prior == "none":
+        if any(PRIOR_PLACEHOLDER in text for _, text in texts):
+            raise BundleError(f"{where}: the prompts have a {PRIOR_PLACEHOLDER} slot but prior is \"none\"")
+        return
+    for label, text in texts:
+        if text.count(PRIOR_PLACEHOLDER) != 1:
+            raise BundleError(f"{where}: {label} must hold {PRIOR_PLACEHOLDER} once (prior is {manifest.prior!r})")
+    words = manifest.prior_prompts
+    given = words.with_image if manifest.prior == "report+image" else words.report_only
+    for slot in (PRIOR_DATE_PLACEHOLDER, PRIOR_REPORT_PLACEHOLDER):
+        if slot not in given:
+            raise BundleError(f"{where}: the prior words {given!r} lack {slot}")
+    images = given.count(IMAGE_PLACEHOLDER)
+    if images != (1 if manifest.prior == "report+image" else 0):
+        raise BundleError(f"{where}: the prior words {given!r} need exactly "
+                          f"{'one' if manifest.prior == 'report+image' else 'no'} {IMAGE_PLACEHOLDER}")
+    if IMAGE_PLACEHOLDER in words.none or PRIOR_PLACEHOLDER in words.none:
+        raise BundleError(f"{where}: prior_prompts.none must hold no {IMAGE_PLACEHOLDER} or slot")

@@ -300,6 +300,14 @@ def prepare_study(datasets: Sequence[Dataset], prep: Preprocessing) -> PreparedS
     )
 
 
+def prepare_prior_frontal(datasets: Sequence[Dataset], prep: Preprocessing) -> PreparedStudy:
+    """The prior study's one image for the model: its frontal view (else its first usable image), prepared
+    as a study's images are, whatever views or stitching the bundle uses for the current study."""
+    import dataclasses
+
+    return prepare_study(datasets, dataclasses.replace(prep, views=("frontal",), combine="tokens"))
+
+
 def _decodable_units(datasets: Sequence[Dataset], chosen: list[tuple[str, Dataset]],
                      prep: Preprocessing) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
     """The [0, 1] images of the chosen datasets by SOP Instance UID; an image no installed decoder reads

@@ -182,9 +182,10 @@ class DraftingQueue:
             return
         self.events.started.publish(DraftStarted(study_uid, model.model_id))
         paths = [self._store.path_of(row) for row in index.instances_of(study_uid)]
+        prior = self._latest_prior(study_uid)
         try:
             draft = model.draft(paths, on_piece=lambda section, text: self.events.piece.publish(
-                DraftPiece(study_uid, section, text)))
+                DraftPiece(study_uid, section, text)), **({"prior": prior} if prior is not None else {}))
         except Exception as error:
             self._fail(study_uid, error)
             return
@@ -194,12 +195,24 @@ class DraftingQueue:
             # `instances`: how many of the study's images were there (a speculative draft may precede more).
             detail={"variant": draft.variant, "images": list(draft.images), "instances": len(paths),
                     "skipped": [{"sop_instance_uid": uid, "why": why} for uid, why in draft.skipped],
-                    "prompts": draft.prompts,
+                    "prompts": draft.prompts, "prior": getattr(draft, "prior", None),
                     "timings": draft.timings, **self._trust_of(study_uid, draft)}))
         total = float(draft.timings.get("total_s", 0.0))  # type: ignore[arg-type]
         log.info("study %s drafted by %s in %.2f s%s", study_uid, draft.model, total,
                  " (stale: new images arrived meanwhile)" if record.stale else "")
         self.events.finished.publish(DraftFinished(study_uid, record.id, draft.model, total, record.stale))
+
+    def _latest_prior(self, study_uid: str):
+        """The study's most recent retrieved prior as the engine takes it (engine.prompts.PriorInput), or None."""
+        from dicom_node.priors import priors_of
+        from engine.prompts import prior_input
+
+        try:
+            priors = priors_of(self._store.index, study_uid)
+        except Exception:  # a broken prior must not stop the draft: it is drafted without one
+            log.exception("the priors of study %s cannot be read; drafting without a prior", study_uid)
+            return None
+        return prior_input(priors[0], self._store.path_of) if priors else None
 
     def _trust_of(self, study_uid: str, draft: Draft) -> dict[str, object]:
         """Domain state and confidence for the draft's detail, and its critical findings, except for a draft

@@ -33,8 +33,12 @@ from engine.indication import study_indication
 from engine.prompts import (
     IMPRESSION_FROM_FINDINGS,
     MAX_INDICATION_TOKENS,
+    MAX_PRIOR_REPORT_TOKENS,
     PROMPT_KINDS,
+    PriorInput,
+    cut_to_tokens,
     layout_prompt_text,
+    prior_block,
     prompt_ids,
 )
 from engine.providers import ProviderChoice, choose_providers
@@ -57,6 +61,21 @@ class StudyInput:
 
 
 @dataclass(frozen=True)
+class PriorReady:
+    """A prior as the prompts take it: the `{prior}` slot's text, the prior frontal image's pixel values
+    (report+image bundles), and what was used (`used`: None when the draft has no prior; `note` says why)."""
+
+    block: str = ""
+    pixel_values: np.ndarray | None = field(default=None, repr=False, compare=False)
+    used: dict[str, str] | None = None
+    note: str = "none"
+
+    @property
+    def images(self) -> int:
+        return 0 if self.pixel_values is None else int(self.pixel_values.shape[0])
+
+
+@dataclass(frozen=True)
 class Draft:
     findings: str
     impression: str
@@ -70,6 +89,7 @@ class Draft:
     domain: dict[str, object] = field(default_factory=UNKNOWN.to_dict)
     confidence: dict[str, float] = field(default_factory=dict)  # finding key -> probability (engine.confidence)
     skipped: tuple[tuple[str, str], ...] = ()  # images passed over: no installed decoder reads them
+    prior: dict[str, str] | None = None  # the prior study the draft was compared with: study_uid, date
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -116,8 +136,44 @@ class DraftModel:
                           tuple(view or "unknown" for view in prepared.views), study_indication(datasets),
                           prepared.skipped)
 
-    def image_features(self, study: StudyInput) -> np.ndarray:
-        return self.graphs.image_features(study.pixel_values)
+    def image_features(self, study: StudyInput, prior: PriorReady | None = None) -> np.ndarray:
+        """Features of the study's images, then of the prior's frontal image when the prompt takes it."""
+        if prior is None or prior.pixel_values is None:
+            return self.graphs.image_features(study.pixel_values)
+        pixels = np.concatenate([study.pixel_values, prior.pixel_values.astype(study.pixel_values.dtype)])
+        return self.graphs.image_features(pixels)
+
+    @property
+    def takes_prior(self) -> str:
+        """What the bundle's prompts take of a prior study: "none", "report" or "report+image"."""
+        return self.manifest.prior
+
+    def prepare_prior(self, prior: PriorInput | None) -> PriorReady:
+        """The prior as this bundle's prompts take it. A bundle that takes priors is told there is none
+        when `prior` is None or, for report+image, when the prior has no image that can be read."""
+        mode, words = self.takes_prior, self.manifest.prior_prompts
+        if mode == "none":
+            return PriorReady(note="not taken by this model" if prior is not None else "none")
+        if prior is None:
+            return PriorReady(block=prior_block(words, mode, None))
+        pixels = None
+        if mode == "report+image":
+            pixels = self._prior_pixels(prior)
+            if pixels is None:
+                return PriorReady(block=prior_block(words, mode, None), note="none (its image cannot be read)")
+        report = cut_to_tokens(self.tokenizer, prior.report, MAX_PRIOR_REPORT_TOKENS)
+        return PriorReady(block=prior_block(words, mode, prior, report), pixel_values=pixels,
+                          used=prior.identity(), note="given")
+
+    def _prior_pixels(self, prior: PriorInput) -> np.ndarray | None:
+        if not prior.image_paths:
+            return None
+        try:
+            datasets = preprocess.load_study(list(prior.image_paths))
+            return preprocess.prepare_prior_frontal(datasets, self.manifest.preprocessing).pixel_values[:1]
+        except preprocess.PreprocessError as error:
+            log.warning("drafting without the prior %s: %s", prior.study_uid, error)
+            return None
 
     @property
     def takes_indication(self) -> bool:
@@ -134,40 +190,52 @@ class DraftModel:
         return self.tokenizer.decode(ids[:MAX_INDICATION_TOKENS], skip_special_tokens=True).strip() or None
 
     def prompt_text(self, kind: str, views: Sequence[str] | None = None, findings: str | None = None,
-                    indication: str | None = None) -> str:
-        """The rendered prompt for `kind` and `views` (default: the bundle's views)."""
+                    indication: str | None = None, prior: str | None = None) -> str:
+        """The rendered prompt for `kind` and `views` (default: the bundle's views). prior: the `{prior}`
+        slot's text (default: what the bundle says without a prior)."""
         views = tuple(views or self.manifest.preprocessing.views)
-        return layout_prompt_text(self.manifest.prompting, self.manifest.prompts, kind, views, findings, indication)
+        if prior is None:
+            prior = self.prepare_prior(None).block
+        return layout_prompt_text(self.manifest.prompting, self.manifest.prompts, kind, views, findings, indication,
+                                  prior)
 
     def prompt_ids(self, kind: str, num_images: int, findings: str | None = None, *,
-                   views: Sequence[str] | None = None, indication: str | None = None) -> list[int]:
+                   views: Sequence[str] | None = None, indication: str | None = None, prior: str | None = None,
+                   prior_images: int = 0) -> list[int]:
+        """num_images: the study's images and the prior's frontal image (`prior_images`: 1 when given)."""
         arch = self.manifest.architecture
-        views = tuple(views or self.manifest.preprocessing.views[:num_images])
-        text = self.prompt_text(kind, views, findings, indication)
-        return prompt_ids(self.tokenizer, text, arch.image_token_id, arch.image_tokens, num_images)
+        own = num_images - prior_images
+        views = tuple(views or self.manifest.preprocessing.views[:own])
+        text = self.prompt_text(kind, views, findings, indication, prior)
+        return prompt_ids(self.tokenizer, text, arch.image_token_id, arch.image_tokens, own, prior_images)
 
     def generate(self, kind: str, features: np.ndarray, options: GenerationOptions | None = None,
                  findings: str | None = None, on_text: TextCallback | None = None, *,
-                 views: Sequence[str] | None = None, indication: str | None = None,
-                 reuse: tuple[DecoderState, ...] = ()) -> GenerationResult:
-        ids = self.prompt_ids(kind, features.shape[0], findings, views=views, indication=indication)
+                 views: Sequence[str] | None = None, indication: str | None = None, prior: str | None = None,
+                 prior_images: int = 0, reuse: tuple[DecoderState, ...] = ()) -> GenerationResult:
+        """features: the study's image features, then the prior's (`prior_images` of them) when given."""
+        ids = self.prompt_ids(kind, features.shape[0], findings, views=views, indication=indication,
+                              prior=prior, prior_images=prior_images)
         return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text,
                         reuse=reuse)
 
     def draft(self, study: Sequence[Path] | Sequence[Dataset], *, options: GenerationOptions | None = None,
               impression_from_findings: bool = False, on_piece: SectionCallback | None = None,
-              indication: str | None = None) -> Draft:
+              indication: str | None = None, prior: PriorInput | None = None) -> Draft:
         """Findings and Impression of one study (the DICOM files or folder of one study, or datasets).
 
         indication: the reason for the exam (typed by the radiologist); None takes the study's own
-        (DICOM request attributes). Used only when the bundle's prompts take one."""
+        (DICOM request attributes). Used only when the bundle's prompts take one.
+        prior: the patient's previous study (the most recent), for bundles that take priors; with None a
+        bundle that takes priors is told there is none."""
         started = time.perf_counter()
         study_input = self.prepare(study)
+        ready = self.prepare_prior(prior)
         prepared = time.perf_counter()
-        features = self.image_features(study_input)
+        features = self.image_features(study_input, ready)
         encoded = time.perf_counter()
-        domain = self.domain_state(features)
-        layout = self.prompt_layout(study_input, indication)
+        domain = self.domain_state(features[:features.shape[0] - ready.images])
+        layout = self.prompt_layout(study_input, indication, ready)
         used_indication = layout["indication"]
         options = options or self.default_options()
         shared, shared_s = self._shared_prefill(features, options, **layout)
@@ -183,7 +251,8 @@ class DraftModel:
         timings = {"preprocess_s": round(prepared - started, 4), "vision_s": round(encoded - prepared, 4),
                    **shared_timing, "findings": findings.timings(), "impression": impression.timings(),
                    "total_s": round(done - started, 4)}
-        return self._assemble(study_input, findings, impression, kind, used_indication, domain, timings)
+        return self._assemble(study_input, findings, impression, kind, used_indication, domain, timings,
+                              prior=ready, asked_prior=prior is not None)
 
     def draft_batch(self, studies: Sequence[StudyInput], *,
                     options: GenerationOptions | None = None) -> list[Draft]:
@@ -232,13 +301,17 @@ class DraftModel:
         return [np.ascontiguousarray(features[start:end]) for start, end in itertools.pairwise(bounds)]
 
     def _assemble(self, study: StudyInput, findings: GenerationResult, impression: GenerationResult, kind: str,
-                  used_indication: str | None, domain: DomainState, timings: dict[str, object]) -> Draft:
+                  used_indication: str | None, domain: DomainState, timings: dict[str, object], *,
+                  prior: PriorReady | None = None, asked_prior: bool = False) -> Draft:
+        prior = prior or self.prepare_prior(None)
         return Draft(
             findings=findings.text, impression=impression.text, model=self.model_id, provider=self.provider,
             variant=self.variant, images=study.sop_instance_uids, skipped=study.skipped,
             prompts={"findings": "findings", "impression": kind,
-                     **({"indication": used_indication} if used_indication else {})},
+                     **({"indication": used_indication} if used_indication else {}),
+                     **({"prior": prior.note} if asked_prior else {})},  # what became of the prior given
             timings=timings, domain=domain.to_dict(), confidence=self.confidence(findings, impression),
+            prior=prior.used,
         )
 
     def domain_state(self, features: np.ndarray) -> DomainState:
@@ -254,15 +327,17 @@ class DraftModel:
 
 
     def _shared_prefill(self, features: np.ndarray, options: GenerationOptions, *, views: tuple[str, ...],
-                        indication: str | None) -> tuple[tuple[DecoderState, ...], float]:
-        """One prefill of what the findings and impression prompts share (the image tokens and the text
-        around them up to where the sections differ) and its seconds; nothing when they share nothing or
-        caching is off."""
+                        indication: str | None, prior: str | None = None, prior_images: int = 0
+                        ) -> tuple[tuple[DecoderState, ...], float]:
+        """One prefill of what the findings and impression prompts share (the image tokens, the prior and
+        the text around them up to where the sections differ) and its seconds; nothing when they share
+        nothing or caching is off."""
         if not options.use_cache:
             return (), 0.0
         images = features.shape[0]
-        first = self.prompt_ids("findings", images, views=views, indication=indication)
-        second = self.prompt_ids("impression", images, views=views, indication=indication)
+        same = {"views": views, "indication": indication, "prior": prior, "prior_images": prior_images}
+        first = self.prompt_ids("findings", images, **same)
+        second = self.prompt_ids("impression", images, **same)
         length = min(shared_prefix_length(first, second), len(first) - 1, len(second) - 1)
         if length <= 0:
             return (), 0.0
@@ -270,36 +345,54 @@ class DraftModel:
         state = prefill(self.graphs, first[:length], features)
         return (state,), time.perf_counter() - started
 
-    def prompt_layout(self, study: StudyInput, indication: str | None = None) -> dict:
-        """The views and the indication the prompts of `study` take (the keywords of `generate`): every
-        way of drafting a study (queued, on demand, from given findings) prompts it alike.
+    def prompt_layout(self, study: StudyInput, indication: str | None = None, prior: PriorReady | None = None) -> dict:
+        """The views, the indication and the prior the prompts of `study` take (the keywords of `generate`):
+        every way of drafting a study (queued, on demand, from given findings) prompts it alike.
 
-        indication: typed by the radiologist; None takes the study's own (DICOM request attributes)."""
+        indication: typed by the radiologist; None takes the study's own (DICOM request attributes).
+        prior: from `prepare_prior` (None: the study has no prior)."""
+        prior = prior or self.prepare_prior(None)
         views = tuple(view for view in study.views if view in self.manifest.preprocessing.views) or \
             self.manifest.preprocessing.views[:1]
         used = self.limit_indication(indication if indication is not None else study.indication) \
             if self.takes_indication else None
-        return {"views": views, "indication": used}
+        return {"views": views, "indication": used, "prior": prior.block, "prior_images": prior.images}
 
     def check_fits(self) -> None:
         """Every prompt this bundle can build (any views, the longest indication, findings as long as
         max_new_tokens) plus max_new_tokens fits the decoder's positions; `BundleError` otherwise."""
         arch, budget = self.manifest.architecture, self._max_new_tokens
         indication = "x" if self.takes_indication else None
+        longest_prior = self._longest_prior()
         for kind, views in self._prompt_cases():
             images = 1 if self.manifest.preprocessing.combine == "stitch" else len(views)
             findings = "x" if kind == IMPRESSION_FROM_FINDINGS else None
             try:
-                length = len(self.prompt_ids(kind, images, findings, views=views, indication=indication))
+                length = len(self.prompt_ids(kind, images + longest_prior.images, findings, views=views,
+                                             indication=indication, prior=longest_prior.block,
+                                             prior_images=longest_prior.images))
             except GenerationError as error:
                 raise BundleError(f"model bundle {self.bundle_dir}: {error}") from None
-            # drafted findings are at most `budget` tokens; an indication is cut to MAX_INDICATION_TOKENS
+            # drafted findings are at most `budget` tokens; an indication is cut to MAX_INDICATION_TOKENS,
+            # a prior's report to MAX_PRIOR_REPORT_TOKENS
             length += (budget if findings else 0) + (MAX_INDICATION_TOKENS if indication else 0)
+            length += MAX_PRIOR_REPORT_TOKENS if longest_prior.used else 0
             if length + budget > arch.max_positions:
                 raise BundleError(
                     f"model bundle {self.bundle_dir}: the {kind} prompt for {'+'.join(views)} takes {length} "
                     f"tokens; with {budget} new tokens that exceeds the model's {arch.max_positions} positions "
                     "(lower engine.max_new_tokens or use fewer views)")
+
+    def _longest_prior(self) -> PriorReady:
+        """A prior as long as any the prompts take (its report counted apart, at its cut)."""
+        mode = self.takes_prior
+        if mode == "none":
+            return PriorReady()
+        size = self.manifest.preprocessing.image_size
+        pixels = np.zeros((1, 3, size, size), dtype=np.float32) if mode == "report+image" else None
+        stand_in = PriorInput(date="0000-00-00", study_uid="-")
+        return PriorReady(block=prior_block(self.manifest.prior_prompts, mode, stand_in, ""), pixel_values=pixels,
+                          used=stand_in.identity())
 
     def _prompt_cases(self) -> list[tuple[str, tuple[str, ...]]]:
         variants = self.manifest.prompting.variants

@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.bundle import COMBINE_MODES, VIEW_KINDS, WINDOW_POLICIES, Prompts
+from engine.bundle import (
+    COMBINE_MODES,
+    PRIOR_MODES,
+    PRIOR_PLACEHOLDER,
+    VIEW_KINDS,
+    WINDOW_POLICIES,
+    PriorPrompts,
+    Prompts,
+)
 
 NAMED_SIZES = ("tiny", "phantom-cxr", "bench-181m")
 STAGE_NAMES = ("vision", "language", "projector", "finetune")
@@ -329,6 +337,19 @@ class PromptingConfig:
 
 
 @dataclass(frozen=True)
+class PriorConfig:
+    """What the model takes of a study's prior (the manifest's `prior_*` fields): "none", "report" or
+    "report+image" (its frontal image as a further `<image>` block), written into the bundle's model.json;
+    words: how the prior is brought in at the prompts' `{prior}` slot (and what is said without one)."""
+
+    intake: str = "none"
+    words: PriorPrompts = field(default_factory=PriorPrompts)
+
+    def __post_init__(self) -> None:
+        _one_of(self.intake, PRIOR_MODES, "intake")
+
+
+@dataclass(frozen=True)
 class MemoryConfig:
     """base_dtype: what the frozen weights (vision tower, language model) are held in; auto: bf16 on a GPU
     (fp16 where bf16 is missing), fp32 on CPU. The trainable parts (LoRA, projector) and the optimiser
@@ -401,6 +422,7 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompts: Prompts = field(default_factory=Prompts)
     prompting: PromptingConfig = field(default_factory=PromptingConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -414,6 +436,10 @@ class TrainConfig:
         if self.memory.optimizer != "adamw":
             _check(self.compute.device != "cpu", "memory.optimizer",
                    "the 8-bit optimiser runs on CUDA only (bitsandbytes); use \"adamw\" on CPU")
+        if self.prior.intake != "none":
+            for name in ("findings", "impression", "impression_from_findings"):
+                _check(getattr(self.prompts, name).count(PRIOR_PLACEHOLDER) == 1, f"prompts.{name}",
+                       f"must hold {PRIOR_PLACEHOLDER} once when prior.intake is {self.prior.intake!r}")
         if self.model.from_scratch:
             for name in PRETRAIN_STAGES:
                 _check(getattr(self.stages, name).enabled, f"stages.{name}.enabled",

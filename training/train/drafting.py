@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.train.samples import SampleEncoder
+from training.train.samples import Item, SampleEncoder, item_prior_pixels
 from training.train.studies import PixelStore, Study
 
 SECTIONS = ("findings", "impression")
@@ -30,14 +30,21 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
 
 @torch.no_grad()
 def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
-                     indices: Sequence[int], section: str, *, pad_id: int, max_new_tokens: int) -> list[str]:
-    """Greedy continuations of the `section` prompt for the studies `indices` (one batch)."""
+                     indices: Sequence[int], section: str, *, pad_id: int, max_new_tokens: int,
+                     priors: PixelStore | None = None) -> list[str]:
+    """Greedy continuations of the `section` prompt for the studies `indices` (one batch), each with its
+    prior when the model takes priors (`priors`: their frontal images)."""
     device = next(model.parameters()).device
     default = encoder.prompting.default_views(2)
-    prompts = [encoder.section_prompt(section, studies[i], pixels.num_images(i), pixels.study_views(i, default))
-               for i in indices]
+    prompts, images = [], []
+    for i in indices:
+        prior = item_prior_pixels(Item(i, section), encoder, studies, priors)
+        count = 0 if prior is None else len(prior)
+        prompts.append(encoder.section_prompt(section, studies[i], pixels.num_images(i),
+                                              pixels.study_views(i, default), prior_images=count))
+        images += [pixels.pixels(i)] + ([prior] if prior is not None else [])
     ids, mask = left_pad(prompts, pad_id)
-    pixel_values = torch.from_numpy(np.concatenate([pixels.pixels(i) for i in indices])).to(device)
+    pixel_values = torch.from_numpy(np.concatenate(images)).to(device)
     output = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), pixel_values=pixel_values,
                             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                             eos_token_id=encoder.eos_id, pad_token_id=pad_id)
@@ -51,7 +58,8 @@ def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence
 
 
 def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
-                  *, pad_id: int, max_new_tokens: int, batch_size: int = 16, progress=None) -> list[dict[str, str]]:
+                  *, pad_id: int, max_new_tokens: int, batch_size: int = 16, progress=None,
+                  priors: PixelStore | None = None) -> list[dict[str, str]]:
     """Findings and Impression (from the image, as the engine drafts by default) of every study."""
     was_training = model.training
     model.eval()
@@ -60,7 +68,7 @@ def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[St
         indices = list(range(start, min(len(studies), start + batch_size)))
         for section in SECTIONS:
             texts = generate_section(model, encoder, studies, pixels, indices, section, pad_id=pad_id,
-                                     max_new_tokens=max_new_tokens)
+                                     max_new_tokens=max_new_tokens, priors=priors)
             for index, text in zip(indices, texts):
                 drafts[index][section] = text
         if progress:

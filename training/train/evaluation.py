@@ -83,7 +83,7 @@ def draft_with_engine(bundle_dir: Path, studies: Sequence[Study], *, variant: st
                                                   max_new_tokens=max_new_tokens))
     drafts = []
     for study in studies:
-        draft = model.draft(study.paths)
+        draft = model.draft(study.paths, prior=study.prior)
         drafts.append({"study_uid": study.uid, "findings": draft.findings, "impression": draft.impression})
         if progress:
             progress(1)

@@ -23,7 +23,7 @@ from training.train.evaluation import (
 )
 from training.train.merge import save_hf_checkpoint
 from training.train.precision import memory_record
-from training.train.studies import Study, cached_pixels
+from training.train.studies import Study, cached_pixels, cached_prior_pixels
 from training.train.tasks import Context
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def export(ctx: Context, merged: Path, prep: Preprocessing, outcome, progress: b
                              generation=GenerationDefaults(max_new_tokens=config.output.max_new_tokens),
                              provenance=provenance(ctx, outcome), card_notes=config.output.description or None,
                              progress=step, overwrite=False,
-                             include_checkpoint=config.output.include_checkpoint)
+                             include_checkpoint=config.output.include_checkpoint, prior=config.prior)
 
 
 def engine_drafts(ctx: Context, bundle: Path, studies: list[Study], progress: bool) -> dict[str, list[dict]]:
@@ -107,9 +107,11 @@ def torch_drafts(ctx: Context, llava: nn.Module, prep: Preprocessing, studies: l
     config = ctx.config
     name = config.data.test.name if config.data.test else "test"
     pixels = cached_pixels(f"{name}-eval", studies, prep, config.cache_dir)
+    priors = cached_prior_pixels(f"{name}-eval", studies, prep, config.cache_dir)
     with tqdm(total=len(studies), desc="evaluate torch", unit="study", disable=not progress, file=sys.stderr) as bar:
         return {"torch": draft_studies(llava, ctx.report_encoder(llava), studies, pixels, pad_id=ctx.pad_id,
-                                       max_new_tokens=config.output.max_new_tokens, progress=bar.update)}
+                                       max_new_tokens=config.output.max_new_tokens, progress=bar.update,
+                                       priors=priors)}
 
 
 def evaluate(ctx: Context, llava: nn.Module, prep: Preprocessing, bundle: Path | None, progress: bool,

@@ -46,8 +46,9 @@ class TrainingPrompts:
         return views[:max(1, num_images)]
 
     def text(self, kind: str, views: tuple[str, ...], findings: str | None = None,
-             indication: str | None = None) -> str:
-        return layout_prompt_text(self.layout, self.prompts, kind, views, findings, indication)
+             indication: str | None = None, prior: str = "") -> str:
+        """prior: the text of the `{prior}` slot (`engine.prompts.prior_block`)."""
+        return layout_prompt_text(self.layout, self.prompts, kind, views, findings, indication, prior)
 
     def question(self, question: str, views: tuple[str, ...]) -> str:
         if not self.templated:

@@ -16,8 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.bundle import Prompts
-from engine.prompts import IMPRESSION_FROM_FINDINGS, prompt_ids, target_ids
-from training.train.config import TaskMix
+from engine.prompts import (
+    IMPRESSION_FROM_FINDINGS,
+    MAX_PRIOR_REPORT_TOKENS,
+    cut_to_tokens,
+    prior_block,
+    prompt_ids,
+    target_ids,
+)
+from training.train.config import PriorConfig, TaskMix
 from training.train.prompting import TrainingPrompts, limit_indication
 from training.train.studies import PixelStore, Study
 from training.train.vqa import draw_question
@@ -52,7 +59,8 @@ class SampleEncoder:
     """Token ids of (prompt, target) pairs through `engine.prompts`."""
 
     def __init__(self, tokenizer, prompts: Prompts, image_token_id: int, image_tokens: int, eos_id: int,
-                 max_positions: int, prompting: TrainingPrompts | None = None) -> None:
+                 max_positions: int, prompting: TrainingPrompts | None = None,
+                 prior: PriorConfig | None = None) -> None:
         self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`
         self.prompts = prompts
         self.prompting = prompting or TrainingPrompts(prompts)
@@ -60,21 +68,43 @@ class SampleEncoder:
         self.image_tokens = image_tokens
         self.eos_id = eos_id
         self.max_positions = max_positions
+        self.prior = prior or PriorConfig()
 
-    def prompt(self, text: str, num_images: int) -> list[int]:
-        return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images)
+    def prompt(self, text: str, num_images: int, prior_images: int = 0) -> list[int]:
+        return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images, prior_images)
 
-    def section_text(self, kind: str, study: Study, views: tuple[str, ...], findings: str | None = None) -> str:
-        """The prompt of section `kind` for `study`, with its indication when the template takes one."""
-        return self.prompting.text(kind, views, findings, limit_indication(self.tokenizer, study.indication))
+    def takes_prior_image(self, study: Study | None) -> bool:
+        return self.prior.intake == "report+image" and study is not None and study.prior is not None
 
-    def section_prompt(self, kind: str, study: Study, num_images: int, views: tuple[str, ...] | None = None) -> list[int]:
-        """Token ids of the section prompt the engine would build for this study."""
+    def prior_text(self, prior_of: Study | None, prior_images: int) -> str:
+        """The `{prior}` slot as the engine fills it (`engine.runtime.DraftModel.prepare_prior`): the prior of
+        `prior_of` with its report cut alike; "none" without one (or, for report+image, without its image)."""
+        mode = self.prior.intake
+        prior = prior_of.prior if prior_of is not None else None
+        if mode == "report+image" and not prior_images:
+            prior = None
+        if prior is None:
+            return prior_block(self.prior.words, mode, None)
+        return prior_block(self.prior.words, mode, prior,
+                           cut_to_tokens(self.tokenizer, prior.report, MAX_PRIOR_REPORT_TOKENS))
+
+    def section_text(self, kind: str, study: Study, views: tuple[str, ...], findings: str | None = None,
+                     prior_of: Study | None = None, prior_images: int = 0) -> str:
+        """The prompt of section `kind` for `study`, with its indication when the template takes one and the
+        prior of `prior_of` (default: `study`) when the model takes priors."""
+        indication = limit_indication(self.tokenizer, study.indication)
+        return self.prompting.text(kind, views, findings, indication,
+                                   self.prior_text(prior_of or study, prior_images))
+
+    def section_prompt(self, kind: str, study: Study, num_images: int, views: tuple[str, ...] | None = None,
+                       prior_images: int = 0) -> list[int]:
+        """Token ids of the section prompt the engine would build for this study (num_images: its own)."""
         views = views or self.prompting.default_views(num_images)
-        return self.prompt(self.section_text(kind, study, views), num_images)
+        text = self.section_text(kind, study, views, prior_images=prior_images)
+        return self.prompt(text, num_images, prior_images)
 
-    def pair(self, prompt: str, target: str, num_images: int) -> Encoded:
-        ids = self.prompt(prompt, num_images)
+    def pair(self, prompt: str, target: str, num_images: int, prior_images: int = 0) -> Encoded:
+        ids = self.prompt(prompt, num_images, prior_images)
         target_tokens = target_ids(self.tokenizer, target, self.eos_id)
         if len(ids) + len(target_tokens) > self.max_positions:
             raise SampleError(f"a sample of {len(ids) + len(target_tokens)} tokens exceeds the model's "
@@ -82,21 +112,26 @@ class SampleEncoder:
         return Encoded(ids + target_tokens, [IGNORE] * len(ids) + target_tokens)
 
     def encode(self, item: Item, study: Study, num_images: int, views: tuple[str, ...] | None = None,
-               text_study: Study | None = None) -> Encoded:
+               text_study: Study | None = None, prior_images: int = 0) -> Encoded:
         """views: the views the study's images fill (default: the first `num_images` of the prompt's).
-        text_study: where an impression from findings takes its findings and target (default: `study`)."""
+        text_study: where an impression from findings takes its findings, its prior and its target (default:
+        `study`): another study's comparison statements belong with that study's prior.
+        prior_images: the prior frontal images that follow the study's own (1 for report+image with a prior)."""
         views = views or self.prompting.default_views(num_images)
         if item.kind == VQA:
             question, answer = draw_question(study.findings, np.random.default_rng(item.variant))
             return self.pair(self.prompting.question(question, views), answer, num_images)
         if item.kind == "findings":
-            return self.pair(self.section_text("findings", study, views), study.findings_text, num_images)
+            text = self.section_text("findings", study, views, prior_images=prior_images)
+            return self.pair(text, study.findings_text, num_images, prior_images)
         if item.kind == "impression":
-            return self.pair(self.section_text("impression", study, views), study.impression_text, num_images)
+            text = self.section_text("impression", study, views, prior_images=prior_images)
+            return self.pair(text, study.impression_text, num_images, prior_images)
         if item.kind == IMPRESSION_FROM_FINDINGS:
             source = text_study or study
-            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, source.findings_text)
-            return self.pair(text, source.impression_text, num_images)
+            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, source.findings_text, prior_of=source,
+                                     prior_images=prior_images)
+            return self.pair(text, source.impression_text, num_images, prior_images)
         raise SampleError(f"unknown sample kind {item.kind!r}")
 
 
@@ -179,15 +214,37 @@ def pad_batch(encoded: Sequence[Encoded], pad_id: int) -> dict[str, np.ndarray]:
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def prior_source(item: Item) -> int:
+    """The study whose prior an item's prompt carries: the one its text comes from."""
+    return item.text_from if item.kind == IMPRESSION_FROM_FINDINGS and item.text_from >= 0 else item.study
+
+
+def item_prior_pixels(item: Item, encoder: SampleEncoder, studies: Sequence[Study],
+                      priors: PixelStore | None) -> np.ndarray | None:
+    """The prior frontal image that follows the item's own images (None: its prompt takes none)."""
+    source = prior_source(item)
+    if item.kind == VQA or priors is None or not encoder.takes_prior_image(studies[source]):
+        return None
+    if priors.num_images(source) == 0:
+        return None
+    return priors.pixels(source)
+
+
 def collate(items: Sequence[Item], studies: Sequence[Study], pixels: PixelStore, encoder: SampleEncoder,
-            pad_id: int) -> dict:
-    """Tensors for a LLaVA forward pass: token ids, mask, labels and the images of every sample, in order."""
+            pad_id: int, priors: PixelStore | None = None) -> dict:
+    """Tensors for a LLaVA forward pass: token ids, mask, labels and the images of every sample, in order
+    (each sample's own images, then its prior's frontal image when its prompt takes one)."""
     import torch
 
     default = encoder.prompting.default_views(2)
-    encoded = [encoder.encode(item, studies[item.study], pixels.num_images(item.study),
-                              pixels.study_views(item.study, default),
-                              studies[item.text_from] if item.text_from >= 0 else None) for item in items]
+    encoded, images = [], []
+    for item in items:
+        prior = item_prior_pixels(item, encoder, studies, priors)
+        encoded.append(encoder.encode(item, studies[item.study], pixels.num_images(item.study),
+                                      pixels.study_views(item.study, default),
+                                      studies[item.text_from] if item.text_from >= 0 else None,
+                                      prior_images=0 if prior is None else len(prior)))
+        images += [pixels.pixels(item.study)] + ([prior] if prior is not None else [])
     batch = {key: torch.from_numpy(value) for key, value in pad_batch(encoded, pad_id).items()}
-    batch["pixel_values"] = torch.from_numpy(np.concatenate([pixels.pixels(i.study) for i in items]))
+    batch["pixel_values"] = torch.from_numpy(np.concatenate(images))
     return batch

@@ -20,6 +20,7 @@ import numpy as np
 
 from dicom_node.durable import write_atomically, write_text_atomically
 from engine.bundle import Preprocessing
+from engine.prompts import PriorInput
 from training.train.config import DataSource, PhantomSet, TestSet
 from training.vocabulary import LABEL_KEYS
 
@@ -48,6 +49,10 @@ class Study:
     labels: Mapping[str, str]
     findings: tuple[Mapping, ...]
     indication: str | None = None  # the reason for the exam, when the manifest records one
+    # the patient's previous study (manifest `prior_*`: date, report, images relative to the manifest's
+    # folder) and the per-finding change against it (`change`); None / {} without a prior
+    prior: PriorInput | None = None
+    change: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -60,9 +65,12 @@ class Study:
 
     def reference(self) -> dict[str, object]:
         """The study as `training.evaluation.metrics.evaluate` expects a reference."""
-        return {"study_uid": self.uid, "report": {"findings": self.findings_text,
-                                                  "impression": self.impression_text},
-                "labels": dict(self.labels)}
+        reference: dict[str, object] = {"study_uid": self.uid, "report": {"findings": self.findings_text,
+                                                                          "impression": self.impression_text},
+                                        "labels": dict(self.labels)}
+        if self.prior is not None:
+            reference.update(prior_study_uid=self.prior.study_uid, prior_date=self.prior.date, change=dict(self.change))
+        return reference
 
 
 def study_from_record(record: Mapping, source: str, manifest: Path, where: str) -> Study:
@@ -72,10 +80,22 @@ def study_from_record(record: Mapping, source: str, manifest: Path, where: str) 
                      images=tuple(str(p) for p in record["images"]), split=str(record.get("split", "train")),
                      findings_text=str(report["findings"]), impression_text=str(report["impression"]),
                      labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()),
-                     indication=" ".join(str(record.get("indication") or "").split()) or None)
+                     indication=" ".join(str(record.get("indication") or "").split()) or None,
+                     prior=prior_from_record(record, manifest.parent), change=dict(record.get("change") or {}))
     except (KeyError, TypeError) as exc:
         raise StudyDataError(f"{where}: a study lacks {exc} (needs study_uid, images, report.findings, "
                              f"report.impression)") from None
+
+
+def prior_from_record(record: Mapping, root: Path) -> PriorInput | None:
+    """The manifest's prior of a study (`prior_study_uid`, `prior_date`, `prior_images`, `prior_report`)."""
+    if not record.get("prior_study_uid"):
+        return None
+    report = record.get("prior_report") or {}
+    return PriorInput(date=str(record.get("prior_date") or ""), findings=str(report.get("findings") or ""),
+                      impression=str(report.get("impression") or ""),
+                      image_paths=tuple(root / str(p) for p in record.get("prior_images") or ()),
+                      study_uid=str(record["prior_study_uid"]))
 
 
 def read_studies(manifest: Path, source: str) -> list[Study]:
@@ -235,6 +255,51 @@ def _load_store(path: Path) -> PixelStore:
         return PixelStore(data["images"], data["offsets"], views)
 
 
+def decode_priors(studies: Sequence[Study], prep: Preprocessing, progress: Progress | None = None) -> PixelStore:
+    """The prior frontal image of each study (none for a study without a prior), as the engine takes it."""
+    from engine import preprocess
+
+    size = prep.image_size
+    blocks, sizes = [np.zeros((0, 1, size, size), dtype=np.float32)], [0]
+    for study in studies:
+        count = 0
+        if study.prior is not None and study.prior.image_paths:
+            try:
+                datasets = preprocess.load_study(list(study.prior.image_paths))
+                pixels = np.asarray(preprocess.prepare_prior_frontal(datasets, prep).pixel_values[:1], np.float32)
+            except Exception as exc:
+                raise StudyDataError(f"study {study.uid}: cannot preprocess its prior's images: {exc}") from exc
+            blocks.append(_squeeze_channels(pixels))
+            count = 1
+        sizes.append(count)
+        if progress:
+            progress(1)
+    channels = max(b.shape[1] for b in blocks)
+    images = np.concatenate([np.repeat(b, channels, axis=1) if b.shape[1] != channels else b for b in blocks])
+    return PixelStore(np.ascontiguousarray(images), np.cumsum(sizes).astype(np.int64))
+
+
+def cached_prior_pixels(name: str, studies: Sequence[Study], prep: Preprocessing, cache_dir: Path,
+                        progress: Progress | None = None) -> PixelStore | None:
+    """The prior frontal images of `studies` (None when none has a prior), decoded once and cached."""
+    with_prior = [s for s in studies if s.prior is not None]
+    if not with_prior:
+        return None
+    digest = hashlib.sha256(cache_key(studies, prep).encode())
+    digest.update(json.dumps([[str(p) for p in s.prior.image_paths] if s.prior else [] for s in studies]).encode())
+    path = cache_dir / f"{name}-priors-{digest.hexdigest()[:20]}.npz"
+    if path.is_file():
+        try:
+            store = _load_store(path)
+            if len(store) == len(studies):
+                return store
+        except (OSError, ValueError, KeyError):
+            log.warning("prior pixel cache %s is unreadable; decoding again", path)
+    store = decode_priors(studies, prep, progress)
+    _save_store(store, path)
+    return store
+
+
 def cached_pixels(name: str, studies: Sequence[Study], prep: Preprocessing, cache_dir: Path,
                   progress: Progress | None = None) -> PixelStore:
     """The pixels of `studies`, decoded once and cached under `cache_dir`."""
@@ -259,18 +324,29 @@ class Pool:
     studies: list[Study]
     pixels: PixelStore
     weights: list[float]
+    prior_pixels: PixelStore | None = None  # study i's prior frontal image (none without a prior)
 
     def __len__(self) -> int:
         return len(self.studies)
 
     def subset(self, indices: Sequence[int]) -> Pool:
+        priors = self.prior_pixels.subset(indices) if self.prior_pixels is not None else None
         return Pool([self.studies[i] for i in indices], self.pixels.subset(indices),
-                    [self.weights[i] for i in indices])
+                    [self.weights[i] for i in indices], priors)
 
     @staticmethod
     def concat(pools: Sequence[Pool]) -> Pool:
+        priors = None
+        if any(p.prior_pixels is not None for p in pools):
+            priors = PixelStore.concat([p.prior_pixels if p.prior_pixels is not None else _no_priors(p)
+                                        for p in pools])
         return Pool([s for p in pools for s in p.studies], PixelStore.concat([p.pixels for p in pools]),
-                    [w for p in pools for w in p.weights])
+                    [w for p in pools for w in p.weights], priors)
+
+
+def _no_priors(pool: Pool) -> PixelStore:
+    size = pool.pixels.images.shape[-1]
+    return PixelStore(np.zeros((0, 1, size, size), dtype=np.float32), np.zeros(len(pool) + 1, dtype=np.int64))
 
 
 def source_pool(source: DataSource | TestSet, prep: Preprocessing, data_dir: Path, cache_dir: Path,
@@ -279,8 +355,9 @@ def source_pool(source: DataSource | TestSet, prep: Preprocessing, data_dir: Pat
     manifest = source_manifest(source, data_dir)
     studies = read_studies(manifest, source.name)
     pixels = cached_pixels(source.name, studies, prep, cache_dir, progress)
+    priors = cached_prior_pixels(source.name, studies, prep, cache_dir)
     weight = getattr(source, "weight", 1.0)
-    return Pool(studies, pixels, [weight] * len(studies))
+    return Pool(studies, pixels, [weight] * len(studies), priors)
 
 
 def split_pool(pool: Pool, split: str, limit: int = 0) -> Pool:

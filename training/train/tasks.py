@@ -60,7 +60,7 @@ class Context:
         return SampleEncoder(self.tokenizer.backend_tokenizer, self.config.prompts,
                              image_token_id=int(config.image_token_index), image_tokens=image_tokens(config),
                              eos_id=self.eos_id, max_positions=int(config.text_config.max_position_embeddings),
-                             prompting=self.prompts)
+                             prompting=self.prompts, prior=self.config.prior)
 
     def text_encoder(self, llava: nn.Module) -> TextEncoder:
         return TextEncoder(self.tokenizer.backend_tokenizer, self.config.prompts, self.eos_id,
@@ -149,12 +149,12 @@ def report_validation(ctx: Context, model: nn.Module, encoder: SampleEncoder, dr
     if not len(pool):
         return {}
     items = [Item(i, kind) for i in range(len(pool)) for kind in ("findings", "impression")]
-    batches = _batches(items, lambda b: collate(b, pool.studies, pool.pixels, encoder, ctx.pad_id))
+    batches = _batches(items, lambda b: collate(b, pool.studies, pool.pixels, encoder, ctx.pad_id, pool.prior_pixels))
     metrics = {"val_loss": round(mean_token_loss(model, batches), 5)}
     if drafts:
         chosen = pool.subset(range(min(drafts, len(pool))))
         predictions = draft_studies(model, encoder, chosen.studies, chosen.pixels, pad_id=ctx.pad_id,
-                                    max_new_tokens=ctx.config.output.max_new_tokens)
+                                    max_new_tokens=ctx.config.output.max_new_tokens, priors=chosen.prior_pixels)
         result = evaluate(predictions, [s.reference() for s in chosen.studies])
         metrics.update(headline_metrics(result))
     return metrics
@@ -170,7 +170,8 @@ def report_task(ctx: Context, name: str, model: nn.Module) -> StageTask:
         name=name, model=model, optimisation=stage.optimisation,
         plan=lambda epoch: plan_epoch(_weights(ctx, stage), ctx.config.data.tasks, stage.vqa_fraction,
                                       stage.optimisation.seed, epoch, vqa_eligible=askable),
-        collate=lambda items: collate(items, ctx.train.studies, ctx.train.pixels, encoder, ctx.pad_id),
+        collate=lambda items: collate(items, ctx.train.studies, ctx.train.pixels, encoder, ctx.pad_id,
+                                      ctx.train.prior_pixels),
         loss=token_loss, stage_dir=ctx.stage_dir(name), config_json=ctx.config.to_json(),
         validate=lambda m: report_validation(ctx, m, encoder, stage.validation_drafts),
         checkpoint_every=stage.checkpoint_every, memory=ctx.config.memory)

@@ -1,0 +1,125 @@
+"""Training with priors: manifest prior fields -> studies, prior frontal pixels, prompts with the prior's
+date, report and image block, impressions from another study's findings with that study's prior, the
+recipe, and the prior intake written into the exported bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from engine.bundle import Preprocessing, Prompts
+from engine.prompts import IMPRESSION_FROM_FINDINGS
+from training.train.config import PriorConfig, TrainConfigError, load_train_config
+from training.train.samples import Item, SampleEncoder, collate
+from training.train.studies import Pool, decode_priors, decode_studies, read_studies
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENIZER = ROOT / "resources" / "models" / "raddraft-phantom-cxr" / "tokenizer.json"
+RECIPE = ROOT / "training" / "configs" / "phantom-cxr-priors.toml"
+PRIOR_PROMPTS = Prompts(findings="<s><image>\n{prior}Findings:", impression="<s><image>\n{prior}Impression:",
+                        impression_from_findings="<s><image>\n{prior}Findings: {findings}\nImpression:")
+IMAGE_TOKENS = 4
+PREP = Preprocessing(image_size=64)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    """A hand-made longitudinal manifest over three phantom studies: study 1 has study 0 as its prior,
+    study 2 has none."""
+    from training.data.phantoms import PhantomConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("longitudinal")
+    generate_dataset(out, 3, seed=5, config=PhantomConfig(image_size=64, workers=1))
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    first, second = records[0], records[1]
+    second.update(prior_study_uid=first["study_uid"], prior_date="2024-03-02", prior_images=first["images"],
+                  prior_views=first["views"], prior_report=first["report"],
+                  change={"pleural_effusion": "increased"})
+    second["report"] = {"findings": "Compared with 2024-03-02, the right pleural effusion has increased.",
+                        "impression": "Increased right pleural effusion."}
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return out / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def pool(manifest: Path) -> Pool:
+    studies = read_studies(manifest, "longitudinal")
+    return Pool(studies, decode_studies(studies, PREP), [1.0] * len(studies), decode_priors(studies, PREP))
+
+
+def encoder() -> SampleEncoder:
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    return SampleEncoder(tokenizer, PRIOR_PROMPTS, image_token_id=tokenizer.token_to_id("<image>"),
+                         image_tokens=IMAGE_TOKENS, eos_id=1, max_positions=512, prior=PriorConfig("report+image"))
+
+
+def prompt_of(enc: SampleEncoder, ids: list[int], labels: list[int]) -> str:
+    prompt = [t for t, label in zip(ids, labels) if label == -100 and t != enc.image_token_id]
+    return enc.tokenizer.decode(prompt, skip_special_tokens=False)
+
+
+def test_the_manifest_prior_becomes_the_study_prior_and_its_reference(pool: Pool, manifest: Path) -> None:
+    without, with_prior = pool.studies[2], pool.studies[1]
+    assert without.prior is None and "change" not in without.reference()
+    assert with_prior.prior.date == "2024-03-02" and with_prior.prior.study_uid == pool.studies[0].uid
+    assert with_prior.prior.image_paths[0] == manifest.parent / pool.studies[0].images[0]
+    assert with_prior.reference()["change"] == {"pleural_effusion": "increased"}
+    # one prior frontal image for the study that has a prior, none for the others
+    assert [pool.prior_pixels.num_images(i) for i in range(3)] == [0, 1, 0]
+    assert np.array_equal(pool.prior_pixels.pixels(1)[0], pool.pixels.pixels(0)[0])  # study 0's frontal image
+
+
+def test_a_sample_with_a_prior_carries_its_date_report_and_image_block(pool: Pool) -> None:
+    enc = encoder()
+    batch = collate([Item(1, "findings"), Item(2, "findings")], pool.studies, pool.pixels, enc, pad_id=2,
+                    priors=pool.prior_pixels)
+    ids, labels = batch["input_ids"].tolist(), batch["labels"].tolist()
+    # every image token has its image: study 1's own and its prior's, study 2's own
+    assert batch["pixel_values"].shape[0] == 3
+    assert sum(row.count(enc.image_token_id) for row in ids) == 3 * IMAGE_TOKENS
+    with_prior = prompt_of(enc, ids[0], labels[0])
+    assert "Prior 2024-03-02:" in with_prior and pool.studies[0].findings_text.split()[0] in with_prior
+    assert with_prior.rstrip().endswith("Findings:")
+    assert "Prior: none." in prompt_of(enc, ids[1], labels[1])
+
+
+def test_an_impression_from_another_studys_findings_takes_that_studys_prior(pool: Pool) -> None:
+    enc = encoder()
+    item = Item(2, IMPRESSION_FROM_FINDINGS, text_from=1)  # study 2's images, study 1's findings and prior
+    batch = collate([item], pool.studies, pool.pixels, enc, pad_id=2, priors=pool.prior_pixels)
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    assert batch["pixel_values"].shape[0] == 2 and ids.count(enc.image_token_id) == 2 * IMAGE_TOKENS
+    text = prompt_of(enc, ids, labels)
+    assert "Prior 2024-03-02:" in text and "pleural effusion has increased" in text
+    target = enc.tokenizer.decode([t for t in labels if t not in (-100, 1)])
+    assert target.strip() == "Increased right pleural effusion."
+
+
+def test_the_recipe_takes_priors_and_prompts_without_a_prior_slot_are_refused() -> None:
+    config = load_train_config(RECIPE)
+    assert config.prior.intake == "report+image" and config.model.base is not None
+    assert all("{prior}" in getattr(config.prompts, name)
+               for name in ("findings", "impression", "impression_from_findings"))
+    assert config.data.tasks.impression_from_other_findings > 0 and not config.stages.projector.enabled
+    with pytest.raises(TrainConfigError, match="prompts.findings"):
+        load_train_config(None, {"prior.intake": "report"})
+    with pytest.raises(TrainConfigError, match="prior.intake"):
+        load_train_config(RECIPE, {"prior.intake": "image"})
+
+
+@pytest.mark.slow
+def test_the_export_writes_the_prior_intake_into_model_json(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from engine.bundle import read_manifest
+    from training.export import export_bundle
+
+    out = tmp_path / "bundle"
+    export_bundle(tiny_checkpoint, out, name="tiny-prior", version="0.0.1", prompts=PRIOR_PROMPTS,
+                  prior=PriorConfig("report+image"))
+    manifest = read_manifest(out)
+    data = json.loads((out / "model.json").read_text())
+    assert data["prior"] == "report+image" and manifest.prior_prompts.none == "Prior: none.\n"
+    assert "{prior}" in manifest.prompts.findings
