@@ -109,7 +109,7 @@ class Viewer(QWidget):
         self.thumbs.setGridSize(QSize(THUMB + 16, THUMB + 44))  # icon and two lines of text: cells never overlap
         self.thumbs.setFixedWidth(THUMB + 30)
         self.thumbs.setWordWrap(True)
-        self.thumbs.itemClicked.connect(lambda item: self.show_stack(self.active, self.thumbs.row(item)))
+        self.thumbs.itemClicked.connect(lambda item: self.show_thumbnail(self.thumbs.row(item)))
         self.presets = QComboBox(toolTip="Window presets")
         self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.presets.setMinimumContentsLength(22)
@@ -199,6 +199,11 @@ class Viewer(QWidget):
             self.canvases[i].reset()
             self.show_stack(i, i)
         self.set_active(0)
+
+    def show_thumbnail(self, stack: int) -> None:
+        """A series of the current study, from its thumbnail: on the active image, or, while a prior hangs on
+        the right, on the current study's side (never in the prior's place under the prior's date)."""
+        self.show_stack(0 if self.steps else self.active, stack)
 
     def show_stack(self, canvas: int, stack: int, stacks: list[Stack] | None = None) -> None:
         stacks = self.stacks if stacks is None else stacks

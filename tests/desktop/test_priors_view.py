@@ -112,6 +112,12 @@ def test_current_and_prior_frontals_then_laterals_with_the_prior_date(qtbot, tmp
     assert viewer.hanging == LATERALS and viewer.laterals.isChecked() and prior.caption == "PRIOR 2024-03-02"
     viewer.laterals.setChecked(False)
     _shown(qtbot, viewer, "20240302", "PA")
+    viewer.set_active(1)
+    viewer.show_thumbnail(1)  # a thumbnail of the current study never lands under the prior's date
+    qtbot.waitUntil(lambda: current.frame.attributes["view"] == "LL", timeout=10_000)
+    assert prior.frame.attributes["study_date"] == "20240302"
+    viewer.show_thumbnail(0)
+    qtbot.waitUntil(lambda: current.frame.attributes["view"] == "PA", timeout=10_000)
     # the date is painted on the image: the caption's orange where the overlay is drawn
     image = prior.grab().toImage()
     orange = [(x, y) for x in range(prior.width() // 2 - 80, prior.width() // 2 + 80) for y in range(6, 24)
