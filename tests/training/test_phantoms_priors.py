@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -77,8 +79,25 @@ def test_prior_is_the_same_patient_at_an_earlier_date(both):
             assert prior.AccessionNumber != current.AccessionNumber
             assert _date(prior.StudyDate).isoformat() == record["prior_date"]
             assert 1 <= (_date(current.StudyDate) - _date(prior.StudyDate)).days <= 3 * 365
+        kinds = {f["kind"] for f in record["prior_findings"]}
+        assert all((record["prior_labels"][k] == "present") == (k in kinds) for k in kinds | {"edema", "nodule"})
         assert set(record["prior_report"]) == {"findings", "impression"}
         assert record["prior_report"]["findings"] and record["prior_report"]["impression"]
+
+
+@pytest.mark.slow
+def test_dciodvfy_finds_no_errors_in_priors(both):
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        if os.environ.get("RADDRAFT_REQUIRE_PEERS") == "1":
+            pytest.fail("dciodvfy (dicom3tools) is required (RADDRAFT_REQUIRE_PEERS=1) but not on PATH")
+        pytest.skip("dciodvfy (dicom3tools) is not installed")
+    _, (out, records) = both
+    paths = [out / p for r in records for p in r["prior_images"] or ()][:6]
+    assert paths
+    for path in paths:
+        result = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60, check=False)
+        assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")], path
 
 
 @pytest.mark.slow

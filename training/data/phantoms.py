@@ -12,9 +12,9 @@
 With `priors` (`raddraft synth --priors`) each study may have a prior study of the same patient (see
 `training.data.longitudinal`): its DICOM files under `studies/NNNNNN/prior/`, and per study the manifest
 gains `prior_study_uid`, `prior_date` (YYYY-MM-DD), `prior_images` (relative to `out_dir`), `prior_views`,
-`prior_image_info`, `prior_report` (`findings`, `impression`), `prior_findings`, `change` ({finding key: new |
-increased | decreased | unchanged | resolved}) and `device_change` ({device: moved | removed | new |
-unchanged}); all null for a study without a prior. The current study's images are the same as without
+`prior_image_info`, `prior_report` (`findings`, `impression`), `prior_findings`, `prior_labels`, `change`
+({finding key: new | increased | decreased | unchanged | resolved}) and `device_change` ({device: moved |
+removed | new | unchanged}); all null for a study without a prior. The current study's images are the same as without
 priors; its report compares with the prior (or says there is none). Without `priors` the output is the
 same, byte for byte, as it always was.
 
@@ -230,7 +230,7 @@ def write_study(spec: StudySpec, out_dir: Path, config: PhantomConfig) -> dict[s
 
 
 PRIOR_FIELDS = ("prior_study_uid", "prior_date", "prior_images", "prior_views", "prior_image_info", "prior_report",
-                "prior_findings", "change", "device_change")
+                "prior_findings", "prior_labels", "change", "device_change")
 
 
 def write_study_with_prior(spec: StudySpec, out_dir: Path, config: PhantomConfig,
@@ -275,6 +275,7 @@ def _write_prior(spec: StudySpec, prior: PriorSpec, out_dir: Path, config: Phant
         "prior_image_info": image_info,
         "prior_report": report,
         "prior_findings": [f.to_dict() for f in prior.findings],
+        "prior_labels": labels_from_findings(prior.findings),
         "change": dict(prior.change),
         "device_change": dict(prior.device_change),
     }
