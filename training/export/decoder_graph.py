@@ -114,6 +114,12 @@ def write_decoder_graph(model, target: Path) -> Path:
     return target
 
 
+def layer_output(index: int) -> str:
+    """The hidden states after layer `index`: where the graph can be cut into parts (`parity.py` runs a
+    large decoder a part at a time)."""
+    return f"model.layers.{index}.output"
+
+
 class _WeightFile:
     """fp32 tensors appended to one external-data file, page-aligned as onnx writes them, fsync'd at the end."""
 
@@ -241,7 +247,8 @@ class _Builder:
         from onnx import TensorProto
 
         total = self.node("Squeeze", [self.node("Shape", ["attention_mask"], start=1, end=2), self.constant([0])])
-        seq = self.node("Squeeze", [self.node("Shape", ["inputs_embeds"], start=1, end=2), self.constant([0])])
+        # from position_ids, not inputs_embeds, so a part of the graph after the first layer needs no embeddings
+        seq = self.node("Squeeze", [self.node("Shape", ["position_ids"], start=1, end=2), self.constant([0])])
         one, zero = self.constant(1), self.constant(0)
         query = self.node("Unsqueeze", [self.node("Range", [self.node("Sub", [total, seq]), total, one]),
                                         self.constant([1])])  # [seq, 1]: each query's position
@@ -320,4 +327,4 @@ class _Builder:
         activated = self.node("Mul", [gate, self.node("Sigmoid", [gate])])
         up = self.linear(normed, mlp.up_proj, f"{prefix}.mlp.up_proj")
         down = self.linear(self.node("Mul", [activated, up]), mlp.down_proj, f"{prefix}.mlp.down_proj")
-        return self.node("Add", [hidden, down])
+        return self.node("Add", [hidden, down], output=layer_output(index))

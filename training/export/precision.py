@@ -1,8 +1,9 @@
 """Run parts of a model held in its checkpoint's dtype (fp16/bf16) in fp32, a part at a time.
 
 The export loads a checkpoint in its own dtype so the weights are held once at their saved size; the
-graphs and the parity reference are fp32. Casting fp16/bf16 to fp32 and back is exact, so a part cast up
-for one step and back down afterwards is left as it was, and only that part is ever held twice.
+graphs and the parity reference are fp32. A part computing in fp32 gets fp32 copies of its weights for that
+step and its own tensors back afterwards (not a cast down: that would allocate them anew beside the
+checkpoint's memory-mapped originals), so only that part is ever held twice.
 """
 
 from __future__ import annotations
@@ -16,28 +17,28 @@ from torch import nn
 
 @contextmanager
 def in_float32(*modules: nn.Module) -> Iterator[None]:
-    """`modules` in fp32 inside the block, back in their own dtype after it."""
-    dtypes = [_dtype(module) for module in modules]
-    for module in modules:
-        module.float()
+    """`modules` in fp32 inside the block, their own tensors back after it."""
+    saved = [_to_float32(module) for module in modules]
     try:
         yield
     finally:
-        for module, dtype in zip(modules, dtypes):
-            module.to(dtype)
+        for originals in saved:
+            _restore(originals)
 
 
 @contextmanager
 def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
-    """Each of `units` is cast to fp32 just before its forward and back just after (hooks)."""
+    """Each of `units` is in fp32 just for its forward (hooks); its own tensors are put back after it, so
+    nothing is cast down again and only one unit's fp32 copy exists at a time."""
     handles = []
     for unit in units:
-        dtype = _dtype(unit)
-        if dtype == torch.float32:
+        if _dtype(unit) == torch.float32:
             continue
-        handles.append(unit.register_forward_pre_hook(lambda module, args: module.float() and None))
+        saved: list[dict] = []
+        handles.append(unit.register_forward_pre_hook(
+            lambda module, args, saved=saved: saved.append(_to_float32(module)) and None))
         handles.append(unit.register_forward_hook(
-            lambda module, args, output, dtype=dtype: module.to(dtype) and None))
+            lambda module, args, output, saved=saved: _restore(saved.pop()) and None))
     try:
         yield
     finally:
@@ -46,9 +47,26 @@ def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
 
 
 def decoder_units(model) -> list[nn.Module]:
-    """The parts of a LLaVA's decoder to cast one at a time: embeddings, each layer, the norm, the head."""
+    """The parts of a LLaVA's decoder to cast one at a time: every module holding weights of its own
+    (each projection, norm, the embeddings, the head), so at most one weight is held in fp32 at once."""
     language = model.model.language_model
-    return [language.embed_tokens, *language.layers, language.norm, model.lm_head]
+    units = [module for module in language.modules() if next(module.parameters(recurse=False), None) is not None]
+    return [*units, model.lm_head]
+
+
+def _to_float32(module: nn.Module) -> dict:
+    """Swap `module`'s floating-point parameters for fp32 copies; returns the originals to put back."""
+    originals = {}
+    for parameter in module.parameters():
+        if parameter.is_floating_point() and parameter.dtype != torch.float32:
+            originals[parameter] = parameter.data
+            parameter.data = parameter.data.float()
+    return originals
+
+
+def _restore(originals: dict) -> None:
+    for parameter, data in originals.items():
+        parameter.data = data
 
 
 @contextmanager
