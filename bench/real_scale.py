@@ -38,6 +38,10 @@ SHAPES = {
     "llava-7b": (CLIP_L_336, LLAMA_7B),
     "llava-7b-2layer": (_cut(CLIP_L_336, 2), _cut(LLAMA_7B, 2)),
     "llava-7b-1layer": (_cut(CLIP_L_336, 1), _cut(LLAMA_7B, 1)),
+    # the shape of tests/training/test_export_memory.py: CLIP-L and Llama widths cut to 1024, vocabulary kept
+    "medium": ({**CLIP_L_336, "image_size": 224, "num_layers": 2},
+               {**LLAMA_7B, "hidden_size": 1024, "num_layers": 2, "num_heads": 16, "num_kv_heads": 16,
+                "intermediate_size": 2816, "max_positions": 2048}),
     "cpu-tier": (SIGLIP_SO400M_384, QWEN2_1_5B),
     "cpu-tier-2layer": (_cut(SIGLIP_SO400M_384, 2), _cut(QWEN2_1_5B, 2)),
 }
@@ -88,18 +92,22 @@ def build_checkpoint(shape: str, out_dir: Path) -> dict:
     model.save_pretrained(out_dir, max_shard_size="2GB")
     tokenizer.save_pretrained(out_dir)
     parameters = sum(p.numel() for p in model.parameters())
-    return {"parameters": parameters, "checkpoint_bytes": sum(p.stat().st_size for p in out_dir.glob("*.safetensors"))}
+    built = {"parameters": parameters, "checkpoint_bytes": sum(p.stat().st_size for p in out_dir.glob("*.safetensors"))}
+    (out_dir / "built.json").write_text(json.dumps(built))
+    return built
 
 
-def export(checkpoint: Path, bundle: Path, variants: list[str], parity: bool) -> dict:
+def export(checkpoint: Path, bundle: Path, variants: list[str], parity: bool, decoder: str) -> dict:
     from training.export import export_bundle
 
     started = time.perf_counter()
     report = export_bundle(checkpoint, bundle, name="real-scale", version="0.0.1", quantize=variants,
-                           parity=parity)
+                           parity=parity, decoder_method=decoder)
     return {"export_s": time.perf_counter() - started,
             "sizes": {variant: report.variant_size(variant) for variant in report.manifest.variants},
             "parity": {name: result.summary() for name, result in report.parity.items()},
+            "agreement": {name: f"{r.greedy_agreement:.0%}, {r.top1_agreement:.0%}" for name, r in report.parity.items()},
+            "decoder": report.manifest.provenance["export"]["decoder_graph"],
             "failed": report.failed_variants, "peak_rss_after": report.peak_rss}
 
 
@@ -137,7 +145,8 @@ def child(step: str, args: list[str]) -> None:
     if step == "build":
         result = build_checkpoint(inputs[0], Path(inputs[1]))
     elif step == "export":
-        result = export(Path(inputs[0]), Path(inputs[1]), [v for v in inputs[2].split(",") if v], inputs[3] == "1")
+        result = export(Path(inputs[0]), Path(inputs[1]), [v for v in inputs[2].split(",") if v], inputs[3] == "1",
+                        inputs[4])
     elif step == "study":
         from training.data.phantoms import PhantomConfig, generate_dataset
 
@@ -164,17 +173,21 @@ def main() -> None:
     parser.add_argument("--variants", default="int4", help="comma-separated variants to export and draft with")
     parser.add_argument("--no-parity", dest="parity", action="store_false",
                         help="skip the torch comparison (the fp32 torch reference of a 7 B model is slow)")
+    parser.add_argument("--decoder", choices=("auto", "direct", "trace"), default="auto",
+                        help="how the decoder graph is made: written from the weights, or traced")
     parser.add_argument("--work", type=Path, help="folder for checkpoints and bundles (default: a temp folder)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     work = args.work or Path(tempfile.mkdtemp(prefix="real-scale-"))
-    study, _ = run_child("study", str(work / "study"))
+    run_child("study", str(work / "study"))
     rows = []
     for shape in args.shape:
         checkpoint, bundle = work / f"{shape}-checkpoint", work / f"{shape}-bundle"
-        built, _ = run_child("build", shape, str(checkpoint))
+        if not (checkpoint / "config.json").exists():  # a --work folder keeps the checkpoints it built
+            run_child("build", shape, str(checkpoint))
+        built = json.loads((checkpoint / "built.json").read_text())
         exported, export_peak = run_child("export", str(checkpoint), str(bundle), ",".join(variants),
-                                          "1" if args.parity else "0")
+                                          "1" if args.parity else "0", args.decoder)
         bound = 1.5 * built["checkpoint_bytes"] + 2 ** 30
         print(f"{shape}: {built['parameters'] / 1e9:.2f} B parameters, checkpoint {gb(built['checkpoint_bytes'])}; "
               f"export {exported['export_s']:.0f} s, peak RSS {gb(export_peak)} (bound {gb(bound)})", flush=True)
@@ -189,12 +202,14 @@ def main() -> None:
             drafted, draft_peak = run_child("draft", str(bundle), variant, str(work / "study"))
             rows.append((shape, variant, built, exported, export_peak, drafted, draft_peak))
     print()
-    print("| shape | params | variant | export s | export peak RSS | bound | bundle | load s | resident | "
-          "prompt tokens | prefill s | ms/token | full draft s (tokens) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| shape | params | decoder | variant | agreement (greedy, top-1) | export s | export peak RSS | bound | "
+          "bundle | load s | resident | prompt tokens | prefill s | ms/token | full draft s (tokens) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for shape, variant, built, exported, export_peak, drafted, draft_peak in rows:
         bound = 1.5 * built["checkpoint_bytes"] + 2 ** 30
-        print(f"| {shape} | {built['parameters'] / 1e9:.2f} B | {variant} | {exported['export_s']:.0f} | "
+        agreement = exported["agreement"].get(variant, "not checked")
+        print(f"| {shape} | {built['parameters'] / 1e9:.2f} B | {exported['decoder']} | {variant} | {agreement} | "
+              f"{exported['export_s']:.0f} | "
               f"{gb(export_peak)} | {gb(bound)} | {gb(exported['sizes'][variant])} | {drafted['load_s']:.1f} | "
               f"{gb(draft_peak)} | {drafted['prompt_tokens']} | {drafted['prefill_s']:.2f} | "
               f"{drafted['ms_per_token']:.0f} | {drafted['draft_s']:.1f} ({drafted['new_tokens']}) |")
