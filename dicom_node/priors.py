@@ -246,9 +246,9 @@ class PriorRetriever:
                 found = self._client.find_studies(study.patient_id, _day_before(study.study_date))
             except QueryRetrieveError as error:
                 pacs_error = error
-        find_s = time.monotonic() - started
         candidates = self._candidates(study, found)
         chosen = self._choose(study, candidates, pacs_error is None and at_pacs)
+        find_s = time.monotonic() - started  # with the series-level C-FINDs for the body part
         started = time.monotonic()
         ready, errors = [], []
         for candidate in chosen:
