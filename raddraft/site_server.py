@@ -4,6 +4,7 @@ assembled through the same runtime functions as the service; drafting is left to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -24,6 +25,11 @@ from raddraft.service import ModelRefused, start_drafting
 log = logging.getLogger("raddraft.server")
 
 
+def site_database(config: AppConfig) -> str:
+    """The site's PostgreSQL URL: --database / [store] database, else [server] database."""
+    return config.store.database or config.server.database
+
+
 def _refuse(message: str) -> int:
     print(f"raddraft: {message}", file=sys.stderr)
     return 1
@@ -37,13 +43,14 @@ def run_server(config: AppConfig) -> int:
     from server.schema import prepare_site_tables
 
     settings = config.server
-    if not config.store.database:
+    database = site_database(config)
+    if not database:
         return _refuse("raddraft server keeps its index in PostgreSQL: give --database postgresql://... "
-                       "(or [store] database)")
+                       "(or [server] database)")
     if problem := settings.transport_problem():
         return _refuse(problem)
     try:
-        store = Store(config.store)
+        store = Store(dataclasses.replace(config.store, database=database))
         prepare_site_tables(store.index)
     except StoreWriteError as exc:
         return _refuse(str(exc))

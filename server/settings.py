@@ -10,6 +10,8 @@ from dicom_node.errors import SettingsError
 
 @dataclass(frozen=True)
 class ServerSettings:
+    # The index's PostgreSQL URL (or [store] database; a --database flag sets that one).
+    database: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8443
     tls_cert: Path | None = None
@@ -23,6 +25,8 @@ class ServerSettings:
     event_poll_s: float = 0.5  # how often the index is looked at for changes to push to the apps
 
     def __post_init__(self) -> None:
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("database", "must be a postgresql:// URL")
         if not 0 <= self.http_port <= 65535:
             raise SettingsError("http_port", f"must be between 0 and 65535, got {self.http_port}")
         if (self.tls_cert is None) != (self.tls_key is None):

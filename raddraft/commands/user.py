@@ -37,16 +37,18 @@ def _password() -> str:
 def run(args: argparse.Namespace, config) -> int:
     from dicom_node.db import DatabaseError
     from dicom_node.index import Index
+    from raddraft.site_server import site_database
     from server.errors import UserError
     from server.schema import prepare_site_tables
     from server.users import add_user, find_user, issue_token, list_users
 
-    if not config.store.database:
-        print("raddraft: give the site's database (--database postgresql://... or [store] database)",
+    database = site_database(config)
+    if not database:
+        print("raddraft: give the site's database (--database postgresql://... or [server] database)",
               file=sys.stderr)
         return 2
     try:
-        index = Index(config.store.database)
+        index = Index(database)
     except DatabaseError as exc:
         print(f"raddraft: {exc}", file=sys.stderr)
         return 1

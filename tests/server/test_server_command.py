@@ -47,7 +47,8 @@ def _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc):
     cert, key = certificate
     config = tmp_path / "raddraft.toml"
     config.write_text(f"""[pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n"""
-                      "calling_ae = \"RADDRAFT\"\nretry_initial_s = 1.0\nquery_priors = false\n")
+                      "calling_ae = \"RADDRAFT\"\nretry_initial_s = 1.0\nquery_priors = false\n"
+                      f"[server]\ndatabase = \"{postgres_url}\"\n")  # the users were added with --database
     added = _raddraft("user", "--database", postgres_url, "add", "anna", "--role", "radiologist",
                       stdin="a long password\n")
     assert added.returncode == 0, added.stderr
@@ -59,7 +60,7 @@ def _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc):
     assert len(token) > 30
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "raddraft", "server", "--config", str(config), "--database", postgres_url, "--store", str(tmp_path / "store"),
+        [sys.executable, "-m", "raddraft", "server", "--config", str(config), "--store", str(tmp_path / "store"),
          "--port", "0", "--http-port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--stable-after", "1"],
         stdout=subprocess.PIPE, stderr=log, text=True)
     try:
