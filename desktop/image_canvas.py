@@ -31,6 +31,7 @@ from engine.display import DisplayFrame
 MIN_ZOOM, MAX_ZOOM = 0.1, 20.0
 OPPOSITE = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
 MAGNIFIER_SIZE, MAGNIFIER_ZOOM = 180, 3.0
+CAPTION_LINE = 22  # pixels: the caption's line ("PRIOR 2024-03-02") at the top of the image
 
 
 def opposite(direction: str) -> str:
@@ -174,8 +175,10 @@ class ImageCanvas(QWidget):
             a = self.frame.attributes
             left = "\n".join(x for x in (a.get("patient", ""), a.get("patient_id", ""), _date(a.get("study_date", ""))) if x)
             right = "\n".join(x for x in (self.label, a.get("view", ""), self.position_text) if x)
-            outlined_text(painter, QRectF(box), A.AlignLeft | A.AlignTop, left, colour)
-            outlined_text(painter, QRectF(box), A.AlignRight | A.AlignTop, right, colour)
+            # the caption has the top line to itself: on a narrow image it would run into the corner texts
+            corners = QRectF(box).adjusted(0, CAPTION_LINE if self.caption else 0, 0, 0)
+            outlined_text(painter, corners, A.AlignLeft | A.AlignTop, left, colour)
+            outlined_text(painter, corners, A.AlignRight | A.AlignTop, right, colour)
             bottom = f"W {self.width_:.0f}  L {self.center:.0f}" + ("  inverted" if self.invert else "")
             outlined_text(painter, QRectF(box), A.AlignLeft | A.AlignBottom, bottom, colour)
             outlined_text(painter, QRectF(box), A.AlignRight | A.AlignBottom,
@@ -196,7 +199,7 @@ class ImageCanvas(QWidget):
             return
         painter.save()
         painter.setFont(QFont(self.font().family(), 13, QFont.Weight.Bold))
-        area = QRectF(self.rect()).adjusted(8, 24, -8, -24)
+        area = QRectF(self.rect()).adjusted(8, 24 + (CAPTION_LINE if self.caption else 0), -8, -24)
         A = Qt.AlignmentFlag
         for edge, flags in (("left", A.AlignLeft | A.AlignVCenter), ("right", A.AlignRight | A.AlignVCenter),
                             ("top", A.AlignTop | A.AlignHCenter), ("bottom", A.AlignBottom | A.AlignHCenter)):
