@@ -50,5 +50,7 @@ def run(args: argparse.Namespace, config) -> int:
         print(f"raddraft synth: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     splits = ", ".join(f"{name} {count}" for name, count in summary.splits.items())
-    print(f"{summary.studies} studies, {summary.images} images ({splits}) -> {summary.manifest}")
+    priors_said = (f"; {summary.prior_studies} with a prior study ({summary.prior_images} images)"
+                   if args.priors else "")
+    print(f"{summary.studies} studies, {summary.images} images ({splits}){priors_said} -> {summary.manifest}")
     return 0

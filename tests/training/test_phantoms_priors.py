@@ -191,6 +191,7 @@ def test_cli_writes_priors(tmp_path):
                              "1", "--image-size", "32", "--workers", "1", "--priors", "--no-prior-fraction", "0"],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
+    assert "6 with a prior study (" in result.stdout
     records = read_manifest(out / "manifest.jsonl")
     assert all(r["prior_study_uid"] and (out / r["prior_images"][0]).is_file() for r in records)
     bad = subprocess.run([sys.executable, "-m", "raddraft", "synth", "--out", str(tmp_path / "bad"), "--studies", "2",

@@ -132,6 +132,8 @@ class DatasetSummary:
     studies: int
     images: int
     splits: dict[str, int]
+    prior_studies: int = 0  # with priors: the studies that have one, and its images
+    prior_images: int = 0
 
 
 def study_streams(seed: int, index: int) -> dict[str, np.random.Generator]:
@@ -330,8 +332,10 @@ def generate_dataset(out_dir: Path | str, studies: int, seed: int, image_size: i
             fh.write(json.dumps(record, sort_keys=True) + "\n")
     tmp.replace(manifest)
     splits = {s: sum(1 for r in records if r["split"] == s) for s in SPLITS}
-    summary = DatasetSummary(out, manifest, len(records), sum(len(r["images"]) for r in records), splits)
-    _write_description(out, seed, config, summary, prior_sampling, records)
+    summary = DatasetSummary(out, manifest, len(records), sum(len(r["images"]) for r in records), splits,
+                             prior_studies=sum(1 for r in records if r.get("prior_study_uid")),
+                             prior_images=sum(len(r.get("prior_images") or ()) for r in records))
+    _write_description(out, seed, config, summary, prior_sampling)
     return summary
 
 
@@ -347,14 +351,13 @@ def _prepare_output(out: Path) -> None:
 
 
 def _write_description(out: Path, seed: int, config: PhantomConfig, summary: DatasetSummary,
-                       priors: PriorSampling | None, records: list[dict[str, object]]) -> None:
+                       priors: PriorSampling | None) -> None:
     options = dataclasses.asdict(config)
     description = {"generator": "raddraft phantoms", "seed": seed, "options": options,
                    "studies": summary.studies, "images": summary.images, "splits": summary.splits}
     if priors is not None:
-        description["priors"] = {"options": dataclasses.asdict(priors),
-                                 "with_prior": sum(1 for r in records if r.get("prior_study_uid")),
-                                 "prior_images": sum(len(r.get("prior_images") or ()) for r in records)}
+        description["priors"] = {"options": dataclasses.asdict(priors), "with_prior": summary.prior_studies,
+                                 "prior_images": summary.prior_images}
     (out / "dataset.json").write_text(json.dumps(description, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
