@@ -8,6 +8,8 @@ findings so that model text and typed text differ on screen, and saves:
                          calibrated distance drawn on the frontal view
   docs/app-worklist.png  the worklist with its state badges
   docs/app-amend.png     a signed study whose image was replaced: the banner naming it, the amendment
+  docs/app-prior.png     a longitudinal phantom read against its prior (signed here before): current | prior
+                         frontals with the prior's date, the prior's report above the draft
 """
 
 from __future__ import annotations
@@ -95,6 +97,53 @@ def resend_corrected(workstation, study_uid: str, path: Path) -> None:
     send_files("127.0.0.1", workstation.node.port, [path], called_ae="RADDRAFT")
 
 
+def sign_as_drafted(workstation, study_uid: str) -> None:
+    """Sign the study's draft as it stands, answering the checks before signing as the sign dialog would."""
+    from engine.findings.checks import CriticalCommunication, SignReview
+    from engine.provenance import Origin, SectionText
+
+    draft = workstation.open_study(study_uid, mark=False).draft
+    sections = {"findings": SectionText(draft.findings, Origin.AI), "impression": SectionText(draft.impression, Origin.AI)}
+    for section in sections.values():
+        section.accept_all()
+    checks = workstation.sign_checks(study_uid, draft.findings, draft.impression)
+    review = SignReview(override_reason="reviewed against the images" if checks.problems else "",
+                        communication=CriticalCommunication("Dr Lee, ED", "2026-12-01 10:05", "telephone")
+                        if checks.critical else None)
+    workstation.sign(study_uid, sections, draft.id, review)
+
+
+def read_against_prior(window, workstation, work: Path, wait_until, out: Path) -> Path:
+    """A longitudinal phantom's prior is sent, drafted and signed; then its current study, whose prior the
+    store now holds: it opens with current | prior frontals and the prior's report."""
+    from dicom_node.sender import send_files
+    from training.data.phantoms import PhantomConfig, generate_dataset
+
+    longitudinal = work / "longitudinal"
+    generate_dataset(longitudinal, 2, seed=7, config=PhantomConfig(image_size=512, lateral_fraction=1.0, workers=1),
+                     priors=True)
+    record = next(r for r in (json.loads(line) for line in (longitudinal / "manifest.jsonl").read_text().splitlines())
+                  if r.get("prior_images"))
+    rows = window.worklist.model
+    prior_uid, current_uid = record["prior_study_uid"], record["study_uid"]
+    send_files("127.0.0.1", workstation.node.port, [longitudinal / p for p in record["prior_images"]],
+               called_ae="RADDRAFT")
+    wait_until(lambda: rows.row_of(prior_uid) is not None and rows.row_of(prior_uid).badge == "drafted")
+    sign_as_drafted(workstation, prior_uid)
+    send_files("127.0.0.1", workstation.node.port, [longitudinal / p for p in record["images"]], called_ae="RADDRAFT")
+    wait_until(lambda: rows.row_of(current_uid) is not None and rows.row_of(current_uid).badge in ("drafted", "failed"))
+    window.worklist.select(current_uid)
+    window.open_study(current_uid)
+    viewer = window.viewer
+    wait_until(lambda: window.opened is not None and window.opened.study.study_uid == current_uid
+               and viewer.prior is not None and all(c.image is not None for c in viewer.canvases))
+    deadline = time.monotonic() + 1.0
+    wait_until(lambda: time.monotonic() > deadline)
+    path = out / "app-prior.png"
+    window.grab().save(str(path))
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
@@ -169,6 +218,7 @@ def main() -> int:
         deadline = time.monotonic() + 1.0
         wait_until(lambda: time.monotonic() > deadline)
         window.grab().save(str(args.out / "app-amend.png"))
+        print(f"saved {read_against_prior(window, workstation, work, wait_until, args.out)}")
         print(f"saved {args.out / 'app-main.png'}, {args.out / 'app-worklist.png'} and {args.out / 'app-amend.png'} "
               f"(model {workstation.model.model_id if workstation.model else 'none'})")
         window.shutdown()
