@@ -38,7 +38,8 @@ from engine.provenance import SectionText, signing_metrics, validate_for_signing
 
 log = logging.getLogger(__name__)
 SECTIONS = ("findings", "impression")
-SIGNED_STATES = {StudyState.SIGNED.value, StudyState.SENT.value}
+WORKERS_EVERY_S = 10.0
+WORKER_GONE_S = 60.0  # a worker not heard from for this long is not counted as drafting
 
 
 # -- what the window reads, as the standalone workstation's classes of the same shape -----------------------
@@ -213,6 +214,7 @@ class SiteWorkstation:
         self._threads: list[threading.Thread] = []
         self._last_rows: list[WorklistRow] = []
         self._report_studies: dict[int, str] = {}  # reports seen here -> their study (send, export)
+        self._workers, self._workers_read_at = "", float("-inf")
 
     @property
     def user(self) -> str:
@@ -223,9 +225,11 @@ class SiteWorkstation:
         return self.client.session.role if self.client.session else ""
 
     def start(self) -> SiteWorkstation:
-        """Read the server's current model, then follow its events and keep the open study's claim."""
+        """Read the server's current model, then follow its events, keep the open study's claim and prune the
+        image cache."""
         self.model = self._current_model()
-        for target, name in ((self._follow_events, "site-events"), (self._renew_claims, "site-claims")):
+        for target, name in ((self._follow_events, "site-events"), (self._renew_claims, "site-claims"),
+                             (self._prune_cache, "site-cache")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -279,6 +283,15 @@ class SiteWorkstation:
         else:  # claims, signing, anything else: the worklist is read again
             self.node_events.study_stable.publish(StudyStable(uid, int(event.get("num_instances") or 0)))
 
+    def _prune_cache(self) -> None:
+        try:
+            freed = self.cache.prune(self.settings.cache_max_bytes)
+        except OSError as error:
+            log.warning("could not prune the image cache %s: %s", self.cache.root, error)
+            return
+        if freed:
+            log.info("image cache: %.1f MB of the least recently read images removed", freed / 1e6)
+
     def _renew_claims(self) -> None:
         while not self._stopped.wait(self.settings.claim_renew_s):
             uid = self._claimed
@@ -311,6 +324,8 @@ class SiteWorkstation:
         return rows
 
     def status(self) -> SiteStatus:
+        """Who is logged in where, the studies waiting for a draft, and the workers drafting them (as the
+        server last heard from them)."""
         rows = self._last_rows
         today = time.mktime(time.localtime()[:3] + (0, 0, 0, 0, 0, -1))
         waiting = sum(row.state in (StudyState.STABLE, StudyState.DRAFTING) for row in rows)
@@ -318,9 +333,23 @@ class SiteWorkstation:
         return SiteStatus(
             node=f"{self.user} ({self.role}) on {self.settings.url}", listening=True,
             studies_today=sum(row.last_received >= today for row in rows),
-            model=f"{model.model_id}" if model else "no model", provider=model.provider if model else "",
+            model=f"{model.model_id}" if model else "no model", provider=self._workers_text(),
             queue_length=waiting, outbox_pending=sum(row.send_status == "pending" for row in rows),
             pacs="by the site server")
+
+    def _workers_text(self) -> str:
+        """E.g. "2 workers (cuda, cpu), 14.0 studies/min"; read at most every `WORKERS_EVERY_S` (the status
+        bar asks every second)."""
+        now = time.monotonic()
+        if now - self._workers_read_at >= WORKERS_EVERY_S:
+            self._workers_read_at = now
+            alive = [w for w in self.client.json("GET", "/api/workers") or ()
+                     if float(w.get("seconds_since_heartbeat") or 0) < WORKER_GONE_S]
+            providers = ", ".join(sorted({str(w.get("provider") or "?") for w in alive}))
+            rate = sum(float(w.get("studies_per_minute") or 0) for w in alive)
+            self._workers = (f"{len(alive)} worker{'s' if len(alive) != 1 else ''}"
+                             + (f" ({providers}), {rate:.1f} studies/min" if alive else ""))
+        return self._workers
 
     def open_study(self, study_uid: str, mark: bool = True) -> RemoteStudy:
         """The study, its images (cached locally), latest draft and report; with `mark`, claimed."""

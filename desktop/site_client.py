@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ class SiteSettings:
     ca_file: Path | None = None  # a private CA or the server's self-signed certificate; None: the system's
     timeout_s: float = 30.0
     claim_renew_s: float = 20.0  # the server's claim lease is longer (60 s): two renewals may fail in a row
+    cache_max_bytes: int = 20 * 1024**3  # the image cache is pruned to this, least recently read first
     reconnect_s: float = 2.0  # the event stream after it broke
 
 
@@ -157,6 +159,24 @@ class ImageCache:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def prune(self, max_bytes: int) -> int:
+        """Delete the least recently used instances until the cache holds at most `max_bytes`; bytes freed.
+        A cached file is touched each time it is opened (`fetch`), so its mtime is its last use."""
+        files = []
+        for path in self.root.glob("*/*.dcm"):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((info.st_mtime, info.st_size, path))
+        total, freed = sum(size for _, size, _ in files), 0
+        for _, size, path in sorted(files):
+            if total - freed <= max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            freed += size
+        return freed
+
     def path_of(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         digest = hashlib.sha256(f"{study_uid}/{series_uid}/{sop_uid}".encode()).hexdigest()
         return self.root / digest[:2] / f"{digest}.dcm"
@@ -164,8 +184,11 @@ class ImageCache:
     def fetch(self, client: SiteClient, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         """The local copy of one instance, downloaded first when it is not cached yet."""
         path = self.path_of(study_uid, series_uid, sop_uid)
-        if path.exists():
+        try:
+            os.utime(path)  # its last use, for prune()
             return path
+        except FileNotFoundError:
+            pass
         path.parent.mkdir(parents=True, exist_ok=True)
         response = client.request("GET", f"/api/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
                                   study_uid=study_uid)

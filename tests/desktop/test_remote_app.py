@@ -5,6 +5,7 @@ talking HTTPS to the real site server app (server/, uvicorn, a private PostgreSQ
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def drafted(running_site, tmp_path: Path) -> str:
     with running_site.client(running_site.login("gpu1")) as http:
         (job,) = [j for j in http.post("/api/worker/claim", json={"worker_id": "w1", "max": 8}).json()
                   if j["study_uid"] == uid]
+        http.post("/api/worker/heartbeat", json={"worker_id": "w1", "model": "tiny@1", "provider": "cpu",
+                                                 "studies_per_minute": 12.0}).raise_for_status()
         http.post(f"/api/worker/jobs/{uid}/draft", json={
             "lease_id": job["lease_id"], "findings": FINDINGS, "impression": IMPRESSION, "model": "tiny@1",
             "provider": "cpu"}).raise_for_status()
@@ -70,6 +73,14 @@ def drafted(running_site, tmp_path: Path) -> str:
 def open_and_wait(window, qtbot, uid: str) -> None:
     window.open_study(uid)
     qtbot.waitUntil(lambda: window.opened is not None and window.opened.study.study_uid == uid, timeout=15_000)
+
+
+def wait_signed(window, qtbot) -> None:
+    try:
+        qtbot.waitUntil(lambda: window.panel.signed, timeout=30_000)
+    except qtbot.TimeoutError:
+        raise AssertionError(f"not signed: {window.panel.message.text()!r}, banner {window.banner.text.text()!r}, "
+                             f"sign dialog {window.sign_dialog}") from None
 
 
 def state_text(window, uid: str) -> str:
@@ -111,9 +122,15 @@ def test_a_study_opened_by_one_reader_is_being_read_by_them_for_the_other(runnin
     # the images came by WADO-RS into anna's cache, and the viewer shows them
     assert all(Path(p).is_file() and str(p).startswith(str(tmp_path / "cache-anna")) for p in anna.opened.paths)
     assert anna.viewer.stacks and anna.panel.findings.section.text == FINDINGS
+    cached = Path(anna.opened.paths[0])
+    os.utime(cached, (1_000.0, 1_000.0))
+    inode = cached.stat().st_ino
+    anna.ws.open_study(uid, mark=False)  # read again: from the cache, marked as just used (for pruning)
+    assert cached.stat().st_ino == inode and cached.stat().st_mtime > 1_000.0
     assert api(running_site, "root", "GET", f"/api/studies/{uid}")["study"]["claimed_by"] == "anna"
     qtbot.waitUntil(lambda: state_text(ben, uid) == "drafted · being read by anna", timeout=10_000)
     qtbot.waitUntil(lambda: state_text(anna, uid) == "drafted · in progress", timeout=10_000)
+    assert "1 worker (cpu), 12.0 studies/min" in anna.status_bar.model.text()  # as the server heard from it
     ben.open_study(uid)
     qtbot.waitUntil(lambda: "being read by anna" in ben.banner.text.text(), timeout=10_000)
     assert ben.opened is None
@@ -139,7 +156,7 @@ def test_typed_text_is_autosaved_on_the_server_and_signed_by_the_logged_in_user(
     assert saved["saved_by"] == "anna"
     assert ["human", "", " Lungs are clear."] in saved["sections"]["findings"]["runs"]
     anna.sign()
-    qtbot.waitUntil(lambda: anna.panel.signed, timeout=15_000)
+    wait_signed(anna, qtbot)
     (report,) = api(running_site, "root", "GET", f"/api/studies/{uid}")["reports"]
     assert report["signed_by"] == "anna" and report["findings"] == FINDINGS + " Lungs are clear."
     assert report["detail"]["provenance"]["findings"]["runs"][-1] == ["human", " Lungs are clear."]
