@@ -27,6 +27,9 @@ _IMPRESSION_CODES = frozenset({"121072", "121073", "19005-8"})
 _FINDINGS_WORDS = ("finding",)
 _IMPRESSION_WORDS = ("impression", "conclusion", "assessment", "opinion")
 _TEXT_TYPES = frozenset({"TEXT"})
+# Comments beside a section's text (RadDraft's SR records the communication of a critical finding as one):
+# not the report's words.
+_COMMENT_CODES = frozenset({"121106"})
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,17 @@ def section_of(item: Dataset) -> str | None:
     return None
 
 
+def _code_of(item: Dataset) -> str:
+    names = item.get("ConceptNameCodeSequence") or []
+    return str(names[0].get("CodeValue", "")) if names else ""
+
+
 def _collect_sections(items: Iterable[Dataset], inherited: str | None, out: dict[str, list[str]]) -> None:
     """Walk the content tree; a TEXT item belongs to the nearest named section above it (or its own name)."""
     for item in items:
         section = section_of(item) or inherited
         value_type = str(item.get("ValueType", ""))
-        if value_type in _TEXT_TYPES and section is not None:
+        if value_type in _TEXT_TYPES and section is not None and _code_of(item) not in _COMMENT_CODES:
             text = str(item.get("TextValue", "")).strip()
             if text:
                 out[section].append(text)

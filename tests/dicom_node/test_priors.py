@@ -30,6 +30,7 @@ from dicom_node.priors import (
 )
 from dicom_node.reports import SignedReport, sign_report
 from dicom_node.settings import PacsSettings, StoreSettings
+from dicom_node.sr import build_report_sr
 from dicom_node.store import Store
 from dicom_node.worklist import worklist_row, worklist_rows
 from peers.orthanc import free_port
@@ -77,6 +78,22 @@ def test_an_sr_without_sections_keeps_its_text_as_findings(tmp_path: Path) -> No
         item.ConceptNameCodeSequence[0].CodeMeaning = "Text"
     report = report_from_dataset(ds)
     assert report is not None and (report.findings, report.impression) == ("Lungs clear.\nNormal.", "")
+
+
+def test_raddraft_s_own_sr_reads_back_as_signed_without_the_communication_or_the_ai_statements(
+        store, tmp_path: Path) -> None:
+    study = write_cr_study(tmp_path / "s", PATIENT, "20240302")
+    put_all(store, study.paths)
+    store.index.transition(study.study_uid, StudyState.DRAFTED)
+    signed = sign_report(store.index, SignedReport(
+        study.study_uid, "Large right pneumothorax.", "Right pneumothorax.", "Reader^A",
+        detail={"critical_communication": {"text": "Told Dr Lee by telephone at 10:05."}}))
+    row = store.index.study(study.study_uid)
+    ds = build_report_sr(signed, row, store.index.instances_of(study.study_uid))
+    assert "Told Dr Lee" in str(ds.ContentSequence)  # in the Impressions section, as a Comment
+    report = report_from_dataset(ds)
+    assert report is not None
+    assert (report.findings, report.impression) == ("Large right pneumothorax.", "Right pneumothorax.")
 
 
 def test_an_image_is_no_report(tmp_path: Path) -> None:
