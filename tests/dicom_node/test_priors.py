@@ -90,7 +90,9 @@ def test_raddraft_s_own_sr_reads_back_as_signed_without_the_communication_or_the
         detail={"critical_communication": {"text": "Told Dr Lee by telephone at 10:05."}}))
     row = store.index.study(study.study_uid)
     ds = build_report_sr(signed, row, store.index.instances_of(study.study_uid))
-    assert "Told Dr Lee" in str(ds.ContentSequence)  # in the Impressions section, as a Comment
+    impressions = next(item for item in ds.ContentSequence
+                       if item.ValueType == "CONTAINER" and item.ConceptNameCodeSequence[0].CodeValue == "121072")
+    assert "Told Dr Lee by telephone at 10:05." in [str(i.TextValue) for i in impressions.ContentSequence]
     report = report_from_dataset(ds)
     assert report is not None
     assert (report.findings, report.impression) == ("Large right pneumothorax.", "Right pneumothorax.")
