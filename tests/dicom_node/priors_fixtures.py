@@ -143,9 +143,10 @@ def report_sr(study: WrittenStudy, findings: str, impression: str, *, coded_by_m
     return ds
 
 
-def write_report_sr(out: Path, study: WrittenStudy, findings: str, impression: str, **options: bool) -> Path:
+def write_report_sr(out: Path, study: WrittenStudy, findings: str, impression: str, *,
+                    sop_class: str = BASIC_TEXT_SR, **options: bool) -> Path:
     ds = report_sr(study, findings, impression, **options)
-    return _save(ds, BASIC_TEXT_SR, out / f"{ds.SOPInstanceUID}.dcm")
+    return _save(ds, sop_class, out / f"{ds.SOPInstanceUID}.dcm")
 
 
 def put_all(store: Store, paths) -> None:

@@ -154,6 +154,19 @@ def test_a_study_signed_here_before_is_the_prior_with_its_signed_report(store, t
     assert store.index.study(earlier.study_uid).state == StudyState.SIGNED
 
 
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.5.1.4.1.1.88.22",
+                                       "1.2.840.10008.5.1.4.1.1.88.33"], ids=["basic", "enhanced", "comprehensive"])
+def test_an_sr_in_the_prior_gives_its_report(store, tmp_path: Path, sop_class: str) -> None:
+    earlier = write_cr_study(tmp_path / "earlier", PATIENT, "20231105")
+    sr = write_report_sr(tmp_path / "earlier", earlier, "Cardiomegaly.", "Enlarged heart.", sop_class=sop_class)
+    current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
+    put_all(store, [*earlier.paths, sr, *current.paths])
+    PriorRetriever(PacsSettings(), store.index, store, move_destination="RADDRAFT").retrieve_for(current.study_uid)
+    (prior,) = priors_of(store.index, current.study_uid)
+    assert (prior.findings, prior.impression, prior.report_source) == ("Cardiomegaly.", "Enlarged heart.", "sr")
+    assert len(prior.instances) == 2  # its images, not the SR
+
+
 def test_two_priors_newest_first_and_other_body_parts_left_out(store, tmp_path: Path) -> None:
     newest = write_cr_study(tmp_path / "a", PATIENT, "20241201", body_part="ABDOMEN")
     second = write_cr_study(tmp_path / "b", PATIENT, "20240601")
