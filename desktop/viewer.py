@@ -256,9 +256,7 @@ class Viewer(QWidget):
         self.priors, self.prior_stacks, self.prior_index, self.steps, self.step = PriorsOfStudy("", ()), [], -1, [], 0
         self.prior_box.clear()
         self.prior_note.setText("")
-        self.laterals.blockSignals(True)
-        self.laterals.setChecked(False)
-        self.laterals.blockSignals(False)
+        self._check_laterals(False)
         self._show_prior_tools()
 
     def set_priors(self, priors: PriorsOfStudy) -> None:
@@ -289,12 +287,12 @@ class Viewer(QWidget):
         self.prior_box.setCurrentIndex(index)
         self.prior_stacks = stacks_of(self.priors.priors[index])
         self.steps = chest_hanging([s.view for s in self.stacks], [s.view for s in self.prior_stacks])
-        self.laterals.blockSignals(True)
-        self.laterals.setChecked(False)
-        self.laterals.blockSignals(False)
+        self._check_laterals(False)
         self._show_prior_tools()
         if self.steps:
             self.show_step(0)
+        else:  # a prior without images: its report only, the study hangs alone
+            self._hang_study_alone()
         self.prior_changed.emit(index)
 
     def show_step(self, step: int) -> None:
@@ -309,10 +307,14 @@ class Viewer(QWidget):
             canvas.caption_colour = CURRENT_COLOUR if i == 0 else PRIOR_COLOUR
             canvas.reset()
             self.show_stack(i, index, stacks)
-        self.laterals.blockSignals(True)
-        self.laterals.setChecked(hanging.name == LATERALS)
-        self.laterals.blockSignals(False)
+        self._check_laterals(hanging.name == LATERALS)
         self.set_active(0)
+
+    def _check_laterals(self, checked: bool) -> None:
+        """The Laterals button as the hanging is, without hanging again."""
+        self.laterals.blockSignals(True)
+        self.laterals.setChecked(checked)
+        self.laterals.blockSignals(False)
 
     @property
     def hanging(self) -> str:

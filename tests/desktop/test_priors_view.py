@@ -166,6 +166,12 @@ def test_switching_between_priors_changes_image_and_report(qtbot, tmp_path):
     assert viewer.canvases[1].caption == "PRIOR 2023-01-10"
     assert "IMPRESSION\nNo effusion." in panel.text.toPlainText()
     assert viewer.laterals.isEnabled()  # the current study's lateral still hangs beside the prior's frontal
+    no_images = LoadedPrior(StandInPrior("1.2.3.p3", "20220101", "CR", "chest", [], "", "Old report.", "sr"), ())
+    viewer.set_priors(PriorsOfStudy(CURRENT_UID, (newest, no_images)))
+    _shown(qtbot, viewer, "20240302", "PA")
+    viewer.show_prior(1)  # a prior whose images are not here: its report, and the study alone
+    assert viewer.hanging == "" and viewer.canvases[1].caption == "" and viewer.canvases[1].label == "lateral"
+    assert panel.heading.text() == "Prior report · 2022-01-01 · CR chest · from the SR in the prior study"
 
 
 def test_without_a_prior_the_study_hangs_alone_and_says_why(qtbot, tmp_path):
