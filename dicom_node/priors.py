@@ -6,8 +6,11 @@ queue by raddraft/runtime.py), `PriorRetriever.retrieve_for(study_uid)`:
    family (`[pacs] prior_modalities`, CR/DX) and, where the current study names a body part, of that body part
    (series without one are taken): by C-FIND (Study Root) at the configured PACS, and in the store (a study
    read here before is a prior too, with RadDraft's own signed report);
-2. takes the newest `[pacs] priors` of them; those the store lacks (or holds only in part) are retrieved by
-   C-MOVE to our own AE title or by C-GET (`[pacs] retrieve`). Before the C-MOVE the prior's Study Instance
+   Only a study of that modality family has priors looked up; the C-FIND's answers count only for exactly
+   the study's Patient ID;
+2. takes the newest `[pacs] priors` of them; those the store lacks (or holds only in part, as a prior) are
+   retrieved by C-MOVE to our own AE title or by C-GET (`[pacs] retrieve`); one that is a study of its own
+   here is taken as it is. Before the C-MOVE the prior's Study Instance
    UID is recorded as expected, so that its first arriving instance creates the study in state "prior"
    (dicom_node/index.py): it is never completed, drafted, or listed in the worklist (dicom_node/worklist.py);
 3. reads the prior's report: RadDraft's own signed report of it (dicom_node/reports.py), else an SR stored
