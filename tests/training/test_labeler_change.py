@@ -4,88 +4,10 @@ negation) on phantom and real report language, and whether a text claims a compa
 from __future__ import annotations
 
 import pytest
+from change_cases import NEGATED, PHANTOM, REAL
 
 from training.data.phantoms import PhantomConfig, generate_dataset, read_manifest
 from training.evaluation.change import change_statements, claims_comparison, read_changes
-
-# Sentences from ../shared/data/iu_reports_dev.csv (real, de-identified reports; "XXXX" is their redaction),
-# then the phantom generator's own phrasing, with what a reader would answer.
-REAL = [
-    ("Interval resolution of left effusion.", {"pleural_effusion": "resolved"}),
-    ("Stable cardiomegaly and persistent minimal bibasilar atelectasis.",
-     {"cardiomegaly": "unchanged", "atelectasis": "unchanged"}),
-    ("Small to moderate left-sided pleural effusion, increased XXXX compared to prior chest radiograph.",
-     {"pleural_effusion": "increased"}),
-    ("No significant change in right pneumothorax or pleural fluid.",
-     {"pneumothorax": "unchanged", "pleural_effusion": "unchanged"}),
-    ("Interval improvement in left base consolidative opacity.", {"consolidation": "decreased"}),
-    ("Worsening bilateral lower lobe opacities which are most XXXX due to enlarging bilateral pleural effusions.",
-     {"pleural_effusion": "increased"}),
-    ("Interval placement of right internal jugular central venous catheter with tip approximating the low SVC.",
-     {"support_device": "new"}),
-    ("The previously seen right-sided PICC has been removed.", {"support_device": "resolved"}),
-    ("Interval decrease in size of numerous pulmonary nodules and masses.", {"nodule": "decreased"}),
-    ("Resolved interstitial edema.", {"edema": "resolved"}),
-    ("Increasing cardiomegaly.", {"cardiomegaly": "increased"}),
-    ("Persistent right pleural effusion with adjacent atelectasis.", {"pleural_effusion": "unchanged"}),
-    ("A left pleural effusion remains.", {"pleural_effusion": "unchanged"}),
-    ("Left subclavian line is stable.", {"support_device": "unchanged"}),
-    ("The dominant nodule/mass in the left midlung is also mildly increased.", {"nodule": "increased"}),
-    ("There has been resolution of the left-sided airspace disease.", {"consolidation": "resolved"}),
-    ("Numerous bilateral pulmonary nodules have increased in size and number XXXX compared to prior study.",
-     {"nodule": "increased"}),
-    ("Right basilar airspace disease is unchanged.", {"consolidation": "unchanged"}),
-    # sampled after the reader was written (150 sentences with change words, random seed 2026)
-    ("The tracheostomy tube is in stable position.", {"support_device": "unchanged"}),
-    ("Small nodule projecting near the left heart XXXX is unchanged from XXXX and appears calcified.",
-     {"nodule": "unchanged"}),
-    ("Stable appearance of pacemaker.", {"support_device": "unchanged"}),
-    ("There is persistent mild to moderate cardiomegaly.", {"cardiomegaly": "unchanged"}),
-    ("Tracheostomy tube remains in the trachea.", {"support_device": "unchanged"}),
-    ("Small nodule in the right upper lung is stable.", {"nodule": "unchanged"}),
-    ("Left-sided XXXX/ICD device and leads are stable.", {"support_device": "unchanged"}),
-    ("Stable left lung consolidation, possibly infectious pneumonia and/or aspiration.",
-     {"consolidation": "unchanged"}),
-    ("Persistent but decreasing basilar infiltrates atelectasis.", {"atelectasis": "decreased"}),
-    ("Heart size remains large.", {"cardiomegaly": "unchanged"}),
-    (("Interval development of bilateral upper lobe consolidation, right greater than left, XXXX representing "
-     "pneumonia.."), {"consolidation": "new"}),
-    ("There is persistence of a left lower lobe calcified nodule XXXX representing a granuloma.",
-     {"nodule": "unchanged"}),
-    ("The lungs are clear without interval consolidation, pleural effusion or pneumothorax.", {}),
-    ("Heart size remains normal.", {}),
-    ("Recommend followup PA and lateral chest x-XXXX in 6 weeks to ensure resolution.", {}),
-    (("Pulmonary vasculature is increased with mildly increased interstitial markings and fissural thickening, "
-     "suggesting mild pulmonary edema."), {}),
-    # descriptions, not changes
-    (("Cardiomegaly with central vascular congestion and increased interstitial opacities suggesting mild "
-     "interstitial pulmonary edema."), {}),
-    ("Recommend followup after appropriate treatment to document complete resolution of the pneumonia.", {}),
-    ("No pneumothorax or pleural effusion. The heart is mildly enlarged.", {}),
-]
-PHANTOM = [
-    ("Compared with 2024-03-02, the right pleural effusion has increased.", {"pleural_effusion": "increased"}),
-    ("Moderate right pleural effusion, increased since 2024-03-02.", {"pleural_effusion": "increased"}),
-    ("Interval resolution of the left lower lobe consolidation.", {"consolidation": "resolved"}),
-    ("The previously seen small left pneumothorax has resolved.", {"pneumothorax": "resolved"}),
-    ("Unchanged moderate cardiomegaly. New small right pleural effusion.",
-     {"cardiomegaly": "unchanged", "pleural_effusion": "new"}),
-    ("There is a 23 mm nodule in the right mid lung, decreased since 2023-03-21.", {"nodule": "decreased"}),
-    ("Possible 12 mm nodule in the right base, new since the prior study; CT is suggested.", {"nodule": "new"}),
-    ("Improving mild pulmonary edema.", {"edema": "decreased"}),
-    ("The endotracheal tube has been removed.", {"support_device": "resolved"}),
-    ("Stable position of the ET tube.", {"support_device": "unchanged"}),
-    ("The ET tube has been advanced and now terminates 4 cm above the carina.", {}),
-    ("The atelectasis in the left lung base is again seen, unchanged.", {"atelectasis": "unchanged"}),
-    ("Possible mild interstitial edema, similar to the prior radiograph.", {"edema": "unchanged"}),
-]
-NEGATED = [
-    ("No new pleural effusion.", {}),
-    ("No new focal consolidation or pneumothorax.", {}),
-    ("There is no interval increase in the right pleural effusion.", {}),
-    ("Without new consolidation. Stable cardiomegaly.", {"cardiomegaly": "unchanged"}),
-    ("No pleural effusion. The nodule is unchanged.", {"nodule": "unchanged"}),
-]
 
 
 @pytest.mark.parametrize(("text", "expected"), REAL + PHANTOM + NEGATED, ids=lambda v: v[:50] if isinstance(v, str) else "")
