@@ -129,6 +129,7 @@ class PhantomSet:
     lateral_fraction: float = 0.0
     normal_fraction: float = 0.3
     workers: int = 0
+    priors: bool = False  # longitudinal phantoms (`raddraft synth --priors`): prior studies and `change`
 
     def __post_init__(self) -> None:
         _check(self.studies >= 1, "studies", "must be at least 1")

@@ -122,7 +122,10 @@ def ensure_phantoms(spec: PhantomSet, out_dir: Path, progress: Progress | None =
     from training.data.findings import FindingSampling
     from training.data.phantoms import MANIFEST_NAME, PhantomConfig, generate_dataset
 
-    request = json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    asked = dataclasses.asdict(spec)
+    if not spec.priors:  # the request of a set without priors reads as it did before the option existed
+        del asked["priors"]
+    request = json.dumps(asked, sort_keys=True)
     manifest, request_file = out_dir / MANIFEST_NAME, out_dir / REQUEST_NAME
     if manifest.is_file() and request_file.is_file() and request_file.read_text(encoding="utf-8") == request:
         return manifest
@@ -130,7 +133,7 @@ def ensure_phantoms(spec: PhantomSet, out_dir: Path, progress: Progress | None =
                            sampling=FindingSampling(normal_fraction=spec.normal_fraction), workers=spec.workers)
     log.info("generating %d phantom studies (seed %d) in %s", spec.studies, spec.seed, out_dir)
     request_file.unlink(missing_ok=True)
-    generate_dataset(out_dir, spec.studies, spec.seed, config=config, progress=progress)
+    generate_dataset(out_dir, spec.studies, spec.seed, config=config, progress=progress, priors=spec.priors)
     write_text_atomically(request_file, request)
     return manifest
 
