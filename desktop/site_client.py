@@ -118,6 +118,9 @@ class SiteClient:
             response = self._http.request(method, path, headers=self._headers(), **kwargs)
         except httpx.HTTPError as error:
             raise SiteError(f"cannot reach the site server at {self.settings.url}: {error}") from error
+        if response.status_code == 401 and self.session is not None:
+            raise NotAuthorized(f"your session on {self.settings.url} has ended (it expired or was revoked): "
+                                "close RadDraft and log in again", 401)
         raise_for(response, study_uid)
         return response
 

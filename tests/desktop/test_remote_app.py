@@ -4,8 +4,10 @@ talking HTTPS to the real site server app (server/, uvicorn, a private PostgreSQ
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +176,17 @@ def test_the_models_page_is_read_only_for_a_radiologist(running_site, reader, qt
     assert "runs on the site server" in page.unavailable_label.text()
     with pytest.raises(Exception, match="role"):
         anna.ws.use_model("embedded")
+
+
+def test_a_session_that_ran_out_says_so_and_reads_nothing(running_site, reader, tmp_path, qtbot):
+    from server.users import find_user, issue_token
+
+    uid = drafted(running_site, tmp_path)
+    anna = reader("anna")
+    qtbot.waitUntil(lambda: anna.worklist.model.row_of(uid) is not None, timeout=10_000)
+    short = issue_token(running_site.site.index, find_user(running_site.site.index, "anna"), 0.5)
+    anna.ws.client.session = dataclasses.replace(anna.ws.client.session, token=short.token)
+    time.sleep(1.0)
+    anna.open_study(uid)
+    qtbot.waitUntil(lambda: "your session on" in anna.banner.text.text(), timeout=10_000)
+    assert "has ended" in anna.banner.text.text() and anna.opened is None

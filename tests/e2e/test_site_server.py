@@ -302,6 +302,15 @@ def test_a_department_drafts_each_study_once_reads_claims_signs_to_pacs_and_audi
 
     qtbot.waitUntil(lambda: "being read by anna" in ben_sees(), timeout=15_000)
 
+    # Drafting the findings again on request: the server's model streams them into anna's editor.
+    assert anna.ws.model is not None, "the server's current model"
+    pieces: list[str] = []
+    anna.section_piece.connect(lambda _uid, section, text: pieces.append(text))
+    anna.draft_section("findings", asked=True)
+    qtbot.waitUntil(lambda: "findings" not in anna.generating, timeout=120_000)
+    assert len(pieces) > 1 and "".join(pieces).strip() in anna.panel.findings.section.text
+    assert anna.panel.findings.section.unreviewed(), "the model's text, marked until accepted"
+
     sign_answering_checks(anna, qtbot)
     (report,) = site.get(f"/api/studies/{uid}", anna_token)["reports"]
     assert report["signed_by"] == "anna"
