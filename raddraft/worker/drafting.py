@@ -101,6 +101,14 @@ class DraftingWorker:
         self.drafted = 0
 
     # -- the loop ----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the report-language pipeline (seconds) before the first claim rather than inside the first
+        batch, as the workstation's queue does."""
+        try:
+            find_critical({"findings": "No pneumothorax.", "impression": ""}, self._critical)
+        except Exception:  # drafting works without it; the first batch then pays for the load
+            log.exception("the findings labeler could not be loaded ahead of drafting")
+
     def run(self, stop: threading.Event) -> None:
         """Draft until `stop` is set (the batch in hand is finished first). NotAuthorized and Forbidden end it."""
         self._leases.start()

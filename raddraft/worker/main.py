@@ -77,6 +77,7 @@ def run_worker(config: AppConfig, *, once: bool = False) -> int:
     client = WorkerClient(settings.server, token, ca_file=settings.ca_file, timeout_s=settings.timeout_s)
     worker = DraftingWorker(client, model, settings, InstanceCache(cache_folder(settings, name)), name,
                             config.engine.critical_findings)
+    worker.warm_up()
     print(f"RadDraft worker {name} drafting with {model.model_id} ({model.variant}, {model.provider}, "
           f"batch {settings.batch}) for {settings.server}", flush=True)
     stop = threading.Event()
