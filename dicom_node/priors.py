@@ -34,10 +34,10 @@ priors, newest first, each with its images (frontal first) and its report.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dicom_node.index import Index, InstanceRow, StudyRow, StudyState
@@ -387,36 +387,49 @@ def _iso(date: str) -> str:
 # -- in front of drafting ----------------------------------------------------------------------------
 class PriorLookups:
     """Looks up the priors of each completed study on a few threads, then hands the study on (`then`, the
-    drafting queue's enqueue), whatever the lookup came to. A study submitted again while its lookup runs is
-    handed on once, after it."""
+    drafting queue's enqueue), whatever the lookup came to. A study submitted again while its lookup waits or
+    runs is not looked up twice. The threads are daemons: a lookup waiting on a silent PACS never holds up
+    the process's exit."""
 
     def __init__(self, retriever: PriorRetriever, workers: int = 2) -> None:
         self._retriever = retriever
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="raddraft-priors")
+        self._jobs: queue.Queue[tuple[str, Callable[[str], None]] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._running: set[str] = set()
+        self._stopped = False
+        self._threads = [threading.Thread(target=self._work, name=f"raddraft-priors-{n}", daemon=True)
+                         for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, study_uid: str, then: Callable[[str], None]) -> None:
         with self._lock:
-            if study_uid in self._running:
-                return
-            self._running.add(study_uid)
-        try:
-            self._pool.submit(self._look_up, study_uid, then)
-        except RuntimeError:  # stopped: hand it on without priors rather than drop it
-            self._done(study_uid)
+            stopped = self._stopped
+            if not stopped:
+                if study_uid in self._running:
+                    return
+                self._running.add(study_uid)
+        if stopped:  # hand it on without priors rather than drop it
             then(study_uid)
+            return
+        self._jobs.put((study_uid, then))
 
-    def _look_up(self, study_uid: str, then: Callable[[str], None]) -> None:
-        try:
-            self._retriever.retrieve_for(study_uid)
-        finally:
-            self._done(study_uid)
-            then(study_uid)
-
-    def _done(self, study_uid: str) -> None:
-        with self._lock:
-            self._running.discard(study_uid)
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            study_uid, then = job
+            try:
+                self._retriever.retrieve_for(study_uid)
+            finally:
+                with self._lock:
+                    self._running.discard(study_uid)
+                try:
+                    then(study_uid)
+                except Exception:  # the thread serves the next study whatever this one's hand-on did
+                    log.exception("handing study %s on after its prior lookup failed", study_uid)
 
     def stop(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """No new lookups; those already submitted still finish and are handed on."""
+        with self._lock:
+            self._stopped = True
+        for _ in self._threads:
+            self._jobs.put(None)
