@@ -46,6 +46,9 @@ def test_priors_keep_each_current_study_and_add_fields(both):
             {k: v for k, v in before.items() if k != "report"}
         for path in before["images"]:
             assert (prior_dir / path).read_bytes() == (plain_dir / path).read_bytes()
+        if after["prior_study_uid"] is None:  # the same report, saying first that there is nothing to compare
+            assert after["report"]["impression"] == before["report"]["impression"]
+            assert after["report"]["findings"].endswith(" " + before["report"]["findings"])
     description = json.loads((prior_dir / "dataset.json").read_text())
     assert description["priors"]["with_prior"] == sum(1 for r in longitudinal if r["prior_study_uid"])
     assert "priors" not in json.loads((plain_dir / "dataset.json").read_text())
