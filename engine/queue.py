@@ -119,11 +119,15 @@ class DraftingQueue:
 
     # -- worker ------------------------------------------------------------------------------------
     def _on_stable(self, event: StudyStable) -> None:
+        self._admit(event.study_uid)
+
+    def _admit(self, study_uid: str) -> None:
+        """Queue a complete study, after the step before drafting (its priors) when there is one."""
         step = self._before_drafting
         if step is not None:
-            step.submit(event.study_uid, self.enqueue)
+            step.submit(study_uid, self.enqueue)
         else:
-            self.enqueue(event.study_uid)
+            self.enqueue(study_uid)
 
     def _requeue_unfinished(self) -> None:
         index = self._store.index
@@ -135,7 +139,7 @@ class DraftingQueue:
                 continue
         # Oldest first: the order they became complete in.
         for study in reversed(index.studies(frozenset({StudyState.STABLE}))):
-            self.enqueue(study.study_uid)
+            self._admit(study.study_uid)
 
     def _next(self) -> tuple[str, Drafter] | None:
         with self._cond:
