@@ -183,3 +183,32 @@ def test_c_get_retrieves_the_prior_without_a_move_destination(orthanc: Orthanc, 
         assert store.index.study(prior.study_uid).state == StudyState.PRIOR
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_a_study_left_complete_by_a_restart_has_its_priors_looked_up_before_its_draft(tmp_path: Path) -> None:
+    """No PACS: the prior is an earlier study of the patient in the store, found when the queue takes up again
+    the studies a previous run left complete."""
+    earlier = write_cr_study(tmp_path / "earlier", PATIENT, "20231105")
+    current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
+    store = Store(StoreSettings(tmp_path / "store"))
+    try:
+        put_all(store, [*earlier.paths, *current.paths])
+        for study in (earlier, current):
+            store.index.transition(study.study_uid, StudyState.STABLE)
+    finally:
+        store.close()
+    config_file = tmp_path / "raddraft.toml"
+    config_file.write_text("")
+    overrides = {"store.root": str(tmp_path / "store"), "node.port": 0}
+    workstation = Workstation.start(load_config(config_file, overrides), config_path=config_file, overrides=overrides)
+    try:
+        wait_until(lambda: drafted(workstation, current.study_uid), 90, "the current study to be drafted")
+        state, reason = prior_status(workstation.store.index, current.study_uid)
+        assert (state, reason) == (RETRIEVED, "prior of 2023-11-05 ready")
+        assert [p.study_uid for p in priors_of(workstation.store.index, current.study_uid)] == [earlier.study_uid]
+        # the earlier study is a study of its own: drafted too, without a prior of its own
+        wait_until(lambda: drafted(workstation, earlier.study_uid), 90, "the earlier study to be drafted")
+        assert prior_status(workstation.store.index, earlier.study_uid)[0] == "disabled"
+    finally:
+        workstation.stop()
