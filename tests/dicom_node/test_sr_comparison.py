@@ -20,6 +20,7 @@ from dicom_node.reports import (
     comparison_line,
     comparison_of,
     report_as_text,
+    sign_amendment,
     sign_report,
 )
 from dicom_node.settings import PacsSettings, StoreSettings
@@ -147,3 +148,18 @@ def test_the_prior_found_by_the_priors_lookup_is_the_srs_comparison(tmp_path):
         assert "Error" not in verdict and "Warning" not in verdict, verdict
     finally:
         store.close()
+
+
+def test_an_amendment_keeps_its_comparison_beside_the_predecessor_and_passes_dciodvfy(studies):
+    store, current, prior = studies
+    first = _sign(store, current, _comparison(store, prior))
+    amended = sign_amendment(store.index, SignedReport(
+        current, findings=first.findings, impression="Increased right effusion; no pneumothorax.",
+        signed_by="Smith^Anna", detail=comparison_detail(_comparison(store, prior))), first, "Pneumothorax excluded.")
+    path = write_report_sr(store.root, amended, store.index.study(current), store.index.instances_of(current))
+    ds = pydicom.dcmread(path)
+    assert ds.PredecessorDocumentsSequence[0].StudyInstanceUID == current
+    assert comparison_reference(ds)["study_uid"] == prior
+    assert "Comparison: CR chest 2024-03-02." in report_as_text(amended, store.index.study(current))
+    verdict = _dciodvfy(path)
+    assert "Error" not in verdict and "Warning" not in verdict, verdict
