@@ -240,7 +240,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     from training.export.graphs import check_graph, export_embed, export_vision, require_dynamic
     from training.export.layout import render_prompts, stop_token_ids
     from training.export.parity import check_variant, make_inputs, torch_reference
-    from training.export.precision import in_float32, llava_in_float32
+    from training.export.precision import llava_in_float32
     from training.export.quantize import QuantizeOptions, make_variant
 
     timer.start("load checkpoint")
@@ -271,8 +271,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
             reference = torch_reference(model, inputs, arch.stop_token_ids)
 
     timer.start("export vision graph")
-    with in_float32(model.model.vision_tower, model.model.multi_modal_projector):
-        export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)
+    export_vision(model, folder / FP32.vision, image_size=preprocessing.image_size)  # from an fp32 copy
     timer.start("export embedding graph")
     export_embed(model, folder / FP32.embed)
     timer.start("export decoder graph")

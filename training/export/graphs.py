@@ -6,6 +6,7 @@ dimension stays symbolic (a batch-1 trace can fix it at 1, see ML-NOTES).
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -26,9 +27,14 @@ EMBED_IR_VERSION = 10  # read by every ONNX Runtime the engine supports
 class VisionGraph(nn.Module):
     """pixel_values [images, 3, H, W] -> image_features [images, image_tokens, hidden]."""
 
-    def __init__(self, model: LlavaForConditionalGeneration) -> None:
+    def __init__(self, model: LlavaForConditionalGeneration, fp32_copy: bool = False) -> None:
         super().__init__()
-        self.inner = model.model
+        # the vision side only: the exporter keeps the module it traced alive, and with it every tensor
+        # it reaches (holding the LLaVA would keep the whole checkpoint's memory map resident)
+        tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+        if fp32_copy:  # the checkpoint's own tensors never reach the exporter
+            tower, projector = copy.deepcopy(tower).float(), copy.deepcopy(projector).float()
+        self.vision_tower, self.multi_modal_projector = tower, projector
         self.layer = model.config.vision_feature_layer
         self.strategy = model.config.vision_feature_select_strategy
         if self.strategy not in ("default", "full"):
@@ -38,13 +44,13 @@ class VisionGraph(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # Same steps as `LlavaModel.get_image_features`, which ends by splitting the batch into a list
         # (that would fix the number of images in the graph).
-        outputs = self.inner.vision_tower(pixel_values, output_hidden_states=True)
+        outputs = self.vision_tower(pixel_values, output_hidden_states=True)
         layers = [self.layer] if isinstance(self.layer, int) else list(self.layer)
         selected = [outputs.hidden_states[index] for index in layers]
         if self.strategy == "default":
             selected = [hidden[:, 1:] for hidden in selected]
         features = selected[0] if len(selected) == 1 else torch.cat(selected, dim=-1)
-        return self.inner.multi_modal_projector(features)
+        return self.multi_modal_projector(features)
 
 
 def export_vision(model: LlavaForConditionalGeneration, target: Path, image_size: int | None = None) -> Path:
@@ -52,7 +58,7 @@ def export_vision(model: LlavaForConditionalGeneration, target: Path, image_size
     channels = getattr(model.config.vision_config, "num_channels", 3)
     example = torch.zeros(2, channels, size, size, dtype=torch.float32)
     images = torch.export.Dim("images", min=1, max=64)
-    return _export(VisionGraph(model), (example,), target, input_names=["pixel_values"],
+    return _export(VisionGraph(model, fp32_copy=True), (example,), target, input_names=["pixel_values"],
                    output_names=["image_features"], dynamic_shapes={"pixel_values": {0: images}})
 
 

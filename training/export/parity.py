@@ -4,7 +4,7 @@ A phantom radiograph (training.data.phantoms, through the bundle's own preproces
 findings prompt go through both sides:
 - torch: `model(...)` over prompt + continuation for logits, `model.generate(do_sample=False)` for tokens;
 - ONNX Runtime: the engine's own sessions and greedy generation (`engine.graphs`, `engine.generation`),
-  so what passes here is what the app runs. A decoder over 1 GiB (which ONNX Runtime could not open whole
+  so what passes here is what the app runs. A decoder over 256 MB (which ONNX Runtime could not open whole
   within the export's memory bound) is run a part at a time instead, teacher-forced (`parity_parts.py`).
 """
 

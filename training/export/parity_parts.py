@@ -24,8 +24,9 @@ import numpy as np
 from engine.bundle import Architecture, GraphFiles
 from training.export.decoder_graph import layer_output
 
-# a decoder graph larger than this (with its data) is checked a part at a time
-PARTS_ABOVE_BYTES = 1 << 30
+# A decoder graph larger than this (with its data) is checked a part at a time. Low, since ONNX Runtime on
+# CPU holds more than the file: fp16 weights are cast to fp32 beside the originals, fp32 ones pre-packed.
+PARTS_ABOVE_BYTES = 256 << 20
 PART_FILE = ".parity-part.onnx"
 
 
