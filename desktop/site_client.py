@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,12 +136,15 @@ class SiteClient:
                                str(user.get("name", username)), str(user.get("role", "")))
         return self.session
 
-    def events(self, path: str, *, json_body: Any = None, method: str = "GET") -> Iterator[tuple[str, Any]]:
-        """The server-sent events of `path` as (event name, decoded data) until the server ends the stream."""
+    def events(self, path: str, *, json_body: Any = None, method: str = "GET",
+               on_open: Callable[[], None] = lambda: None) -> Iterator[tuple[str, Any]]:
+        """The server-sent events of `path` as (event name, decoded data) until the server ends the stream;
+        `on_open` is called once the server has accepted the stream (from then on no change is missed)."""
         try:
             with connect_sse(self._http, method, path, headers=self._headers(), json=json_body,
                              timeout=httpx.Timeout(self.settings.timeout_s, read=None)) as source:
                 raise_for(source.response)
+                on_open()
                 for event in source.iter_sse():
                     yield event.event, _decoded(event.data)
         except httpx.HTTPError as error:

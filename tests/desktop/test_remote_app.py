@@ -190,3 +190,28 @@ def test_a_session_that_ran_out_says_so_and_reads_nothing(running_site, reader, 
     anna.open_study(uid)
     qtbot.waitUntil(lambda: "your session on" in anna.banner.text.text(), timeout=10_000)
     assert "has ended" in anna.banner.text.text() and anna.opened is None
+
+
+def test_the_worklist_is_read_again_only_when_the_server_says_something_changed(running_site, tmp_path):
+    from desktop.remote import SiteWorkstation
+
+    first_uid = running_site.add_study(tmp_path)
+    client = SiteClient(settings_for(running_site, tmp_path, "anna"))
+    client.login("anna", PASSWORD)
+    (tmp_path / "app.toml").write_text("")
+    ws = SiteWorkstation(client, load_config(tmp_path / "app.toml", {})).start()
+    try:
+        deadline = time.monotonic() + 10
+        while ws._stale.is_set() is False and time.monotonic() < deadline:  # the event stream is open
+            time.sleep(0.05)
+        first = ws.worklist()
+        assert [row.study_uid for row in first] == [first_uid]
+        again = ws.worklist()
+        assert again[0] is first[0], "nothing changed: the rows read before, no request"
+        second_uid = running_site.add_study(tmp_path)  # the server's event marks the list stale
+        deadline = time.monotonic() + 10
+        while second_uid not in {row.study_uid for row in ws.worklist()}:
+            assert time.monotonic() < deadline, "the new study never reached the worklist"
+            time.sleep(0.1)
+    finally:
+        ws.stop()
