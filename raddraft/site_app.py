@@ -70,6 +70,11 @@ def run_site_app(args: argparse.Namespace, config: AppConfig) -> int:
         if session is None:
             return 1
         workstation = open_site(settings, config, session)
-        return run_app(workstation, screenshot=args.screenshot, exit_when_ready=args.exit_when_ready)
+
+        def print_ready() -> None:
+            print(f"RadDraft window ready, {session.user_name} ({session.role}) on {settings.url}", flush=True)
+
+        return run_app(workstation, screenshot=args.screenshot, exit_when_ready=args.exit_when_ready,
+                       on_ready=print_ready if args.exit_when_ready else None)
     finally:
         restore_signals()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +217,20 @@ def test_the_worklist_is_read_again_only_when_the_server_says_something_changed(
             time.sleep(0.1)
     finally:
         ws.stop()
+
+
+def test_raddraft_app_server_logs_in_from_stdin_opens_the_window_and_refuses_a_wrong_password(running_site,
+                                                                                                tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": str(repo), "XDG_CACHE_HOME": str(tmp_path)}
+    (tmp_path / "app.toml").write_text("")
+    command = [sys.executable, "-m", "raddraft", "app", "--config", str(tmp_path / "app.toml"), "--server",
+               running_site.url, "--ca-file", str(running_site.cert), "--user", "anna", "--password-stdin",
+               "--exit-when-ready"]
+    opened = subprocess.run(command, input=PASSWORD + "\n", capture_output=True, text=True, timeout=120, env=env,
+                            cwd=repo, check=False)
+    assert opened.returncode == 0, opened.stderr
+    assert f"RadDraft window ready, anna (radiologist) on {running_site.url}" in opened.stdout
+    refused = subprocess.run(command, input="wrong\n", capture_output=True, text=True, timeout=120, env=env,
+                             cwd=repo, check=False)
+    assert refused.returncode == 1 and "wrong user name or password" in refused.stderr
