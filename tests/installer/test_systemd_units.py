@@ -58,7 +58,7 @@ def test_systemd_accepts_the_units() -> None:
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
     result = subprocess.run([analyze, "verify", "--man=no", *sorted(map(str, UNITS.glob("*.service")))],
-                            capture_output=True, text=True, timeout=60)
+                            check=False, capture_output=True, text=True, timeout=60)
     # The one complaint allowed here: the installed executable is not on this machine.
     problems = [line for line in result.stderr.splitlines()
                 if line.strip() and "/opt/raddraft/raddraft is not executable" not in line]
