@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from dicom_node.errors import NodeError
 
@@ -173,7 +173,7 @@ class Row(tuple):
 
     _positions: dict[str, int]
 
-    def __new__(cls, values: Sequence[Any], positions: dict[str, int]) -> Row:
+    def __new__(cls, values: Sequence[Any], positions: dict[str, int]) -> Self:
         row = super().__new__(cls, values)
         row._positions = positions
         return row

@@ -135,7 +135,7 @@ def worklist_row(index: Index, study_uid: str) -> WorklistRow | None:
 
 
 def _row(row: object) -> WorklistRow:
-    values = dict(row)  # type: ignore[call-overload]
+    values = dict(zip(row.keys(), row, strict=True))  # type: ignore[attr-defined]  # C-speed, for 10,000 rows
     values["state"] = StudyState(values["state"])
     values["has_draft"] = bool(values["has_draft"])
     values["amendments"] = max(0, values["amendments"])

@@ -84,7 +84,7 @@ class PostgresCluster:
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(_as_cluster_owner([str(self.bin_dir / args[0]), *args[1:]]),
-                                capture_output=True, text=True, timeout=120)
+                                check=False, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise PostgresError(f"{args[0]} failed ({result.returncode}): {result.stderr[-1500:]}\n"
                                 f"{self.log_tail()}")

@@ -420,7 +420,7 @@ def worklist(site: Site) -> list[dict[str, Any]]:
     held = claims.active_claims(index)
     out = []
     for row in worklist_rows(index):
-        values = _plain(asdict(row))
+        values = _plain(vars(row))  # flat rows: a shallow copy (asdict's deep copy cost ~1 s per 10,000)
         values.update(drafts=counts.get(row.study_uid, 0), claimed_by=held.get(row.study_uid), badge=row.badge,
                       modality=row.modalities, domain=row.in_domain)
         out.append(values)

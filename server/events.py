@@ -17,6 +17,9 @@ from dicom_node.index import Index
 
 log = logging.getLogger(__name__)
 _QUEUE_BOUND = 1000
+# Event ids are handed out when a row is inserted, not when it commits: a transaction on another connection
+# (a worker's claim) may commit a lower id after a higher one was read. The last ids are read again.
+_REORDER_WINDOW = 200
 
 
 class EventHub:
@@ -27,7 +30,9 @@ class EventHub:
         self._subscribers: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._next_id = 0
         self._stop = threading.Event()
-        self._last_event = self._latest_event_id()
+        self._high = self._latest_event_id()
+        self._start_floor = self._high  # what happened before the server started is not news
+        self._published: set[int] = set()
         self._thread = threading.Thread(target=self._run, name="raddraft-site-events", daemon=True)
 
     def start(self) -> None:
@@ -71,14 +76,20 @@ class EventHub:
             try:
                 rows = self._index.reader().execute(
                     "SELECT e.id, e.study_uid, e.to_state, e.reason, e.at FROM study_events e WHERE e.id > ? "
-                    "ORDER BY e.id", (self._last_event,)).fetchall()
+                    "ORDER BY e.id", (self._high - _REORDER_WINDOW,)).fetchall()
             except self._index.errors:
                 log.exception("reading the study events failed; trying again")
                 continue
             for row in rows:
-                self._last_event = int(row["id"])
+                event_id = int(row["id"])
+                if event_id in self._published or event_id <= self._start_floor:
+                    continue
+                self._published.add(event_id)
+                self._high = max(self._high, event_id)
                 self.publish({"kind": "study", "study_uid": row["study_uid"], "state": row["to_state"],
                               "reason": row["reason"], "at": row["at"]})
+            floor = self._high - _REORDER_WINDOW
+            self._published = {i for i in self._published if i > floor}
 
 
 def _put_dropping_oldest(queue: asyncio.Queue, event: dict[str, Any]) -> None:
