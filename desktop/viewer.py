@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import shiboken6
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
@@ -396,7 +397,8 @@ class Viewer(QWidget):
         path, cache, study = self.stacks[stack].paths[0], self.cache, self._study
 
         def done(image: QImage) -> None:
-            if study == self._study:  # the list (and its items) still belongs to this study
+            # the list (and its items) still belongs to this study, and the viewer is still there
+            if study == self._study and shiboken6.isValid(item):
                 item.setIcon(QIcon(QPixmap.fromImage(image)))
 
         self._background.run(lambda: to_qimage(thumbnail(cache.get(path), THUMB)), done, lambda error: None)

@@ -63,9 +63,22 @@ def _prior(tmp_path, name: str, date: str, impression: str, views=("PA", "LL")) 
     return LoadedPrior(prior, tuple(paths))
 
 
-def _viewer(qtbot, tmp_path, views=("PA", "LL")) -> Viewer:
+@pytest.fixture
+def backgrounds(qtbot):
+    """The viewers' worker pools, drained before their widgets go (a thumbnail done after its list is gone
+    would land in the next test)."""
+    made: list[Background] = []
+    yield made
+    for background in made:
+        background.wait(30_000)
+        qtbot.waitUntil(lambda background=background: background.busy() == 0, timeout=30_000)
+
+
+def _viewer(qtbot, tmp_path, backgrounds, views=("PA", "LL")) -> Viewer:
     rows, paths = _study_images(tmp_path, "current", "20250115", views)
-    viewer = Viewer(Background())
+    background = Background()
+    backgrounds.append(background)
+    viewer = Viewer(background)
     qtbot.addWidget(viewer)
     viewer.resize(1200, 600)
     viewer.show()
@@ -94,8 +107,8 @@ def test_the_chest_hanging_protocol():
     assert chest_hanging(["frontal"], []) == []
 
 
-def test_current_and_prior_frontals_then_laterals_with_the_prior_date(qtbot, tmp_path):
-    viewer = _viewer(qtbot, tmp_path)
+def test_current_and_prior_frontals_then_laterals_with_the_prior_date(qtbot, tmp_path, backgrounds):
+    viewer = _viewer(qtbot, tmp_path, backgrounds)
     assert viewer.hanging == "" and viewer.canvases[1].label == "lateral"  # alone: frontal | lateral
     viewer.set_priors(PriorsOfStudy(CURRENT_UID, (_prior(tmp_path, "p1", "20240302", "Small effusion."),),
                                     "retrieved", "prior of 2024-03-02 ready"))
@@ -125,8 +138,8 @@ def test_current_and_prior_frontals_then_laterals_with_the_prior_date(qtbot, tmp
     assert orange
 
 
-def test_window_level_is_linked_only_when_asked(qtbot, tmp_path):
-    viewer = _viewer(qtbot, tmp_path)
+def test_window_level_is_linked_only_when_asked(qtbot, tmp_path, backgrounds):
+    viewer = _viewer(qtbot, tmp_path, backgrounds)
     viewer.set_priors(PriorsOfStudy(CURRENT_UID, (_prior(tmp_path, "p1", "20240302", "Small effusion."),)))
     _shown(qtbot, viewer, "20240302", "PA")
     current, prior = viewer.canvases
@@ -147,8 +160,8 @@ def test_window_level_is_linked_only_when_asked(qtbot, tmp_path):
     assert (prior.center, prior.width_) == (current.center, current.width_) == tuple(viewer.presets.itemData(0))
 
 
-def test_switching_between_priors_changes_image_and_report(qtbot, tmp_path):
-    viewer = _viewer(qtbot, tmp_path)
+def test_switching_between_priors_changes_image_and_report(qtbot, tmp_path, backgrounds):
+    viewer = _viewer(qtbot, tmp_path, backgrounds)
     panel = PriorPanel()
     qtbot.addWidget(panel)
     viewer.prior_changed.connect(lambda _: panel.show_prior(viewer.prior, viewer.priors.reason))
@@ -174,8 +187,8 @@ def test_switching_between_priors_changes_image_and_report(qtbot, tmp_path):
     assert panel.heading.text() == "Prior report · 2022-01-01 · CR chest · from the SR in the prior study"
 
 
-def test_without_a_prior_the_study_hangs_alone_and_says_why(qtbot, tmp_path):
-    viewer = _viewer(qtbot, tmp_path)
+def test_without_a_prior_the_study_hangs_alone_and_says_why(qtbot, tmp_path, backgrounds):
+    viewer = _viewer(qtbot, tmp_path, backgrounds)
     panel = PriorPanel()
     qtbot.addWidget(panel)
     panel.show()
