@@ -30,6 +30,10 @@ class ReadingData(Protocol):
 
     def training_unavailable(self) -> str | None: ...
 
+    def may_release_claims(self) -> bool: ...
+
+    def release_claim(self, study_uid: str) -> None: ...
+
 
 class LocalReadingData:
     """Over the workstation's own store (`raddraft.workstation.Workstation`)."""
@@ -60,6 +64,12 @@ class LocalReadingData:
 
     def training_unavailable(self) -> str | None:
         return training_unavailable()
+
+    def may_release_claims(self) -> bool:
+        return False  # one workstation: a reading in progress ends when its app closes
+
+    def release_claim(self, study_uid: str) -> None:
+        raise PermissionError("a standalone workstation has no claims to release")
 
 
 def reading_data_of(workstation) -> ReadingData:

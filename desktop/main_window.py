@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         b.report_sent.connect(self._report_sent)
         self.section_piece.connect(self._section_piece)
         self.worklist.study_opened.connect(self.open_study)
+        self.worklist.release_requested.connect(self.release_claim)
         b.draft_failed.connect(self._queue_failed)
         b.instance_stored.connect(self._instance_stored)
         self.viewer.measured.connect(self._measured)
@@ -182,6 +183,7 @@ class MainWindow(QMainWindow):
 
     def _show_rows(self, rows) -> None:
         self.worklist.set_reader(self.ws.config.reading.radiologist)
+        self.worklist.may_release = self.data.may_release_claims()
         self.worklist.set_rows(rows)
         self.status_bar.show_critical(self.worklist.critical_count())
         self.status_bar.show_out_of_domain(self.worklist.out_of_domain_count())
@@ -197,6 +199,13 @@ class MainWindow(QMainWindow):
             if problem not in self._problems_shown:
                 self._problems_shown.add(problem)
                 self.banner.add(problem)
+
+    @Slot(str)
+    def release_claim(self, study_uid: str) -> None:
+        """An admin of the site server lets another reader's claim of the study go."""
+        self.background.run(lambda: self.data.release_claim(study_uid),
+                            lambda _: (self.status_bar.notify("The study is free to open."), self.feed.request()),
+                            self._failed("The study was not released"))
 
     # -- models ----------------------------------------------------------------------------------------
     def open_models(self) -> ModelsPage:

@@ -423,6 +423,13 @@ class SiteWorkstation:
         if claimed is not None:
             self._release(claimed)
 
+    def may_release_claims(self) -> bool:
+        return self.role == "admin"
+
+    def release_claim(self, study_uid: str) -> None:
+        """An admin releases another reader's claim (the server audits it)."""
+        self.client.request("DELETE", f"/api/studies/{study_uid}/claim", study_uid=study_uid)
+
     def training_unavailable(self) -> str | None:
         return "fine-tuning runs on the site server (raddraft finetune there), not on a reading workstation"
 

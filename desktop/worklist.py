@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLineEdit,
+    QMenu,
     QStyle,
     QStyledItemDelegate,
     QTableView,
@@ -241,6 +242,7 @@ class BadgeDelegate(QStyledItemDelegate):
 
 class WorklistPanel(QWidget):
     study_opened = Signal(str)
+    release_requested = Signal(str)  # an admin lets another reader's claim of a study go
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -271,6 +273,9 @@ class WorklistPanel(QWidget):
         self.view.setColumnWidth(STATE_COLUMN, 230)  # "changed after signing", or a state and "● in progress"
         self.view.activated.connect(self._open_index)
         self.view.doubleClicked.connect(self._open_index)
+        self.may_release = False  # an admin of the site server: claims of others may be released here
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._context_menu)
         bar = QHBoxLayout()
         bar.addWidget(self.search, 1)
         bar.addWidget(self.state_filter)
@@ -320,6 +325,26 @@ class WorklistPanel(QWidget):
         self.select(uids[position])
         self.study_opened.emit(uids[position])
         return uids[position]
+
+    def release_text(self, study_uid: str) -> str | None:
+        """The menu entry that releases another reader's claim of the study, when this reader may."""
+        row = self.model.row_of(study_uid)
+        if not self.may_release or row is None or progress_text(row, self.model.reader) == "in progress":
+            return None
+        return f"Release the study from {row.opened_by}" if row.in_progress and row.opened_by else None
+
+    def request_release(self, study_uid: str) -> None:
+        if self.release_text(study_uid):
+            self.release_requested.emit(study_uid)
+
+    def _context_menu(self, position) -> None:
+        uid = self.view.indexAt(position).data(STUDY_UID_ROLE)
+        text = self.release_text(uid) if uid else None
+        if text:
+            menu = QMenu(self)
+            release = menu.addAction(text)
+            if menu.exec(self.view.viewport().mapToGlobal(position)) is release:
+                self.request_release(uid)
 
     def _open_index(self, index: QModelIndex) -> None:
         uid = index.data(STUDY_UID_ROLE)

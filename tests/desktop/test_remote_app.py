@@ -234,3 +234,17 @@ def test_raddraft_app_server_logs_in_from_stdin_opens_the_window_and_refuses_a_w
     refused = subprocess.run(command, input="wrong\n", capture_output=True, text=True, timeout=120, env=env,
                              cwd=repo, check=False)
     assert refused.returncode == 1 and "wrong user name or password" in refused.stderr
+
+
+def test_an_admin_releases_another_readers_claim_from_the_worklist(running_site, reader, tmp_path, qtbot):
+    uid = drafted(running_site, tmp_path)
+    api(running_site, "anna", "POST", f"/api/studies/{uid}/claim")
+    root, ben = reader("root"), reader("ben")
+    qtbot.waitUntil(lambda: state_text(root, uid) == "drafted · being read by anna", timeout=10_000)
+    assert ben.worklist.release_text(uid) is None  # a radiologist may not
+    assert root.worklist.release_text(uid) == "Release the study from anna"
+    root.worklist.request_release(uid)
+    qtbot.waitUntil(lambda: state_text(root, uid) == "drafted", timeout=10_000)
+    assert api(running_site, "root", "GET", f"/api/studies/{uid}")["study"]["claimed_by"] is None
+    (released,) = api(running_site, "root", "GET", "/api/audit", params={"action": "claim_released_by_admin"})
+    assert (released["user_name"], released["study_uid"], released["detail"]["held_by"]) == ("root", uid, "anna")
