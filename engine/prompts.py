@@ -42,7 +42,7 @@ PROMPT_KINDS = (*SECTIONS, IMPRESSION_FROM_FINDINGS)
 # The engine cuts an indication to this many tokens so every prompt fits the positions checked at load.
 MAX_INDICATION_TOKENS = 64
 # ... and a prior's report (findings, then impression) to this many.
-MAX_PRIOR_REPORT_TOKENS = 96
+MAX_PRIOR_REPORT_TOKENS = 80
 _SLOTS = re.compile("|".join(re.escape(slot) for slot in (FINDINGS_PLACEHOLDER, INDICATION_PLACEHOLDER,
                                                            PRIOR_PLACEHOLDER)))
 _PRIOR_SLOTS = re.compile(re.escape(PRIOR_DATE_PLACEHOLDER) + "|" + re.escape(PRIOR_REPORT_PLACEHOLDER))
