@@ -359,8 +359,8 @@ class Viewer(QWidget):
             return cache.get(path, frame.num_frames - 1) if frame_index < 0 else frame
 
         def done(frame: DisplayFrame) -> None:
-            if token != showing.token:
-                return  # the user moved on meanwhile
+            if token != showing.token or not shiboken6.isValid(self.canvases[i]):
+                return  # the user moved on meanwhile, or the window is gone
             showing.frame, showing.num_frames = frame.frame, frame.num_frames
             count = len(showing.stacks[showing.stack].paths)
             canvas = self.canvases[i]
@@ -371,7 +371,11 @@ class Viewer(QWidget):
             if i == self.active:
                 self._fill_presets()
 
-        self._background.run(load, done, lambda error: self.canvases[i].show_message(str(error)))
+        def failed(error: Exception) -> None:
+            if token == showing.token and shiboken6.isValid(self.canvases[i]):
+                self.canvases[i].show_message(str(error))
+
+        self._background.run(load, done, failed)
 
     def _render(self, i: int) -> None:
         showing, canvas = self._showing[i], self.canvases[i]
@@ -385,6 +389,8 @@ class Viewer(QWidget):
 
         def finished(image: QImage | None) -> None:
             showing.rendering = False
+            if not shiboken6.isValid(canvas):
+                return  # the window closed while this rendering ran
             if image is not None:
                 canvas.show_rendered(image)
             if showing.pending:
