@@ -32,8 +32,13 @@ run: $(STAMP)
 service: $(STAMP)
 	$(VENV)/bin/raddraft service --port $(RADDRAFT_PORT) --ae-title $(RADDRAFT_AE)
 
+# Two test processes (pytest-xdist, one file per process at a time so module fixtures are built once): the
+# suite waits on peers, subprocesses and quiet periods as much as it computes. TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
+TEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: $(DEV_STAMP) lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(TEST_PARALLEL) --durations=25
 
 test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -m "not slow"
