@@ -38,6 +38,7 @@ from server import audit, claims, users
 from server.errors import Forbidden, NotAuthenticated, NotFound, SiteError, UserError
 from server.events import EventHub
 from server.settings import ServerSettings
+from server.single_flight import SingleFlight
 
 
 @dataclass
@@ -157,6 +158,8 @@ def create_app(site: Site) -> FastAPI:
     app = FastAPI(title="RadDraft site server", docs_url=None, redoc_url=None)
     app.state.site = site
     index = site.index
+    # encoded once for every app asking at the same moment, and never older than the request
+    worklist_body = SingleFlight(lambda: json.dumps(worklist(site), separators=(",", ":")).encode())
 
     @app.exception_handler(SiteError)
     def _refused(_request: Request, error: SiteError) -> JSONResponse:
@@ -203,8 +206,8 @@ def create_app(site: Site) -> FastAPI:
 
     # -- the worklist ------------------------------------------------------------------------------------
     @app.get("/api/studies")
-    def studies(_user: Reader) -> list[dict[str, Any]]:
-        return worklist(site)
+    def studies(_user: Reader) -> Response:
+        return Response(worklist_body.get(), media_type="application/json")
 
     @app.get("/api/events")
     async def events(request: Request, _user: Reader) -> StreamingResponse:
