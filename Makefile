@@ -33,12 +33,17 @@ service: $(STAMP)
 	$(VENV)/bin/raddraft service --port $(RADDRAFT_PORT) --ae-title $(RADDRAFT_AE)
 
 # Two test processes (pytest-xdist, one file per process at a time so module fixtures are built once): the
-# suite waits on peers, subprocesses and quiet periods as much as it computes. TEST_WORKERS=0 runs it in one.
+# suite waits on peers, subprocesses and quiet periods as much as it computes. Tests marked `solo` measure
+# timing and run alone afterwards. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
-TEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: $(DEV_STAMP) lint
-	$(PY) -m pytest $(TEST_PARALLEL) --durations=25
+ifeq ($(TEST_WORKERS),0)
+	$(PY) -m pytest --durations=25
+else
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not solo" --durations=25
+	$(PY) -m pytest -m solo
+endif
 
 test-fast: $(DEV_STAMP)
 	$(PY) -m pytest -m "not slow"

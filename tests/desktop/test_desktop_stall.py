@@ -21,6 +21,9 @@ from dicom_node.sender import send_files
 
 MAX_STALL_S = 0.100
 
+# It measures the event loop: `make test` runs it alone, after the tests that run two at a time.
+pytestmark = pytest.mark.solo
+
 
 def write_ct_series(folder: Path, count: int, size: int = 512) -> str:
     """`count` CT images of size x size x 16 bit (0.5 MB each at 512) in one study; returns its UID."""
