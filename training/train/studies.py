@@ -291,30 +291,26 @@ def cached_prior_pixels(name: str, studies: Sequence[Study], prep: Preprocessing
     digest = hashlib.sha256(cache_key(studies, prep).encode())
     digest.update(json.dumps([[str(p) for p in s.prior.image_paths] if s.prior else [] for s in studies]).encode())
     path = cache_dir / f"{name}-priors-{digest.hexdigest()[:20]}.npz"
-    if path.is_file():
-        try:
-            store = _load_store(path)
-            if len(store) == len(studies):
-                return store
-        except (OSError, ValueError, KeyError):
-            log.warning("prior pixel cache %s is unreadable; decoding again", path)
-    store = decode_priors(studies, prep, progress)
-    _save_store(store, path)
-    return store
+    return _cached_store(path, len(studies), lambda: decode_priors(studies, prep, progress), "prior pixel cache")
 
 
 def cached_pixels(name: str, studies: Sequence[Study], prep: Preprocessing, cache_dir: Path,
                   progress: Progress | None = None) -> PixelStore:
     """The pixels of `studies`, decoded once and cached under `cache_dir`."""
     path = cache_dir / f"{name}-{cache_key(studies, prep)}.npz"
+    return _cached_store(path, len(studies), lambda: decode_studies(studies, prep, progress), "pixel cache")
+
+
+def _cached_store(path: Path, count: int, decode: Callable[[], PixelStore], what: str) -> PixelStore:
+    """The store cached at `path` when it is readable and holds `count` studies; else decoded and cached."""
     if path.is_file():
         try:
             store = _load_store(path)
-            if len(store) == len(studies):
+            if len(store) == count:
                 return store
         except (OSError, ValueError, KeyError):
-            log.warning("pixel cache %s is unreadable; decoding again", path)
-    store = decode_studies(studies, prep, progress)
+            log.warning("%s %s is unreadable; decoding again", what, path)
+    store = decode()
     _save_store(store, path)
     return store
 
