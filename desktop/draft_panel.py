@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Signal
-from PySide6.QtGui import QKeySequence
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -65,9 +65,16 @@ class DraftPanel(QWidget):
         self.from_findings = QPushButton("Impression from findings",
                                          toolTip="Generate the impression from the findings as edited (Ctrl+Shift+I)")
         self.cancel = QPushButton("Cancel drafting", toolTip="Stop the draft being generated: the section gets "
-                                  "its text back as it was (Esc)", shortcut=QKeySequence("Esc"))
+                                  "its text back as it was (Esc)")
         self.cancel.clicked.connect(self.cancel_requested.emit)
         self.cancel.hide()  # only while a draft asked for is being generated
+        # Esc stops the model at once: a button's own shortcut clicks it only after a 100 ms animation, long
+        # enough for a fast model to finish the section and start the next one. Enabled only while drafting,
+        # so that Esc is the viewer's (a measurement) otherwise.
+        self.cancel_shortcut = QAction("Cancel drafting", self, shortcut=QKeySequence("Esc"), enabled=False,
+                                       shortcutContext=Qt.ShortcutContext.WindowShortcut)
+        self.cancel_shortcut.triggered.connect(self.cancel_requested.emit)
+        self.addAction(self.cancel_shortcut)
         self.accept = QPushButton("Accept AI text", toolTip="Mark the remaining AI text as reviewed (Ctrl+Shift+A)")
         self.sign = QPushButton("Sign", toolTip="Validate, sign and store the report (Ctrl+Return)")
         self.sign.setStyleSheet("font-weight: bold;")
@@ -229,6 +236,7 @@ class DraftPanel(QWidget):
 
     def show_cancel(self, shown: bool) -> None:
         self.cancel.setVisible(shown)
+        self.cancel_shortcut.setEnabled(shown)
 
     def end_stream(self, section: str, status: str) -> None:
         """An on-demand or queued draft ended (done, failed with its reason, cancelled): say so."""

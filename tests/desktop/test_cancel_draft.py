@@ -91,6 +91,8 @@ def test_escape_cancels_drafting_both_sections(desktop, qtbot, tmp_path, monkeyp
     qtbot.waitUntil(first_piece.is_set, timeout=60_000)
     qtbot.waitUntil(lambda: panel.findings.runs() != before["findings"], timeout=10_000)
     QTest.keyClick(window, Qt.Key.Key_Escape)
+    # at once, while the model is still held: the section is back, before the model could write on
+    assert panel.findings.runs() == before["findings"] and not panel.cancel.isVisible()
     release.set()
     qtbot.waitUntil(lambda: bool(outcome), timeout=60_000)
     qtbot.wait(300)
