@@ -27,7 +27,7 @@ from engine.generation import (
     GenerationResult,
     TextCallback,
     TokenChooser,
-    check_fits_positions,
+    fitting_options,
     generate,
     start_from,
 )
@@ -111,7 +111,7 @@ def generate_batch(graphs: ModelGraphs, tokenizer: Tokenizer, requests: Sequence
 def _prefilled(graphs: ModelGraphs, tokenizer: Tokenizer, request: BatchRequest,
                options: GenerationOptions) -> _Row:
     ids = list(request.prompt_ids)
-    check_fits_positions(graphs.arch, ids, options)
+    options = fitting_options(graphs.arch, ids, options)
     chooser = TokenChooser(graphs.arch, tokenizer, ids, options, request.on_text)
     started = time.perf_counter()
     logits, past, reused = start_from(graphs, ids, request.image_features, request.reuse)

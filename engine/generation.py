@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -206,10 +206,18 @@ class TokenChooser:
         return self._stream.finish().strip()
 
 
-def check_fits_positions(arch: Architecture, prompt_ids: list[int], options: GenerationOptions) -> None:
-    if len(prompt_ids) + options.max_new_tokens > arch.max_positions:
-        raise GenerationError(f"prompt of {len(prompt_ids)} tokens + {options.max_new_tokens} new tokens exceeds "
-                              f"the model's {arch.max_positions} positions")
+MIN_ROOM_TOKENS = 16  # a prompt leaving fewer positions than this for the text is refused, not cut short
+
+
+def fitting_options(arch: Architecture, prompt_ids: list[int], options: GenerationOptions) -> GenerationOptions:
+    """`options` with at most as many new tokens as the model's positions leave after the prompt: a long
+    prompt (findings given, a prior) gets a draft that ends at the model's last position (stop reason
+    "length") instead of none. A prompt that leaves almost no room is an error."""
+    room = arch.max_positions - len(prompt_ids)
+    if room < min(MIN_ROOM_TOKENS, options.max_new_tokens):
+        raise GenerationError(f"a prompt of {len(prompt_ids)} tokens leaves {max(room, 0)} of the model's "
+                              f"{arch.max_positions} positions for the text")
+    return options if options.max_new_tokens <= room else replace(options, max_new_tokens=room)
 
 
 def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], image_features: np.ndarray,
@@ -219,7 +227,7 @@ def generate(graphs: ModelGraphs, tokenizer: Tokenizer, prompt_ids: list[int], i
 
     reuse: caches of earlier generations or prefills over the same image features; the prompt's longest
     shared prefix with one of them is taken from it instead of being computed again."""
-    check_fits_positions(graphs.arch, prompt_ids, options)
+    options = fitting_options(graphs.arch, prompt_ids, options)
     chooser = TokenChooser(graphs.arch, tokenizer, prompt_ids, options, on_text)
     started = time.perf_counter()
     if options.use_cache:

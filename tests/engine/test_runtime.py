@@ -215,10 +215,20 @@ def test_unknown_variant_is_named(tiny_bundle: Path) -> None:
         load_model(tiny_bundle, EngineSettings(providers=("cpu",), variant="fp16"))
 
 
-def test_prompt_longer_than_the_model_is_refused(model, study) -> None:
-    too_many = model.manifest.architecture.max_positions
-    with pytest.raises(GenerationError, match="exceeds"):
-        model.generate("findings", model.image_features(study), GenerationOptions(max_new_tokens=too_many))
+def test_new_tokens_end_at_the_models_last_position(model, study) -> None:
+    """More new tokens asked for than the positions leave: the draft runs to the last position (stop reason
+    "length") instead of failing; a long findings text given for the impression still gets one."""
+    positions = model.manifest.architecture.max_positions
+    asked = GenerationOptions(max_new_tokens=positions, min_new_tokens=positions)
+    result = model.generate("findings", model.image_features(study), asked)
+    assert result.stop_reason == "length" and result.prompt_tokens + len(result.token_ids) == positions
+
+
+def test_a_prompt_that_leaves_no_room_is_refused(model, study) -> None:
+    positions = model.manifest.architecture.max_positions
+    findings = "Small right pleural effusion. " * positions
+    with pytest.raises(GenerationError, match="leaves 0 of the model's"):
+        model.generate("impression_from_findings", model.image_features(study), findings=findings)
 
 
 def test_image_features_shape_matches_the_manifest(model, study) -> None:

@@ -104,8 +104,22 @@ def test_tokens_come_from_engine_prompts_and_only_targets_are_learned(tokenizer)
         assert encoded.input_ids.count(3) == 8  # 4 image tokens x 2 images, all unlabelled
     vqa = encoder.encode(Item(0, VQA, variant=5), study, num_images=1)
     assert vqa.labels[-1] == 1 and vqa.input_ids.count(3) == 4
-    with pytest.raises(SampleError, match="exceeds"):
+    with pytest.raises(SampleError, match="leaves fewer than"):
         SampleEncoder(tokenizer, prompts, 3, 200, 1, max_positions=100).encode(Item(0, "findings"), study, 1)
+
+
+def test_a_target_longer_than_the_positions_left_is_learned_up_to_the_last_position(tokenizer):
+    """A long report beside a long prompt (findings given, a prior) is cut, never the run stopped."""
+    from dataclasses import replace
+
+    prompts = Prompts()
+    study = replace(a_study(), findings_text="Small right pleural effusion. No pneumothorax. " * 20)
+    prompt = prompt_ids(tokenizer, prompt_text(prompts, "findings", ""), 3, 4, 1)
+    target = target_ids(tokenizer, study.findings_text, 1)
+    positions = len(prompt) + len(target) - 5
+    encoded = SampleEncoder(tokenizer, prompts, 3, 4, 1, max_positions=positions).encode(Item(0, "findings"), study, 1)
+    assert len(encoded.input_ids) == positions and encoded.input_ids == prompt + target[:-5]
+    assert encoded.labels == [IGNORE] * len(prompt) + target[:-5]
 
 
 def test_padding_masks_and_ignores_the_pad():

@@ -29,6 +29,8 @@ from training.train.prompting import TrainingPrompts, limit_indication
 from training.train.studies import PixelStore, Study
 from training.train.vqa import draw_question
 
+MIN_TARGET_TOKENS = 8  # a prompt leaving fewer positions than this for its target teaches nothing
+
 IGNORE = -100
 VQA = "vqa"
 TASKS = ("findings", "impression", IMPRESSION_FROM_FINDINGS)
@@ -104,11 +106,16 @@ class SampleEncoder:
         return self.prompt(text, num_images, prior_images)
 
     def pair(self, prompt: str, target: str, num_images: int, prior_images: int = 0) -> Encoded:
+        """The prompt whole and as much of the target as the model's positions leave room for: a long report
+        (findings given in the prompt, a prior) teaches its start and not its end, rather than stopping the
+        run. A prompt that leaves no room at all is an error: nothing of it could be learned."""
         ids = self.prompt(prompt, num_images, prior_images)
         target_tokens = target_ids(self.tokenizer, target, self.eos_id)
-        if len(ids) + len(target_tokens) > self.max_positions:
-            raise SampleError(f"a sample of {len(ids) + len(target_tokens)} tokens exceeds the model's "
-                              f"{self.max_positions} positions")
+        room = self.max_positions - len(ids)
+        if room < MIN_TARGET_TOKENS:
+            raise SampleError(f"a prompt of {len(ids)} tokens leaves fewer than {MIN_TARGET_TOKENS} of the model's "
+                              f"{self.max_positions} positions for the text to learn")
+        target_tokens = target_tokens[:room]
         return Encoded(ids + target_tokens, [IGNORE] * len(ids) + target_tokens)
 
     def encode(self, item: Item, study: Study, num_images: int, views: tuple[str, ...] | None = None,
