@@ -20,15 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=40)
-    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
-    parser.add_argument("--max-new-tokens", type=int, default=40)
-    args = parser.parse_args(argv)
-
+def follow_scores(bundle: Path | None, studies: int, max_new_tokens: int = 40):
+    """(micro F1 of impressions drafted from the given findings, of those drafted from the images alone, both
+    against the given findings; seconds; model id; studies)."""
     from engine.findings.labeler import label_report
-    from engine.prompts import IMPRESSION_FROM_FINDINGS
     from engine.runtime import load_model
     from engine.settings import EngineSettings
     from raddraft.commands.draft import impression_from_given_findings
@@ -36,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.data.phantoms import generate_dataset
     from training.evaluation.metrics import clinical_scores
 
-    bundle = args.model or embedded_model_dir()
-    model = load_model(bundle, EngineSettings(providers=("cpu",), max_new_tokens=args.max_new_tokens))
+    model = load_model(bundle or embedded_model_dir(), EngineSettings(providers=("cpu",), max_new_tokens=max_new_tokens))
     with tempfile.TemporaryDirectory(prefix="raddraft-follow-") as tmp:
         out = Path(tmp)
-        generate_dataset(out, args.studies, seed=1515)
+        generate_dataset(out, studies, seed=1515)
         records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
         given, followed, from_image = [], [], []
         started = time.perf_counter()
@@ -55,9 +49,25 @@ def main(argv: list[str] | None = None) -> int:
             followed.append(label_report(draft.impression))
             from_image.append(label_report(alone))
         seconds = time.perf_counter() - started
-    follows = clinical_scores(followed, given)
-    ignores = clinical_scores(from_image, given)
-    print(f"model {model.model_id}, {len(records)} phantom studies, each given the next study's findings "
+    return (clinical_scores(followed, given), clinical_scores(from_image, given), seconds, model.model_id,
+            len(records))
+
+
+def follow_score(bundle: Path | None, studies: int) -> float:
+    return follow_scores(bundle, studies)[0]["micro_f1"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=40)
+    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    args = parser.parse_args(argv)
+
+    from engine.prompts import IMPRESSION_FROM_FINDINGS
+
+    follows, ignores, seconds, model_id, count = follow_scores(args.model or None, args.studies, args.max_new_tokens)
+    print(f"model {model_id}, {count} phantom studies, each given the next study's findings "
           f"({seconds:.0f} s on CPU)")
     print(f"{'impression drafted':<52} {'micro F1 vs given findings':>27} {'precision':>10} {'recall':>8}")
     for name, score in ((f"from the given findings ({IMPRESSION_FROM_FINDINGS})", follows),

@@ -1,0 +1,91 @@
+"""Drafting quality with and without a prior, bundles side by side (issues 18 and 15).
+
+    .venv/bin/python bench/prior_quality.py [--model BUNDLE ...] [--with-prior 40] [--without 60] [--follows 40]
+
+Each bundle (default: the embedded one) drafts, through the ONNX engine as the app does (fp32, greedy):
+- held-out longitudinal phantoms (`raddraft synth --priors`, seed 90002, lateral views as in real studies),
+  each with its prior when it has one: findings / impression micro F1 against ground truth,
+  `comparison.micro_f1` over the per-finding change labels and `comparison.hallucinated` (the share of drafts
+  for studies without a prior that claim a comparison);
+- phantoms without priors (the model card's seed 90001): findings / impression micro F1;
+- impression from another study's findings (bench/impression_follows_findings.py): micro F1 between the
+  given findings and the drafted impression.
+One table, a row per bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def held_out(out: Path, studies: int, seed: int, priors: bool) -> list:
+    from training.data.phantoms import PhantomConfig, generate_dataset
+    from training.train.studies import read_studies
+
+    generate_dataset(out, studies, seed=seed, priors=priors,
+                     config=PhantomConfig(image_size=128, lateral_fraction=0.35, workers=2))
+    return read_studies(out / "manifest.jsonl", out.name)
+
+
+def scores(bundle: Path, studies: list) -> dict:
+    from training.train.evaluation import draft_with_engine, evaluate_drafts
+
+    result = evaluate_drafts(draft_with_engine(bundle, studies), studies)
+    sections = result["sections_clinical"]
+    truth = {name: (block.get("clinical_vs_ground_truth") or block["clinical"])["micro_f1"]
+             for name, block in sections.items()}
+    return {**truth, "comparison": result.get("comparison") or {}}
+
+
+def follows(bundle: Path, studies: int) -> float:
+    from bench.impression_follows_findings import follow_score
+
+    return follow_score(bundle, studies)
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, action="append", help="bundle (repeatable; default: the embedded one)")
+    parser.add_argument("--with-prior", type=int, default=40, help="held-out longitudinal studies (seed 90002)")
+    parser.add_argument("--without", type=int, default=60, help="held-out studies without priors (seed 90001)")
+    parser.add_argument("--follows", type=int, default=40, help="studies given another study's findings")
+    args = parser.parse_args(argv)
+
+    from raddraft.resources import embedded_model_dir
+
+    bundles = args.model or [embedded_model_dir()]
+    with tempfile.TemporaryDirectory(prefix="prior-quality-") as work:
+        longitudinal = held_out(Path(work) / "longitudinal-test", args.with_prior, 90002, priors=True)
+        plain = held_out(Path(work) / "phantoms-test", args.without, 90001, priors=False)
+        with_prior = sum(study.prior is not None for study in longitudinal)
+        rows = []
+        for bundle in bundles:
+            a, b = scores(bundle, longitudinal), scores(bundle, plain)
+            follow = follows(bundle, args.follows) if args.follows else None
+            rows.append((bundle, a, b, follow))
+            print(f"{bundle}: done", file=sys.stderr, flush=True)
+    print(f"\n{len(longitudinal)} longitudinal studies ({with_prior} with a prior), {len(plain)} without priors, "
+          f"{args.follows} given another study's findings; engine fp32, greedy\n")
+    print("| bundle | with priors: findings / impression micro F1 | comparison.micro_f1 | comparison.hallucinated "
+          "| without priors: findings / impression | impression follows given findings |")
+    print("|---|---|---|---|---|---|")
+    for bundle, a, b, follow in rows:
+        comparison = a["comparison"]
+        print(f"| {bundle.name} | {fmt(a['findings'])} / {fmt(a['impression'])} | {fmt(comparison.get('micro_f1'))} "
+              f"| {fmt(comparison.get('hallucinated'))} | {fmt(b['findings'])} / {fmt(b['impression'])} "
+              f"| {fmt(follow)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
