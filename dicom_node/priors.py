@@ -28,7 +28,8 @@ queue by raddraft/runtime.py), `PriorRetriever.retrieve_for(study_uid)`:
 means a draft without a prior, saying so.
 
 Readers (the engine's prompt, the desktop's viewer) call `priors_of(index, study_uid)`: the retrieved
-priors, newest first, each with its images (frontal first) and its report.
+priors, newest first, each with its images (frontal first) and its report. A report signed without
+naming its comparison is compared with the newest of them (`newest_prior_comparison`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from dicom_node.index import Index, InstanceRow, StudyRow, StudyState
 from dicom_node.prior_query import FoundStudy, QueryRetrieveClient, QueryRetrieveError
 from dicom_node.prior_report import is_sr, read_sr_report
-from dicom_node.reports import latest_report
+from dicom_node.reports import NO_PRIOR, ComparisonStudy, latest_report
 from dicom_node.settings import PacsSettings
 from dicom_node.store import Store
 
@@ -97,6 +98,13 @@ def priors_of(index: Index, study_uid: str) -> list[PriorStudy]:
         "SELECT * FROM priors WHERE study_uid = ? AND state = ? ORDER BY prior_date DESC, retrieved_at DESC",
         (study_uid, RETRIEVED)).fetchall()
     return [_prior_study(index, dict(row)) for row in rows]
+
+
+def newest_prior_comparison(index: Index, study_uid: str) -> ComparisonStudy:
+    """What a report signed without naming its comparison is compared with: the study's newest prior (the
+    one the app hangs first), else NO_PRIOR."""
+    priors = priors_of(index, study_uid)
+    return ComparisonStudy.of_prior(priors[0]) if priors else NO_PRIOR
 
 
 def prior_status(index: Index, study_uid: str) -> tuple[str, str]:

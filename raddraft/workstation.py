@@ -24,12 +24,15 @@ from dicom_node.events import NodeEvents
 from dicom_node.host_lock import HostInfo, HostLock, current_host
 from dicom_node.index import InstanceRow, SeriesRow, StudyRow
 from dicom_node.outbox import OutboxWorker, ensure_report_sr
-from dicom_node.priors import PriorsOutcome, PriorStudy, prior_status, priors_of
+from dicom_node.priors import PriorsOutcome, PriorStudy, newest_prior_comparison, prior_status, priors_of
 from dicom_node.reports import (
+    NO_PRIOR,
     ComparisonStudy,
     OutboxItem,
     SignedReport,
     SigningError,
+    comparison_detail,
+    comparison_of,
     latest_report,
     mark_opened,
     outbox_of,
@@ -351,7 +354,9 @@ class Workstation:
         """Validate, run the checks before signing (their problems need a reason, critical findings a
         communication record, both in `review`), record the AI share and edit distance, save and (when
         configured) queue the SR. `comparison`: the prior read beside it, NO_PRIOR (dicom_node.reports) when
-        read without one; left None, no comparison is recorded."""
+        read without one; left None, the study's newest prior (none when it has none), as the app shows it."""
+        if comparison is None:
+            comparison = newest_prior_comparison(self.store.index, study_uid)
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
         problems = validate_for_signing(sections)
         if problems:
@@ -367,7 +372,7 @@ class Workstation:
                     "ai_characters_kept": metrics.ai_characters_kept,
                     "ai_characters_accepted_unchanged": metrics.ai_characters_accepted, "sections": metrics.sections,
                     "model": self.model.model_id if self.model else "", **review_detail(checks, review),
-                    **self._ai_part(study_uid, draft_id), **_comparison_detail(comparison)}),
+                    **self._ai_part(study_uid, draft_id), **comparison_detail(comparison)}),
             queue_send=pacs.configured and pacs.send_on_sign)
         return self._written_and_queued(report)
 
@@ -376,7 +381,8 @@ class Workstation:
               comparison: ComparisonStudy | None = None) -> SignedReport:
         """Sign an amendment (addendum or correction) of the signed report `amends_id`: a new SR in the same
         study that refers to the one it replaces, queued for PACS as a report is. The same checks before
-        signing apply as to a first report."""
+        signing apply as to a first report. `comparison` left None: what the amended report was compared
+        with, else (a report signed before comparisons were recorded) the study's newest prior."""
         from dicom_node.reports import sign_amendment
 
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
@@ -386,6 +392,8 @@ class Workstation:
             problems.append(f"report {amends_id} is not a report of this study.")
         if problems:
             raise SigningError(" ".join(problems))
+        if comparison is None:
+            comparison = _amended_comparison(amends) or newest_prior_comparison(self.store.index, study_uid)
         checks = self._reviewed_checks(study_uid, sections, review)
         metrics = signing_metrics(sections)
         pacs = self.config.pacs
@@ -394,7 +402,7 @@ class Workstation:
             impression=sections["impression"].text.strip(), signed_by=self.config.reading.radiologist,
             draft_id=amends.draft_id, ai_share_kept=amends.ai_share_kept, edit_distance=metrics.edit_distance,
             detail={"sections": metrics.sections, "model": amends.detail.get("model", ""),
-                    **review_detail(checks, review), **_comparison_detail(comparison)}),
+                    **review_detail(checks, review), **comparison_detail(comparison)}),
             amends, addendum, queue_send=pacs.configured and pacs.send_on_sign)
         return self._written_and_queued(report)
 
@@ -607,8 +615,9 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-def _comparison_detail(comparison) -> dict:
-    """The comparison recorded with a report (dicom_node.reports.comparison_detail); {} when not given."""
-    from dicom_node.reports import comparison_detail
-
-    return {} if comparison is None else comparison_detail(comparison)
+def _amended_comparison(amends: SignedReport) -> ComparisonStudy | None:
+    """The comparison the amended report recorded (NO_PRIOR when it was read without a prior); None when it
+    was signed before comparisons were recorded."""
+    if "comparison" not in amends.detail:
+        return None
+    return comparison_of(amends) or NO_PRIOR
