@@ -19,7 +19,7 @@ from dicom_node.store import Store
 from raddraft import __version__
 from raddraft.config import AppConfig
 from raddraft.resources import model_registry
-from raddraft.runtime import load_drafting_model, start_node
+from raddraft.runtime import load_drafting_model, prior_lookups, prior_retriever, start_node
 from raddraft.service import ModelRefused, start_drafting
 
 log = logging.getLogger("raddraft.server")
@@ -40,6 +40,7 @@ def run_server(config: AppConfig) -> int:
     from server.events import EventHub
     from server.generation import OnDemandDrafter
     from server.https import ApiServer
+    from server.priors import PriorGate
     from server.schema import prepare_site_tables
 
     settings = config.server
@@ -66,6 +67,13 @@ def run_server(config: AppConfig) -> int:
         drafting = start_drafting(config, store, events) if settings.draft_on_server else None
         if drafting:
             stack.append(drafting.stop)
+        # Without the server's own queue (which looks them up itself), priors are looked up here before a
+        # worker may claim the study, as the workstation's queue does before drafting it.
+        lookups = None if drafting else prior_lookups(config, store)
+        gate = PriorGate(lookups) if lookups is not None else None
+        if gate is not None:
+            gate.start(store.index, events)
+            stack.append(gate.stop)
         node = start_node(config.node, store, events)
         stack.append(node.stop)
         outbox = OutboxWorker(store, config.pacs, config.reading)
@@ -79,7 +87,8 @@ def run_server(config: AppConfig) -> int:
         site = Site(store, settings, registry=model_registry(config),
                     send_on_sign=config.pacs.configured and config.pacs.send_on_sign,
                     notify_outbox=outbox.notify, hub=hub, drafter=drafter, software=f"RadDraft {__version__}",
-                    critical_findings=tuple(config.engine.critical_findings),
+                    critical_findings=tuple(config.engine.critical_findings), prior_gate=gate,
+                    look_for_priors=lambda study_uid: prior_retriever(config, store).retrieve_for(study_uid, again=True),
                     on_model_switch=lambda installed: drafter.swap(None) if not drafting else None)
         api = ApiServer(create_app(site), settings)
         api.start()
@@ -98,6 +107,9 @@ def run_server(config: AppConfig) -> int:
           f"{config.node.host}:{node.port}, store {store.root}, index {store.index.db.describe()}", flush=True)
     print("  drafting: " + ("on the server" if drafting else "by workers (raddraft worker --server URL --token T)"),
           flush=True)
+    if not drafting:
+        print("  priors: " + ("looked up before a worker drafts the study" if gate
+                              else "not looked up ([pacs] query_priors is off or priors = 0)"), flush=True)
     print(f"  signed reports go to {config.pacs.describe()}", flush=True)
     stop_requested.wait()
     log.info("stopping the site server")

@@ -37,6 +37,7 @@ from dicom_node.worklist import worklist_row, worklist_rows
 from server import audit, claims, users
 from server.errors import Forbidden, NotAuthenticated, NotFound, SiteError, UserError
 from server.events import EventHub
+from server.priors import instance_json, newest_prior_json, priors_answer
 from server.settings import ServerSettings
 from server.single_flight import SingleFlight
 
@@ -55,6 +56,8 @@ class Site:
     drafter: Any = None  # server.generation.OnDemandDrafter, or None (no drafting on request)
     software: str = "RadDraft"  # the SR's software line ("RadDraft 1.2.3")
     critical_findings: tuple[str, ...] | None = None  # None: the engine's default list
+    prior_gate: Any = None  # server.priors.PriorGate: studies held back from workers while priors are looked up
+    look_for_priors: Callable[[str], Any] | None = None  # study_uid -> dicom_node.priors.PriorsOutcome (again)
 
     @property
     def index(self):
@@ -87,6 +90,7 @@ class Sign(BaseModel):
     ai_share_kept: float = 0.0
     edit_distance: int = 0
     review: dict[str, Any] | None = None
+    comparison: str | None = None  # the prior read beside it (its Study Instance UID), null: none; absent: newest
 
 
 class WorkingDraftBody(BaseModel):
@@ -295,6 +299,20 @@ def create_app(site: Site) -> FastAPI:
         return StreamingResponse(stream_section(site.drafter, paths, body.section, body.findings, body.indication),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    # -- priors ------------------------------------------------------------------------------------------
+    @app.get("/api/studies/{study_uid}/priors")
+    def priors(study_uid: str, _user: Reader) -> dict[str, Any]:
+        known_study(study_uid)
+        return priors_answer(index, study_uid)
+
+    @app.post("/api/studies/{study_uid}/priors/lookup")
+    def look_for_priors(study_uid: str, _user: Reader) -> dict[str, Any]:
+        known_study(study_uid)
+        if site.look_for_priors is None:
+            raise NotFound("this server looks up no priors ([pacs] query_priors)")
+        outcome = site.look_for_priors(study_uid)
+        return {**priors_answer(index, study_uid), "state": outcome.state, "reason": outcome.reason}
+
     # -- claims ------------------------------------------------------------------------------------------
     @app.post("/api/studies/{study_uid}/claim")
     def claim(study_uid: str, user: Reader) -> dict[str, Any]:
@@ -319,8 +337,11 @@ def create_app(site: Site) -> FastAPI:
         from server.signing import report_to_sign
 
         known_study(study_uid)
+        from server.signing import NEWEST_PRIOR
+
         report = report_to_sign(index, study_uid, user.name, body, software=site.software,
-                                critical_names=site.critical_findings)
+                                critical_names=site.critical_findings,
+                                comparison=body.comparison if "comparison" in body.model_fields_set else NEWEST_PRIOR)
 
         def audited(conn: Any, signed: SignedReport) -> None:
             audit.record(conn, user.name, audit.SIGN, _client(request), study_uid=study_uid,
@@ -380,10 +401,12 @@ def create_app(site: Site) -> FastAPI:
     @app.post("/api/worker/claim")
     def worker_claim(body: WorkerClaim, _user: Worker) -> list[dict[str, Any]]:
         lease_s = body.lease_s or site.settings.job_lease_s
-        jobs = claims.claim_jobs(index, body.worker_id, max(1, min(body.max, 64)), lease_s)
+        held_back = site.prior_gate.held_back() if site.prior_gate is not None else ()
+        jobs = claims.claim_jobs(index, body.worker_id, max(1, min(body.max, 64)), lease_s, held_back=held_back)
         return [{"study_uid": job.study_uid, "lease_id": job.lease_id, "lease_expires": job.lease_expires,
                  "instances": [_instance(i) for i in index.instances_of(job.study_uid)],
-                 "series": [asdict(s) for s in index.series_of(job.study_uid)]} for job in jobs]
+                 "series": [asdict(s) for s in index.series_of(job.study_uid)],
+                 "prior": newest_prior_json(index, job.study_uid)} for job in jobs]
 
     @app.post("/api/worker/jobs/{study_uid}/renew")
     def worker_renew(study_uid: str, body: Lease, _user: Worker) -> dict[str, Any]:
@@ -435,10 +458,7 @@ def one_worklist_row(site: Site, study_uid: str) -> dict[str, Any] | None:
     return _plain(asdict(row)) if row else None
 
 
-def _instance(row: Any) -> dict[str, Any]:
-    values = asdict(row)
-    values.pop("path", None)  # where the file lies on the server is nobody's business
-    return values
+_instance = instance_json
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

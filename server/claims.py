@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,18 +77,22 @@ class Job:
     lease_expires: float
 
 
-def claim_jobs(index: Index, worker_id: str, count: int, lease_s: float, *, now: float | None = None) -> list[Job]:
+def claim_jobs(index: Index, worker_id: str, count: int, lease_s: float, *, now: float | None = None,
+               held_back: Collection[str] = ()) -> list[Job]:
     """Up to `count` studies waiting to be drafted (stable, or drafting under an expired lease), oldest
-    first, each moved to "drafting" under a new lease for `worker_id`."""
+    first, each moved to "drafting" under a new lease for `worker_id`. `held_back`: studies not offered yet
+    (their priors are being looked up: server.priors.PriorGate)."""
     now = time.time() if now is None else now
     skip_locked = " FOR UPDATE OF s SKIP LOCKED" if index.dialect.name == "postgresql" else ""
+    held_back = sorted(held_back)
+    not_held = f" AND s.study_uid NOT IN ({', '.join('?' * len(held_back))})" if held_back else ""
     jobs = []
     with index.db.concurrent_transaction() as conn:
         rows = conn.execute(
             "SELECT s.study_uid, s.state FROM studies s LEFT JOIN draft_leases l ON l.study_uid = s.study_uid "
-            "WHERE s.state = ? OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?) "
-            "ORDER BY s.last_received, s.study_uid LIMIT ?" + skip_locked,
-            (StudyState.STABLE.value, StudyState.DRAFTING.value, now, count)).fetchall()
+            "WHERE (s.state = ? OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?))" + not_held +
+            " ORDER BY s.last_received, s.study_uid LIMIT ?" + skip_locked,
+            (StudyState.STABLE.value, StudyState.DRAFTING.value, now, *held_back, count)).fetchall()
         for row in rows:
             lease_id = uuid.uuid4().hex
             state = StudyState(row["state"])

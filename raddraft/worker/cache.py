@@ -26,14 +26,17 @@ class InstanceCache:
     def path_of(self, study_uid: str, instance: InstanceRef) -> Path:
         return self.study_folder(study_uid) / f"{_digest(instance.series_uid, instance.sop_instance_uid)}.dcm"
 
-    def fetch(self, client: WorkerClient, study_uid: str, instances: tuple[InstanceRef, ...]) -> list[Path]:
-        """Paths of the study's instances, fetched over the API where they are not here yet."""
+    def fetch(self, client: WorkerClient, study_uid: str, instances: tuple[InstanceRef, ...], *,
+              of_study: str | None = None) -> list[Path]:
+        """Paths of the instances, fetched over the API where they are not here yet, kept in `study_uid`'s
+        folder; `of_study`: the study they belong to when it is another (the prior of `study_uid`), so
+        that they go when the job's study goes."""
         self.study_folder(study_uid).mkdir(parents=True, exist_ok=True)
         paths = []
         for instance in instances:
             path = self.path_of(study_uid, instance)
             if not path.exists():
-                with client.instance_stream(study_uid, instance) as chunks:
+                with client.instance_stream(of_study or study_uid, instance) as chunks:
                     write_atomically(path, chunks)
             paths.append(path)
         return paths

@@ -47,6 +47,22 @@ class InstanceRef:
 
 
 @dataclass(frozen=True)
+class JobPrior:
+    """The study's most recent prior as the server hands it out with the job (the shape of
+    `dicom_node.priors.PriorStudy` that `engine.prompts.prior_input` reads): its report, and its image
+    instances, frontal first, to fetch by WADO-RS when the model takes the prior's image."""
+
+    study_uid: str
+    study_date: str  # YYYYMMDD
+    modality: str = ""
+    description: str = ""
+    instances: tuple[InstanceRef, ...] = ()
+    findings: str = ""
+    impression: str = ""
+    report_source: str = ""
+
+
+@dataclass(frozen=True)
 class Job:
     """A study this worker holds under a lease until `lease_expires` (server time, Unix seconds)."""
 
@@ -54,6 +70,7 @@ class Job:
     lease_id: str
     lease_expires: float
     instances: tuple[InstanceRef, ...] = field(default=())
+    prior: JobPrior | None = None
 
 
 class WorkerClient:
@@ -114,8 +131,20 @@ class WorkerClient:
 
 
 def job_from(item: dict[str, Any]) -> Job:
-    instances = tuple(InstanceRef(str(i["series_uid"]), str(i["sop_instance_uid"])) for i in item.get("instances") or ())
-    return Job(str(item["study_uid"]), str(item["lease_id"]), float(item.get("lease_expires") or 0.0), instances)
+    return Job(str(item["study_uid"]), str(item["lease_id"]), float(item.get("lease_expires") or 0.0),
+               _refs(item.get("instances")), prior_from(item.get("prior")))
+
+
+def prior_from(item: dict[str, Any] | None) -> JobPrior | None:
+    if not item:
+        return None
+    return JobPrior(str(item["study_uid"]), str(item.get("study_date") or ""), str(item.get("modality") or ""),
+                    str(item.get("description") or ""), _refs(item.get("instances")), str(item.get("findings") or ""),
+                    str(item.get("impression") or ""), str(item.get("report_source") or ""))
+
+
+def _refs(items: Any) -> tuple[InstanceRef, ...]:
+    return tuple(InstanceRef(str(i["series_uid"]), str(i["sop_instance_uid"])) for i in items or ())
 
 
 def _refusal(response: httpx.Response) -> WorkerApiError:

@@ -1,17 +1,23 @@
 """The worker's loop: claim up to `batch` studies, fetch them, draft them together, write each draft back.
 
 A study that cannot be drafted (its images undecodable, the model refuses it) is reported failed with the
-reason and never holds up the others of its batch. When the server cannot be reached the studies are
+reason and never holds up the others of its batch. A job carries the study's most recent prior (the server
+looked it up before offering the study); for a model that takes priors it reaches the prompt by the rule of
+the workstation's queue (`engine.prompts.prior_input`), its frontal image fetched by WADO-RS for a
+"report+image" model. Such studies are drafted one by one (`DraftModel.draft(prior=...)`), the others of
+the batch together. When the server cannot be reached the studies are
 left to their leases: the server offers them again, to this worker or another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
@@ -30,10 +36,21 @@ from raddraft.worker.leases import LeaseKeeper
 from raddraft.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from engine.prompts import PriorInput
     from engine.runtime import Draft, DraftModel, StudyInput
 
 log = logging.getLogger("raddraft.worker")
 THROUGHPUT_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A job whose files are here: the study prepared for the batch, or (with a prior) its paths to draft alone."""
+
+    job: Job
+    paths: list[Path]
+    study: StudyInput | None = None
+    prior: PriorInput | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +100,7 @@ def draft_detail(draft: Draft, instances: int, critical_names: tuple[str, ...]) 
             log.exception("critical findings of a draft could not be read")
     return {"variant": draft.variant, "images": list(draft.images), "instances": instances,
             "skipped": [{"sop_instance_uid": uid, "why": why} for uid, why in draft.skipped],
-            "prompts": draft.prompts, "timings": draft.timings, "domain": domain,
+            "prompts": draft.prompts, "prior": draft.prior, "timings": draft.timings, "domain": domain,
             "confidence": dict(draft.confidence or {}), "critical": critical}
 
 
@@ -151,29 +168,51 @@ class DraftingWorker:
         ready = [item for job in jobs if (item := self._prepare(job)) is not None]
         if not ready:
             return 0
-        try:
-            drafts = self._model.draft_batch([study for _, study, _ in ready])
-        except Exception as error:  # the worker must survive anything one batch does
-            reason = str(error) if isinstance(error, EngineError) else f"internal error: {type(error).__name__}: {error}"
-            if not isinstance(error, EngineError):
-                log.exception("drafting a batch failed")
-            for job, _, _ in ready:
-                self._fail(job, reason)
-            return 0
-        written = sum(self._write_back(job, draft, count) for (job, _, count), draft in zip(ready, drafts))
-        new_tokens = sum(len_tokens(draft) for draft in drafts)
+        together = [item for item in ready if item.study is not None]
+        drafted = list(zip(together, self._draft_together(together)))
+        drafted += [(item, self._draft_with_prior(item)) for item in ready if item.study is None]
+        drafted = [(item, draft) for item, draft in drafted if draft is not None]
+        written = sum(self._write_back(item.job, draft, len(item.paths)) for item, draft in drafted)
+        new_tokens = sum(len_tokens(draft) for _, draft in drafted)
         self.throughput.add(time.perf_counter() - started, written, new_tokens)
         self.drafted += written
         log.info("drafted %d of %d studies in %.2f s (batch %d)", written, len(jobs),
                  time.perf_counter() - started, len(ready))
         return written
 
-    def _prepare(self, job: Job) -> tuple[Job, StudyInput, int] | None:
-        """The job's study as the model takes it; None (reported failed) when it cannot be drafted."""
+    def _draft_together(self, ready: list[_Ready]) -> list[Draft | None]:
+        if not ready:
+            return []
+        try:
+            return list(self._model.draft_batch([item.study for item in ready]))
+        except Exception as error:  # the worker must survive anything one batch does
+            self._fail_all([item.job for item in ready], error)
+            return [None] * len(ready)
+
+    def _draft_with_prior(self, item: _Ready) -> Draft | None:
+        try:
+            return self._model.draft(item.paths, prior=item.prior)
+        except Exception as error:
+            self._fail_all([item.job], error)
+            return None
+
+    def _fail_all(self, jobs: list[Job], error: Exception) -> None:
+        reason = str(error) if isinstance(error, EngineError) else f"internal error: {type(error).__name__}: {error}"
+        if not isinstance(error, EngineError):
+            log.exception("drafting failed")
+        for job in jobs:
+            self._fail(job, reason)
+
+    def _prepare(self, job: Job) -> _Ready | None:
+        """The job's files, and its study as the batch takes it (or its prior as the engine takes it); None
+        (reported failed) when it cannot be drafted."""
         try:
             instances = job.instances or self._client.study_instances(job.study_uid)
             paths = self._cache.fetch(self._client, job.study_uid, instances)
-            return job, self._model.prepare(paths), len(paths)
+            prior = self._prior_of(job)
+            if prior is not None:
+                return _Ready(job, paths, prior=prior)
+            return _Ready(job, paths, study=self._model.prepare(paths))
         except EngineError as error:
             self._fail(job, str(error))
         except (ServerUnreachable, NotAuthorized, Forbidden):
@@ -181,6 +220,28 @@ class DraftingWorker:
         except WorkerApiError as error:
             self._fail(job, f"its images could not be fetched: {error}")
         return None
+
+    def _prior_of(self, job: Job) -> PriorInput | None:
+        """The job's prior as the engine takes it (the workstation queue's rule, `engine.prompts.prior_input`),
+        or None when there is none or the model takes none. Its images are fetched only for a model that reads
+        the prior's image; one that cannot be fetched leaves the draft with the prior's report alone."""
+        from engine.prompts import prior_input
+
+        prior, intake = job.prior, self._model.takes_prior
+        if prior is None or intake == "none":
+            return None
+        if intake != "report+image":
+            prior = dataclasses.replace(prior, instances=())
+        else:
+            try:
+                self._cache.fetch(self._client, job.study_uid, prior.instances, of_study=prior.study_uid)
+            except (ServerUnreachable, NotAuthorized, Forbidden):
+                raise
+            except WorkerApiError as error:
+                log.warning("study %s: the images of its prior %s could not be fetched (%s); drafting with its "
+                            "report", job.study_uid, prior.study_uid, error)
+                prior = dataclasses.replace(prior, instances=())
+        return prior_input(prior, lambda ref: self._cache.path_of(job.study_uid, ref))
 
     def _write_back(self, job: Job, draft: Draft, instances: int) -> int:
         if self._leases.lost(job):
