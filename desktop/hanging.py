@@ -84,10 +84,13 @@ class PriorsOfStudy:
 
 def load_priors(workstation, study_uid: str) -> PriorsOfStudy:
     """On a worker thread: the study's priors (`Workstation.priors`) with the paths of their images in the
-    workstation's store. A workstation without a store of its own (the site server's thin client) shows none."""
+    workstation's store, or the site server's with their images cached (desktop.remote `loaded_priors`)."""
+    over_the_api = getattr(workstation, "loaded_priors", None)
+    if over_the_api is not None:
+        return over_the_api(study_uid)
     store = getattr(workstation, "store", None)
     if store is None or not hasattr(workstation, "priors"):
-        return PriorsOfStudy(study_uid, (), "disabled", "priors are not shown from the site server yet")
+        return PriorsOfStudy(study_uid, (), "disabled", "this workstation has no priors to show")
     priors, (state, reason) = workstation.priors(study_uid)
     loaded = tuple(LoadedPrior(prior, tuple(store.path_of(row) for row in prior.instances),
                                tuple(store.index.series_of(prior.study_uid)))

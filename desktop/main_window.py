@@ -521,8 +521,9 @@ class MainWindow(QMainWindow):
             return
         snapshot = {name: copy.deepcopy(section) for name, section in sections.items()}
         uid, draft = self.opened.study.study_uid, self.opened.draft
-        # priors come from a store of our own (desktop.hanging.load_priors); the site server's thin client has none
-        comparison = {"comparison": self.comparison()} if getattr(self.ws, "store", None) is not None else {}
+        # priors come from a store of our own or the site server's (desktop.hanging.load_priors)
+        has_priors = getattr(self.ws, "store", None) is not None or hasattr(self.ws, "loaded_priors")
+        comparison = {"comparison": self.comparison()} if has_priors else {}
         self.panel.sign.setEnabled(False)
 
         def save(review):

@@ -6,8 +6,10 @@ open_study, draft_section, sign_checks, sign, send, report_text, models_overview
 server's event stream into the same topics the window's `EventBridge` subscribes to. Opening a study claims
 it for the logged-in user (renewed every `claim_renew_s`, released when another study is opened or the app
 closes); a study another radiologist holds raises `StudyClaimed` ("being read by X"). Images come by WADO-RS
-into `ImageCache`; the viewer reads the cached files as it reads the store's. Every method may touch the
-network: the window calls them from worker threads. This module never imports `server` (HTTP only).
+into `ImageCache`; the viewer reads the cached files as it reads the store's, the study's priors too
+(`loaded_priors`: the server's priors with their images, hung and shown as the standalone app hangs its
+store's). Every method may touch the network: the window calls them from worker threads. This module never
+imports `server` (HTTP only).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from desktop.hanging import LoadedPrior, PriorsOfStudy
 from desktop.site_client import ImageCache, SiteClient, SiteError, SiteSettings
 from dicom_node.drafts import DraftRecord, WorkingDraft
 from dicom_node.events import InstanceStored, NodeEvents, StudyStable
 from dicom_node.index import InstanceRow, SeriesRow, StudyRow, StudyState
 from dicom_node.outbox import OutboxEvents, SendAttempt
-from dicom_node.reports import OutboxItem, SignedReport, SigningError
+from dicom_node.priors import PriorsOutcome, PriorStudy
+from dicom_node.reports import ComparisonStudy, OutboxItem, SignedReport, SigningError
 from dicom_node.worklist import WorklistRow
 from engine.events import DraftEvents, DraftFailed, DraftFinished, DraftStarted
 from engine.findings.checks import SignReview, check_report, review_problems
@@ -373,14 +377,44 @@ class SiteWorkstation:
         instances = tuple(from_json(InstanceRow, {**item, "study_uid": study_uid})
                           for item in detail.get("instances", ()))
         series = tuple(from_json(SeriesRow, {**item, "study_uid": study_uid}) for item in detail.get("series", ()))
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            paths = tuple(pool.map(lambda row: self.cache.fetch(self.client, study_uid, row.series_uid,
-                                                                row.sop_instance_uid), instances))
+        paths = self._fetch_all(study_uid, instances)
         report = self._report(study_uid, detail)
         if report is not None:
             self._report_studies[report.id] = study_uid
         return RemoteStudy(study, instances, paths, self._latest_draft(study_uid, detail), report,
                            self._sends(detail), series)
+
+    def _fetch_all(self, study_uid: str, instances: tuple[InstanceRow, ...]) -> tuple[Path, ...]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            return tuple(pool.map(lambda row: self.cache.fetch(self.client, study_uid, row.series_uid,
+                                                               row.sop_instance_uid), instances))
+
+    # -- priors (GET /api/studies/{study}/priors; images by WADO-RS into the cache) ----------------------
+    def loaded_priors(self, study_uid: str) -> PriorsOfStudy:
+        """The study's priors, newest first, with their images cached here, and why there are none (what
+        `desktop.hanging.load_priors` gives the viewer from a store of its own)."""
+        body = self.client.json("GET", f"/api/studies/{study_uid}/priors", study_uid=study_uid) or {}
+        loaded = tuple(self._loaded_prior(item) for item in body.get("priors", ()))
+        return PriorsOfStudy(study_uid, loaded, str(body.get("state", "")), str(body.get("reason", "")))
+
+    def _loaded_prior(self, item: Mapping[str, Any]) -> LoadedPrior:
+        uid = str(item["study_uid"])
+        instances = tuple(from_json(InstanceRow, {**row, "study_uid": uid}) for row in item.get("instances", ()))
+        series = tuple(from_json(SeriesRow, {**row, "study_uid": uid}) for row in item.get("series", ()))
+        prior = PriorStudy(uid, str(item.get("study_date") or ""), str(item.get("modality") or ""),
+                           str(item.get("description") or ""), list(instances), str(item.get("findings") or ""),
+                           str(item.get("impression") or ""), str(item.get("report_source") or ""))
+        return LoadedPrior(prior, self._fetch_all(uid, instances), series)
+
+    def look_for_priors(self, study_uid: str) -> PriorsOutcome:
+        """Ask the server to look up and retrieve the study's priors again now (its PACS, its timeouts)."""
+        body = self.client.json("POST", f"/api/studies/{study_uid}/priors/lookup", study_uid=study_uid) or {}
+        return PriorsOutcome(study_uid, str(body.get("state", "")), str(body.get("reason", "")),
+                             tuple(str(p["study_uid"]) for p in body.get("priors", ())))
+
+    def _has_prior(self, study_uid: str) -> bool:
+        body = self.client.json("GET", f"/api/studies/{study_uid}/priors", study_uid=study_uid) or {}
+        return bool(body.get("priors"))
 
     def _latest_draft(self, study_uid: str, detail: Mapping[str, Any]) -> DraftRecord | None:
         drafts = detail.get("drafts")
@@ -455,15 +489,18 @@ class SiteWorkstation:
 
     # -- signing and sending ---------------------------------------------------------------------------
     def sign_checks(self, study_uid: str, findings: str, impression: str) -> SiteSignChecks:
-        """The checks before signing, run here on the text (the same rules the server applies again)."""
+        """The checks before signing, run here on the text (the same rules the server applies again: a stated
+        comparison is a claim only when the study has no prior)."""
         critical_names = self.config.engine.critical_findings
-        problems = check_report(findings, impression, has_prior=False, critical=critical_names)
+        problems = check_report(findings, impression, has_prior=self._has_prior(study_uid), critical=critical_names)
         critical = find_critical({"findings": findings, "impression": impression}, critical_names)
         return SiteSignChecks(tuple(problems), tuple(critical))
 
     def sign(self, study_uid: str, sections: Mapping[str, SectionText], draft_id: int | None,
-             review: SignReview | None = None) -> SignedReport:
-        """Sign as the logged-in user: the text, its provenance and the answers of the sign dialog."""
+             review: SignReview | None = None, *, comparison: ComparisonStudy | None = None) -> SignedReport:
+        """Sign as the logged-in user: the text, its provenance and the answers of the sign dialog.
+        `comparison`: the prior read beside it (NO_PRIOR: none); left None, the server takes the study's
+        newest prior, the one the viewer hangs first."""
         sections = {name: copy.deepcopy(sections[name]) for name in SECTIONS}
         problems = validate_for_signing(sections)
         checks = self.sign_checks(study_uid, sections["findings"].text, sections["impression"].text)
@@ -474,14 +511,16 @@ class SiteWorkstation:
         body = {"findings": sections["findings"].text.strip(), "impression": sections["impression"].text.strip(),
                 "draft_id": draft_id, "provenance": {name: section_body(s) for name, s in sections.items()},
                 "ai_share_kept": round(metrics.ai_share_kept, 4), "edit_distance": metrics.edit_distance,
-                "review": review_body(review)}
+                "review": review_body(review),
+                **({"comparison": comparison.study_uid or None} if comparison is not None else {})}
         answer = self.client.json("POST", f"/api/studies/{study_uid}/sign", study_uid=study_uid, json=body)
         report = answer.get("report", answer)
         signed = from_json(SignedReport, report, study_uid=study_uid, detail=dict(report.get("detail") or {}))
         self._report_studies[signed.id] = study_uid
         return signed
 
-    def amend(self, study_uid: str, sections, amends_id: int, addendum: str, review=None) -> SignedReport:
+    def amend(self, study_uid: str, sections, amends_id: int, addendum: str, review=None, *,
+              comparison: ComparisonStudy | None = None) -> SignedReport:
         raise SigningError("amendments are signed on the site server's standalone tools for now")
 
     def send(self, report_id: int) -> OutboxItem:
