@@ -192,7 +192,7 @@ class DraftingWorker:
     def _draft_with_prior(self, item: _Ready) -> Draft | None:
         try:
             return self._model.draft(item.paths, prior=item.prior)
-        except Exception as error:
+        except Exception as error:  # as for a batch: the others of the claim go on
             self._fail_all([item.job], error)
             return None
 
@@ -224,7 +224,8 @@ class DraftingWorker:
     def _prior_of(self, job: Job) -> PriorInput | None:
         """The job's prior as the engine takes it (the workstation queue's rule, `engine.prompts.prior_input`),
         or None when there is none or the model takes none. Its images are fetched only for a model that reads
-        the prior's image; one that cannot be fetched leaves the draft with the prior's report alone."""
+        the prior's image; when they cannot be fetched the engine drafts as it does with a prior whose image
+        cannot be read (told there is none, `prompts.prior` saying why)."""
         from engine.prompts import prior_input
 
         prior, intake = job.prior, self._model.takes_prior
@@ -238,8 +239,8 @@ class DraftingWorker:
             except (ServerUnreachable, NotAuthorized, Forbidden):
                 raise
             except WorkerApiError as error:
-                log.warning("study %s: the images of its prior %s could not be fetched (%s); drafting with its "
-                            "report", job.study_uid, prior.study_uid, error)
+                log.warning("study %s: the images of its prior %s could not be fetched (%s)", job.study_uid,
+                            prior.study_uid, error)
                 prior = dataclasses.replace(prior, instances=())
         return prior_input(prior, lambda ref: self._cache.path_of(job.study_uid, ref))
 
