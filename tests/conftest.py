@@ -9,16 +9,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-pytest_plugins = ["tests.model_fixtures", "tests.postgres_fixtures"]
+from peers.orthanc import find_orthanc
+
+pytest_plugins = ["tests.model_fixtures", "tests.postgres_fixtures", "tests.window_fixtures"]
 
 REQUIRE_PEERS = os.environ.get("RADDRAFT_REQUIRE_PEERS") == "1"
 
@@ -36,15 +39,38 @@ SAMPLE_FILES = {
 }
 
 
+def missing_peer(message: str) -> NoReturn:
+    """Skip the test for a peer that is not installed; fail it when RADDRAFT_REQUIRE_PEERS=1 (CI)."""
+    if REQUIRE_PEERS:
+        pytest.fail(f"required peer missing: {message}")
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
     """Path of an external peer; skip when absent, fail when RADDRAFT_REQUIRE_PEERS=1."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (apt-get install dcmtk orthanc dicom3tools)"
-    if REQUIRE_PEERS:
-        pytest.fail(f"required peer missing: {message}")
-    pytest.skip(message)
+    missing_peer(f"{name} is not installed (apt-get install dcmtk orthanc dicom3tools)")
+
+
+def require_orthanc() -> Path:
+    """Debian's Orthanc binary; skip when absent, fail when RADDRAFT_REQUIRE_PEERS=1."""
+    binary = find_orthanc()
+    if binary is not None:
+        return binary
+    missing_peer("Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)")
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.1) -> Any:
+    """The first true result of `check`, polled until `timeout`; an AssertionError naming `what` after it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def peer_env() -> dict[str, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,30 +18,19 @@ from dicom_node.store import Store
 
 
 @pytest.fixture
-def desktop(tmp_path: Path, qtbot) -> Iterator:
+def desktop(tmp_path: Path, open_window) -> Callable[..., Any]:
     """`desktop(toml_text, **overrides)` -> a shown MainWindow over a started Workstation (hosting)."""
-    from desktop.app import open_main_window
     from raddraft.config import load_config
     from raddraft.workstation import Workstation
-
-    made = []
 
     def make(text: str = "", **overrides):
         path = tmp_path / "raddraft.toml"
         path.write_text(text)
         values = {"store.root": str(tmp_path / "store"), "node.port": 0, "node.stable_after_s": 0.5,
                   "reading.radiologist": "Smith^Anna", **overrides}
-        workstation = Workstation.start(load_config(path, values), config_path=path, overrides=values)
-        window = open_main_window(workstation, (1400, 900))  # as `raddraft app` opens it
-        made.append((window, workstation))
-        qtbot.addWidget(window)
-        return window
+        return open_window(Workstation.start(load_config(path, values), config_path=path, overrides=values))
 
-    yield make
-    for window, workstation in made:
-        window.shutdown()
-        workstation.stop()
-    gc.unfreeze()
+    return make
 
 
 @pytest.fixture

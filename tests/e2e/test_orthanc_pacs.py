@@ -2,14 +2,12 @@
 Orthanc Lua rule to RadDraft's node, drafted by the embedded model, signed through the Workstation API,
 and the signed report comes back to Orthanc as an SR in the same study, as its REST API shows.
 
-Orthanc is Debian's /usr/sbin/Orthanc run by peers/orthanc.py on OS-assigned loopback ports; RadDraft runs
-in-process as the desktop app hosts it (raddraft/workstation.py: node, drafting queue, SR outbox).
+Orthanc and the workstation are set up as tests/e2e/orthanc_site.py says.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,15 @@ from engine.findings.checks import CriticalCommunication, SignReview
 from engine.findings.labeler import label_report
 from engine.provenance import Origin, SectionText
 from peers.dcmtk import storescu_send
-from peers.orthanc import Modality, Orthanc, find_orthanc, running_orthanc
-from raddraft.config import load_config
+from peers.orthanc import Orthanc
 from raddraft.workstation import Workstation
-from tests.conftest import REQUIRE_PEERS, require_tool
+from tests.conftest import wait_until
+from tests.e2e.orthanc_site import PACS_AE, ROUTE, route_to, routing_orthanc, start_workstation
 from training.data.findings import Finding
 from training.data.phantoms import PhantomConfig, plan_study, write_study
 from training.vocabulary import PRESENT
 
-PACS_AE, RADDRAFT_AE, ROUTE = "ORTHANC", "RADDRAFT", "raddraft"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-STABLE_AFTER_S = 1.0
 HUMAN_ADDITION = " No prior study for comparison."
 
 
@@ -75,26 +71,6 @@ def write_phantoms(out: Path, seed: int = 2024) -> list[Study]:
     return studies
 
 
-def require_orthanc() -> Path:
-    binary = find_orthanc()
-    if binary is not None:
-        return binary
-    message = "Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)"
-    if REQUIRE_PEERS:
-        pytest.fail(f"required peer missing: {message}")
-    pytest.skip(message)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def text_values(tags: Any) -> list[str]:
     """Every TextValue in an SR's content tree (Orthanc's simplified JSON)."""
     if isinstance(tags, list):
@@ -114,23 +90,10 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     """Orthanc routing to RadDraft, and RadDraft's workstation sending its reports to Orthanc."""
-    binary = require_orthanc()
-    require_tool("storescu")
-    # Not back to its sender: a rule forwarding everything sends RadDraft its own SR, which it then stores
-    # as one more instance of the study.
-    with running_orthanc(tmp_path / "orthanc", binary=binary, ae_title=PACS_AE, route_to=ROUTE,
-                         never_route_from=[RADDRAFT_AE]) as orthanc:
-        config_file = tmp_path / "raddraft.toml"
-        config_file.write_text("")  # never the user's own configuration
-        overrides = {"store.root": str(tmp_path / "store"), "node.port": 0, "node.ae_title": RADDRAFT_AE,
-                     "node.stable_after_s": STABLE_AFTER_S, "pacs.ae_title": PACS_AE, "pacs.host": "127.0.0.1",
-                     "pacs.port": orthanc.dicom_port, "pacs.calling_ae": RADDRAFT_AE,
-                     "pacs.retry_initial_s": 1.0, "reading.radiologist": "Reader^Test"}
-        workstation = Workstation.start(load_config(config_file, overrides), config_path=config_file,
-                                        overrides=overrides)
+    with routing_orthanc(tmp_path / "orthanc") as orthanc:
+        workstation = start_workstation(tmp_path, orthanc.dicom_port, {"pacs.retry_initial_s": 1.0})
         try:
-            assert workstation.problems == [] and workstation.node is not None and workstation.queue is not None
-            orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+            route_to(orthanc, workstation)
             orthanc.echo(ROUTE)  # Orthanc reaches RadDraft's node before any study is routed
             yield Site(orthanc, workstation)
         finally:

@@ -9,9 +9,8 @@ Orthanc down, or no prior at Orthanc: drafted without a prior, the reason record
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,60 +20,27 @@ from dicom_node.settings import PacsSettings, StoreSettings
 from dicom_node.store import Store
 from dicom_node.worklist import worklist_rows
 from peers.dcmtk import storescu_send
-from peers.orthanc import Modality, Orthanc, find_orthanc, running_orthanc
+from peers.orthanc import Modality, Orthanc
 from raddraft.config import load_config
 from raddraft.workstation import Workstation
-from tests.conftest import REQUIRE_PEERS, require_tool
+from tests.conftest import wait_until
 from tests.dicom_node.priors_fixtures import WrittenStudy, put_all, write_cr_study, write_report_sr
+from tests.e2e.orthanc_site import PACS_AE, RADDRAFT_AE, ROUTE, route_to, routing_orthanc, start_workstation
 
-PACS_AE, RADDRAFT_AE, ROUTE, ARCHIVE_AE, MODALITY_AE = "ORTHANC", "RADDRAFT", "raddraft", "ARCHIVE", "CRROOM1"
+ARCHIVE_AE, MODALITY_AE = "ARCHIVE", "CRROOM1"
+# a prior is looked up before drafting: an unreachable PACS must not hold the draft up for long
+PRIOR_TIMEOUTS = {"pacs.find_timeout_s": 5.0, "pacs.move_timeout_s": 20.0}
 PATIENT = "PRIORS-0001"
 PRIOR_FINDINGS = "Moderate right pleural effusion. No pneumothorax."
 PRIOR_IMPRESSION = "Right pleural effusion."
-
-
-def require_orthanc() -> Path:
-    binary = find_orthanc()
-    if binary is not None:
-        return binary
-    message = "Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)"
-    if REQUIRE_PEERS:
-        pytest.fail(f"required peer missing: {message}")
-    pytest.skip(message)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
     """Orthanc routing what modalities store to RadDraft, but not what the archive migrates into it (the
     prior) nor what RadDraft sends."""
-    binary = require_orthanc()
-    require_tool("storescu")
-    with running_orthanc(tmp_path / "orthanc", binary=binary, ae_title=PACS_AE, route_to=ROUTE,
-                         never_route_from=[RADDRAFT_AE, ARCHIVE_AE]) as running:
+    with routing_orthanc(tmp_path / "orthanc", never_route_from=[ARCHIVE_AE]) as running:
         yield running
-
-
-def start_workstation(tmp_path: Path, pacs_port: int, **pacs: Any) -> Workstation:
-    config_file = tmp_path / "raddraft.toml"
-    config_file.write_text("")  # never the user's own configuration
-    overrides = {"store.root": str(tmp_path / "store"), "node.port": 0, "node.ae_title": RADDRAFT_AE,
-                 "node.stable_after_s": 1.0, "pacs.ae_title": PACS_AE, "pacs.host": "127.0.0.1",
-                 "pacs.port": pacs_port, "pacs.calling_ae": RADDRAFT_AE, "pacs.find_timeout_s": 5.0,
-                 "pacs.move_timeout_s": 20.0, "reading.radiologist": "Reader^Test",
-                 **{f"pacs.{key}": value for key, value in pacs.items()}}
-    workstation = Workstation.start(load_config(config_file, overrides), config_path=config_file, overrides=overrides)
-    assert workstation.problems == [] and workstation.node is not None and workstation.queue is not None
-    return workstation
 
 
 def store_prior_in_pacs(orthanc: Orthanc, out: Path) -> tuple[WrittenStudy, Path]:
@@ -97,9 +63,9 @@ def test_the_prior_is_moved_from_orthanc_before_the_draft_and_kept_out_of_the_wo
     prior, _sr = store_prior_in_pacs(orthanc, tmp_path / "prior")
     other = write_cr_study(tmp_path / "other", "PRIORS-0002", "20240101")  # another patient: never a prior
     storescu_send(other.paths, orthanc.dicom_port, PACS_AE, calling_ae=ARCHIVE_AE)
-    workstation = start_workstation(tmp_path, orthanc.dicom_port)
+    workstation = start_workstation(tmp_path, orthanc.dicom_port, PRIOR_TIMEOUTS)
     try:
-        orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+        route_to(orthanc, workstation)
         current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
         storescu_send(current.paths, orthanc.dicom_port, PACS_AE, calling_ae=MODALITY_AE)
         index = workstation.store.index
@@ -140,10 +106,10 @@ def test_the_prior_is_moved_from_orthanc_before_the_draft_and_kept_out_of_the_wo
 def test_orthanc_down_or_without_a_prior_drafts_without_one_saying_why(orthanc: Orthanc, tmp_path: Path) -> None:
     other = write_cr_study(tmp_path / "other", "PRIORS-0002", "20240101")
     storescu_send(other.paths, orthanc.dicom_port, PACS_AE, calling_ae=ARCHIVE_AE)
-    workstation = start_workstation(tmp_path, orthanc.dicom_port)
+    workstation = start_workstation(tmp_path, orthanc.dicom_port, PRIOR_TIMEOUTS)
     try:
         index = workstation.store.index
-        orthanc.add_modality(Modality(ROUTE, RADDRAFT_AE, "127.0.0.1", workstation.node.port))
+        route_to(orthanc, workstation)
         lonely = write_cr_study(tmp_path / "lonely", PATIENT, "20250110")
         storescu_send(lonely.paths, orthanc.dicom_port, PACS_AE, calling_ae=MODALITY_AE)
         wait_until(lambda: drafted(workstation, lonely.study_uid), 90, f"the study to be drafted\n{orthanc.log_tail()}")
