@@ -12,6 +12,9 @@ one and fills in `{indication}` and `{findings}`. Bundles without variants use t
 A bundle that takes priors (`BundleManifest.prior`) has a `{prior}` slot in each prompt, before the section
 words, so the prior (its date, its report and, for "report+image", its frontal image as a further `<image>`
 block) lies in the prefix that Findings and Impression share; without a prior the slot says there is none.
+A prompt rendered by a chat template has no such slot of its own: `prior_slotted` places it in the user turn,
+before the indication or else the instruction (after the study's images, as MAIRA-2 puts the prior image
+and report), the one rule by which the engine drafts and training (training/train/prompting.py) trains.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from engine.bundle import (
     PriorPrompts,
     PromptLayout,
     Prompts,
+    PromptVariant,
 )
 from engine.errors import GenerationError
 
@@ -125,10 +129,39 @@ def layout_prompt_text(layout: PromptLayout, prompts: Prompts, kind: str, views:
     wanted = bool(indication) and layout.takes_indication
     for variant in layout.variants:
         if variant.section == kind and tuple(variant.views) == tuple(views) and variant.indication == wanted:
-            return fill_slots(variant.text, kind, findings=findings, indication=indication, prior=prior)
+            text = prior_slotted(layout, variant) if prior else variant.text
+            return fill_slots(text, kind, findings=findings, indication=indication, prior=prior)
     have = sorted({"+".join(v.views) for v in layout.variants if v.section == kind})
     raise GenerationError(f"the model has no {kind} prompt for the views {'+'.join(views) or '(none)'} "
                           f"(it has {', '.join(have) or 'none'})")
+
+
+def prior_slotted(layout: PromptLayout, variant: PromptVariant) -> str:
+    """The rendered `variant` with its `{prior}` slot: its own when the template put one there, else at the
+    start of the indication words (when the variant has them) or of the section's instruction, the last
+    place each occurs (the user turn comes last), else right after the last `<image>` and its line break.
+    GenerationError when the text has none of these."""
+    text = variant.text
+    if PRIOR_PLACEHOLDER in text:
+        return text
+    at = _prior_position(layout, variant)
+    if at < 0:
+        raise GenerationError(f"the model's {variant.section} prompt for {'+'.join(variant.views)} has no place "
+                              f"for the prior (no instruction or {IMAGE_PLACEHOLDER} in it)")
+    return text[:at] + PRIOR_PLACEHOLDER + text[at:]
+
+
+def _prior_position(layout: PromptLayout, variant: PromptVariant) -> int:
+    text = variant.text
+    anchors = [layout.indication if variant.indication else None, layout.instructions.get(variant.section)]
+    for anchor in anchors:
+        if anchor and anchor in text:
+            return text.rindex(anchor)
+    image = text.rfind(IMAGE_PLACEHOLDER)
+    if image < 0:
+        return -1
+    after = image + len(IMAGE_PLACEHOLDER)
+    return after + 1 if text.startswith("\n", after) else after
 
 
 def fill_slots(template: str, kind: str, *, findings: str | None = None, indication: str | None = None,

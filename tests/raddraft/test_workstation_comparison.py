@@ -75,8 +75,8 @@ def _dciodvfy_clean(path: Path) -> None:
 
 
 def test_a_report_signed_without_a_comparison_is_compared_with_the_newest_prior(ws, tmp_path):
-    current, newest, oldest = _studies(ws, tmp_path)
-    assert [prior.study_uid for prior in priors_of(ws.store.index, current)][0] == newest
+    current, newest, _ = _studies(ws, tmp_path)
+    assert priors_of(ws.store.index, current)[0].study_uid == newest
 
     report = ws.sign(current, _sections(), None)
 
@@ -95,7 +95,7 @@ def test_a_report_signed_without_a_comparison_is_compared_with_the_newest_prior(
 
 
 def test_an_explicit_no_prior_or_another_prior_wins_over_the_newest(ws, tmp_path):
-    current, newest, oldest = _studies(ws, tmp_path)
+    current, _, oldest = _studies(ws, tmp_path)
 
     alone = ws.sign(current, _sections(impression="Right pleural effusion."), None, comparison=NO_PRIOR)
     assert alone.detail["comparison"] is None
@@ -109,7 +109,7 @@ def test_an_explicit_no_prior_or_another_prior_wins_over_the_newest(ws, tmp_path
 
 
 def test_an_amendment_keeps_the_comparison_of_the_report_it_amends(ws, tmp_path):
-    current, newest, oldest = _studies(ws, tmp_path)
+    current, newest, _ = _studies(ws, tmp_path)
     read_alone = ws.sign(current, _sections(impression="Right pleural effusion."), None, comparison=NO_PRIOR)
 
     addendum = ws.amend(current, _sections(impression="Right pleural effusion; no pneumothorax."), read_alone.id,

@@ -10,6 +10,11 @@ here keeps its layout), else the recipe's `[prompting]` with `data.views` / `dat
 it into the merged checkpoint, so the export renders the same prompts.
 
 Models without a chat template (RadDraft's own, built from scratch) keep the recipe's plain `[prompts]`.
+
+The prior (`SampleEncoder.prior_text`) reaches a rendered prompt as it reaches the engine's: the template
+leaves no `{prior}` slot, and `layout_prompt_text` places the block by `engine.prompts.prior_slotted` (in the
+user turn, before the indication or the instruction), so a model trained here sees its prior where it will
+see it when drafting.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class TrainingPrompts:
 
     def text(self, kind: str, views: tuple[str, ...], findings: str | None = None,
              indication: str | None = None, prior: str = "") -> str:
-        """prior: the text of the `{prior}` slot (`engine.prompts.prior_block`)."""
+        """prior: the text of the `{prior}` slot (`engine.prompts.prior_block`), placed in a rendered variant
+        by `engine.prompts.prior_slotted`."""
         return layout_prompt_text(self.layout, self.prompts, kind, views, findings, indication, prior)
 
     def question(self, question: str, views: tuple[str, ...]) -> str:
