@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -12,21 +11,14 @@ from PySide6.QtCore import QPoint, Qt
 
 from desktop.draft_panel import SectionEditor
 from desktop.settings_dialog import SettingsDialog
-from desktop.tasks import Background
-from desktop.viewer import Viewer
-from dicom_node.index import InstanceRow, StudyState
+from dicom_node.index import StudyState
 from dicom_node.reports import SignedReport, sign_report
 from dicom_node.store import ReceivedInstance
 from engine.provenance import Origin
 from tests.conftest import copy_with_fresh_uids, sample_path
 from tests.desktop.test_desktop_reading import highlighted_ranges
+from tests.desktop.viewers import shown_viewer
 from tests.engine.test_display import RAMP, write_image
-
-
-def instance_row(path: Path, view: str) -> InstanceRow:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return InstanceRow(ds.SOPInstanceUID, ds.SOPClassUID, ds.SeriesInstanceUID, ds.StudyInstanceUID, 1, view,
-                       str(ds.file_meta.TransferSyntaxUID), path.name, 0, 0.0, "")
 
 
 def grey(image, x: int, y: int) -> int:
@@ -36,12 +28,7 @@ def grey(image, x: int, y: int) -> int:
 def test_viewer_monochrome1_window_level_invert_frames_side_by_side(qtbot, tmp_path):
     frontal = write_image(tmp_path / "pa.dcm", RAMP, "MONOCHROME1", ViewPosition="PA")
     lateral = write_image(tmp_path / "ll.dcm", np.stack([RAMP + 100 * i for i in range(3)]), ViewPosition="LL")
-    viewer = Viewer(Background())
-    qtbot.addWidget(viewer)
-    viewer.resize(900, 500)
-    viewer.show()
-    viewer.open_study(SimpleNamespace(instances=[instance_row(frontal, "PA"), instance_row(lateral, "LL")],
-                                      paths=[frontal, lateral], series=()))
+    viewer = shown_viewer(qtbot, [(frontal, "PA"), (lateral, "LL")], size=(900, 500))
     pa, ll = viewer.canvases
     qtbot.waitUntil(lambda: pa.image is not None and ll.image is not None, timeout=10_000)
     assert ll.isVisible() and (pa.label, ll.label) == ("frontal", "lateral")

@@ -25,7 +25,7 @@ from dicom_node.reports import SignedReport, latest_report, sign_report
 from dicom_node.settings import PacsSettings
 from dicom_node.sr import comparison_reference
 from tests.desktop.test_autosave import open_and_wait
-from tests.desktop.test_desktop_widgets import instance_row
+from tests.desktop.viewers import instance_row, shown_viewer
 from tests.dicom_node.priors_fixtures import put_all, write_cr_study
 from tests.engine.test_display import write_image
 
@@ -75,17 +75,12 @@ def backgrounds(qtbot):
 
 
 def _viewer(qtbot, tmp_path, backgrounds, views=("PA", "LL")) -> Viewer:
-    rows, paths = _study_images(tmp_path, "current", "20250115", views)
+    _rows, paths = _study_images(tmp_path, "current", "20250115", views)
     background = Background()
     backgrounds.append(background)
-    viewer = Viewer(background)
-    qtbot.addWidget(viewer)
-    viewer.resize(1200, 600)
-    viewer.show()
     study = SimpleNamespace(study_uid=CURRENT_UID, study_date="20250115")
-    viewer.open_study(SimpleNamespace(study=study, instances=rows, paths=paths, series=()))
-    qtbot.waitUntil(lambda: viewer.canvases[0].image is not None, timeout=10_000)
-    return viewer
+    return shown_viewer(qtbot, list(zip(paths, views, strict=True)), size=(1200, 600), background=background,
+                        study=study)
 
 
 def _shown(qtbot, viewer: Viewer, date: str, view: str) -> None:

@@ -4,7 +4,6 @@ findings, a magnifier, zoom at the cursor, thumbnails apart, a preset box that s
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,10 +12,9 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtTest import QTest
 
 from desktop.image_canvas import distance_text, orientation_markers
-from desktop.tasks import Background
 from desktop.viewer import Viewer
 from tests.desktop.test_autosave import drafted_study, open_and_wait
-from tests.desktop.test_desktop_widgets import instance_row
+from tests.desktop.viewers import shown_viewer
 from tests.engine.test_display import write_image
 
 IMAGE = np.tile(np.arange(0, 4000, 10, dtype=np.uint16), (300, 1))  # 300 x 400
@@ -24,13 +22,7 @@ IMAGE = np.tile(np.arange(0, 4000, 10, dtype=np.uint16), (300, 1))  # 300 x 400
 
 def viewer_with(qtbot, tmp_path, **attributes) -> Viewer:
     path = write_image(tmp_path / "pa.dcm", IMAGE, ViewPosition="PA", **attributes)
-    viewer = Viewer(Background())
-    qtbot.addWidget(viewer)
-    viewer.resize(900, 600)
-    viewer.show()
-    viewer.open_study(SimpleNamespace(instances=[instance_row(path, "PA")], paths=[path], series=()))
-    qtbot.waitUntil(lambda: viewer.canvases[0].image is not None, timeout=10_000)
-    return viewer
+    return shown_viewer(qtbot, [(path, "PA")])
 
 
 def drag_with_shift(qtbot, canvas, start: QPoint, end: QPoint) -> None:
@@ -86,13 +78,7 @@ def test_zoom_keeps_the_point_under_the_cursor_and_the_magnifier_shows(qtbot, tm
 def test_thumbnails_apart_and_the_preset_box_stays(qtbot, tmp_path):
     first = write_image(tmp_path / "pa.dcm", IMAGE, ViewPosition="PA", WindowCenter=2000, WindowWidth=4000)
     second = write_image(tmp_path / "ll.dcm", IMAGE, ViewPosition="LL")
-    viewer = Viewer(Background())
-    qtbot.addWidget(viewer)
-    viewer.resize(900, 600)
-    viewer.show()
-    viewer.open_study(SimpleNamespace(instances=[instance_row(first, "PA"), instance_row(second, "LL")],
-                                      paths=[first, second], series=()))
-    qtbot.waitUntil(lambda: viewer.canvases[0].image is not None, timeout=10_000)
+    viewer = shown_viewer(qtbot, [(first, "PA"), (second, "LL")])
     rects = [viewer.thumbs.visualItemRect(viewer.thumbs.item(i)) for i in range(viewer.thumbs.count())]
     assert len(rects) == 2 and not rects[0].intersects(rects[1])
     assert viewer.presets.count() >= 2
