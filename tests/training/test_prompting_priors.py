@@ -112,3 +112,34 @@ def test_training_and_the_engine_give_identical_prompt_ids_with_and_without_a_pr
                     assert "USER: " + "<image>\n" * len(views) + words in text  # after the study's images
                     compared += 1
     assert compared == 2 * 2 * 2 * len(SECTIONS)
+
+
+@pytest.mark.slow
+def test_the_export_of_a_chat_template_checkpoint_with_a_prior_intake_drafts_with_the_prior(
+        chat_checkpoint: Path, prompting, phantom_studies: list[dict], tmp_path: Path) -> None:
+    """The real path: `export_bundle` renders the template (no `{prior}` in it), records the prior intake, and
+    the bundle loads and drafts with the prior where training put it."""
+    from engine.runtime import load_model
+    from engine.settings import EngineSettings
+    from training.export import export_bundle
+    from training.export.layout import PromptSpec
+    from training.train.config import PriorConfig
+
+    out = tmp_path / "bundle"
+    export_bundle(chat_checkpoint, out, name="tiny-chat-prior", version="0.0.1", parity=False,
+                  prompt_spec=PromptSpec(views=("frontal", "lateral"), indication=INDICATION),
+                  prior=PriorConfig("report+image"))
+    model = load_model(out, EngineSettings(providers=("cpu",), max_new_tokens=4))
+    assert model.takes_prior == "report+image"
+    assert model.manifest.prompting.variants == prompting.layout.variants  # what training prompted with
+    earlier = phantom_studies[1]
+    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
+                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
+                       study_uid=earlier["study_uid"])
+    draft = model.draft(phantom_studies[0]["paths"], prior=prior)
+    assert draft.prompts["prior"] == "given" and draft.prior["date"] == "2023-01-05"
+    encoder = _encoder(model, chat_checkpoint, prompting)
+    ready = model.prepare_prior(prior)
+    views = ("frontal",)
+    assert encoder.prompt(encoder.section_text("findings", _study(prior, None), views, prior_images=1), 1, 1) == \
+        model.prompt_ids("findings", 2, views=views, prior=ready.block, prior_images=1)
