@@ -139,8 +139,9 @@ def layout_prompt_text(layout: PromptLayout, prompts: Prompts, kind: str, views:
 def prior_slotted(layout: PromptLayout, variant: PromptVariant) -> str:
     """The rendered `variant` with its `{prior}` slot: its own when the template put one there, else at the
     start of the indication words (when the variant has them) or of the section's instruction, the last
-    place each occurs (the user turn comes last), else right after the last `<image>` and its line break.
-    GenerationError when the text has none of these."""
+    place each occurs (the user turn comes last), but never before the study's last `<image>` (the prior's
+    image block follows the study's, as its features do): then right after that `<image>` and its line
+    break. GenerationError when the text has none of these."""
     text = variant.text
     if PRIOR_PLACEHOLDER in text:
         return text
@@ -154,14 +155,12 @@ def prior_slotted(layout: PromptLayout, variant: PromptVariant) -> str:
 def _prior_position(layout: PromptLayout, variant: PromptVariant) -> int:
     text = variant.text
     anchors = [layout.indication if variant.indication else None, layout.instructions.get(variant.section)]
-    for anchor in anchors:
-        if anchor and anchor in text:
-            return text.rindex(anchor)
+    at = next((text.rindex(anchor) for anchor in anchors if anchor and anchor in text), -1)
     image = text.rfind(IMAGE_PLACEHOLDER)
     if image < 0:
-        return -1
+        return at
     after = image + len(IMAGE_PLACEHOLDER)
-    return after + 1 if text.startswith("\n", after) else after
+    return max(at, after + 1 if text.startswith("\n", after) else after)
 
 
 def fill_slots(template: str, kind: str, *, findings: str | None = None, indication: str | None = None,

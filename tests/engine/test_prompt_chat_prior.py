@@ -80,6 +80,9 @@ def test_a_slot_the_template_placed_is_kept_and_an_old_layout_falls_back_to_afte
                    and not v.indication)
     assert prior_slotted(old, variant) == "<s>USER: <image>\n{prior}Write the findings section of the radiology " \
                                           "report for this chest X-ray. ASSISTANT:"
+    text_first = PromptVariant("findings", ("frontal",), "<|im_start|>user\n" + INSTRUCTIONS["findings"] +
+                               "<image>\n<|im_end|>\n<|im_start|>assistant\n")  # a template placing images last
+    assert prior_slotted(llava_15_layout(), text_first).endswith("<image>\n{prior}<|im_end|>\n<|im_start|>assistant\n")
     nowhere = PromptVariant("findings", ("frontal",), "<s>Describe the study.")
     with pytest.raises(GenerationError, match="no place for the prior"):
         prior_slotted(PromptLayout(variants=(nowhere,)), nowhere)
