@@ -123,3 +123,19 @@ def test_the_export_writes_the_prior_intake_into_model_json(tiny_checkpoint: Pat
     data = json.loads((out / "model.json").read_text())
     assert data["prior"] == "report+image" and manifest.prior_prompts.none == "Prior: none.\n"
     assert "{prior}" in manifest.prompts.findings
+
+
+def test_the_card_and_model_json_carry_the_comparison_scores(manifest: Path) -> None:
+    """A test set with priors: model.json's metrics and the card's quality table gain comparison micro F1 and
+    the share of drafts without a prior that claim a comparison, scored on the drafts given."""
+    from training.train.evaluation import evaluate_drafts, quality_section, summary_metrics
+
+    studies = read_studies(manifest, "longitudinal")
+    drafts = [{"study_uid": s.uid, "findings": s.findings_text, "impression": s.impression_text} for s in studies]
+    drafts[2]["impression"] += " Unchanged from the prior study."  # study 2 has no prior: a made-up comparison
+    result = evaluate_drafts(drafts, studies)
+    summary = summary_metrics(result, evaluated_with="references", test_set="three phantoms")
+    assert summary["comparison"] == {"micro_f1": 1.0, "hallucinated": 0.5, "n_with_prior": 1, "n_without_prior": 2}
+    card = quality_section({"references": result}, "three phantoms")
+    assert "| comparison with the prior: micro F1 over per-finding change labels | 1.000 |" in card
+    assert "| studies without a prior: share of drafts claiming a comparison | 0.500 |" in card

@@ -69,6 +69,10 @@ def summary_metrics(result: Mapping[str, Any], *, evaluated_with: str, test_set:
         summary[section] = {"bleu4": text["bleu4"], "rouge_l": text["rouge_l"],
                             **clinical(result["sections_clinical"][section])}
     summary["per_finding_f1"] = {k: v["f1"] for k, v in result["clinical"]["per_finding"].items()}
+    comparison = result.get("comparison") or {}
+    if comparison.get("n_with_prior") or comparison.get("n_without_prior"):
+        summary["comparison"] = {key: comparison.get(key) for key in
+                                 ("micro_f1", "hallucinated", "n_with_prior", "n_without_prior")}
     return summary
 
 
@@ -124,6 +128,10 @@ def quality_section(results: Mapping[str, Mapping[str, Any]], test_set: str) -> 
             lambda r, c=clinical: c(r)["clinical_vs_ground_truth"]["micro_f1"])
     row("reference report itself: micro F1 vs ground truth",
         lambda r: r["reference_labeler_vs_ground_truth"]["micro_f1"])
+    if any((results[n].get("comparison") or {}).get("n_with_prior") for n in names):
+        row("comparison with the prior: micro F1 over per-finding change labels",
+            lambda r: r["comparison"]["micro_f1"])
+        row("studies without a prior: share of drafts claiming a comparison", lambda r: r["comparison"]["hallucinated"])
     lines += ["", "Per-finding F1 (whole report, vs reference labeler; support = positives in the references):", "",
               "| finding | support | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for key, value in first["clinical"]["per_finding"].items():
