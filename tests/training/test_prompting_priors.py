@@ -143,3 +143,22 @@ def test_the_export_of_a_chat_template_checkpoint_with_a_prior_intake_drafts_wit
     views = ("frontal",)
     assert encoder.prompt(encoder.section_text("findings", _study(prior, None), views, prior_images=1), 1, 1) == \
         model.prompt_ids("findings", 2, views=views, prior=ready.block, prior_images=1)
+
+
+def test_a_recipe_with_a_chat_template_base_takes_priors_without_a_prior_slot_in_its_plain_prompts(
+        chat_checkpoint: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The recipe's plain `[prompts]` are not what a chat-template base trains with, so they need no `{prior}`;
+    a base without a template trains with them, and is refused before training without one."""
+    from training.train.config import TrainConfigError, load_train_config
+    from training.train.pipeline import base_prompt_spec, training_prompts
+
+    def recipe(base: Path):
+        return load_train_config(None, {"model.base": str(base), "prior.intake": "report+image",
+                                        "output.run_dir": str(tmp_path / "run")})
+
+    chat = recipe(chat_checkpoint)
+    rendered = training_prompts(chat, base_prompt_spec(chat))
+    assert rendered.templated and "Prior: none.\n" in rendered.text("findings", ("frontal",), prior="Prior: none.\n")
+    plain = recipe(tiny_checkpoint)
+    with pytest.raises(TrainConfigError, match="prompts.findings"):
+        training_prompts(plain, base_prompt_spec(plain))

@@ -437,15 +437,27 @@ class TrainConfig:
         if self.memory.optimizer != "adamw":
             _check(self.compute.device != "cpu", "memory.optimizer",
                    "the 8-bit optimiser runs on CUDA only (bitsandbytes); use \"adamw\" on CPU")
-        if self.prior.intake != "none":
-            for name in ("findings", "impression", "impression_from_findings"):
-                _check(getattr(self.prompts, name).count(PRIOR_PLACEHOLDER) == 1, f"prompts.{name}",
-                       f"must hold {PRIOR_PLACEHOLDER} once when prior.intake is {self.prior.intake!r}")
         if self.model.from_scratch:
+            self._check_prior_slots()  # a base may prompt by its chat template: checked once that is known
             for name in PRETRAIN_STAGES:
                 _check(getattr(self.stages, name).enabled, f"stages.{name}.enabled",
                        "stage 0 cannot be skipped when training from scratch (without it the drafts ignore "
                        "the image); set model.base to start from a pretrained checkpoint instead")
+
+    def check_prior_slots(self) -> None:
+        """TrainConfigError unless the plain `[prompts]` hold the `{prior}` slot once each when the model takes
+        priors (prompts rendered from a base's chat template get it from `engine.prompts.prior_slotted`)."""
+        try:
+            self._check_prior_slots()
+        except _Invalid as exc:
+            raise TrainConfigError(exc.key, exc.message) from None
+
+    def _check_prior_slots(self) -> None:
+        if self.prior.intake == "none":
+            return
+        for name in ("findings", "impression", "impression_from_findings"):
+            _check(getattr(self.prompts, name).count(PRIOR_PLACEHOLDER) == 1, f"prompts.{name}",
+                   f"must hold {PRIOR_PLACEHOLDER} once when prior.intake is {self.prior.intake!r}")
 
     @property
     def data_dir(self) -> Path:

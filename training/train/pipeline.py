@@ -103,9 +103,11 @@ def _has_chat_template(base: Path, read_chat_template) -> bool:
 def training_prompts(config: TrainConfig, spec):
     from training.train.prompting import TrainingPrompts, checkpoint_prompts
 
-    if spec is None:
-        return TrainingPrompts(config.prompts)
-    return checkpoint_prompts(config.model.base, spec, config.prompts)
+    prompts = TrainingPrompts(config.prompts) if spec is None else checkpoint_prompts(config.model.base, spec,
+                                                                                     config.prompts)
+    if not prompts.templated:  # the plain prompts are the ones trained with: they need the {prior} slot
+        config.check_prior_slots()
+    return prompts
 
 
 def base_image_size(config: TrainConfig) -> int:
