@@ -11,7 +11,6 @@ certificate made here, SRs to Orthanc as the PACS) + two `raddraft worker` proce
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import ssl
@@ -27,9 +26,9 @@ import httpx
 import pytest
 
 from peers.dcmtk import storescu_send
-from peers.orthanc import find_orthanc, free_port, running_orthanc
+from peers.orthanc import free_port, running_orthanc
 from raddraft.cli import COMMAND_MODULES
-from tests.conftest import REQUIRE_PEERS, require_tool
+from tests.conftest import require_orthanc, require_tool, wait_until
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the reading windows, as in tests/desktop
 
@@ -45,17 +44,8 @@ REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "resources" / "models" / "raddraft-phantom-cxr"
 STUDIES, PASSWORD = 20, "correct horse battery"
 JOB_LEASE_S = 15.0
+POLL_S = 0.2  # each poll opens an HTTPS connection or SQL session: slower leaves the CPUs to server and workers
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def raddraft(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
@@ -118,16 +108,6 @@ class Department:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def require_orthanc() -> Path:
-    binary = find_orthanc()
-    if binary is None:
-        message = "Orthanc is not installed (/usr/sbin/Orthanc; apt-get install orthanc)"
-        if REQUIRE_PEERS:
-            pytest.fail(f"required peer missing: {message}")
-        pytest.skip(message)
-    return binary
-
-
 @pytest.fixture(scope="module")
 def department(tmp_path_factory, postgres_cluster, certificate) -> Iterator[Department]:
     """The server, its users and two workers, once for this module's tests (starting them takes a minute)."""
@@ -166,7 +146,7 @@ event_poll_s = 0.2
                        log=logs / "server.log")
         site = Department(f"https://127.0.0.1:{http_port}", cert, postgres_url, node_port, orthanc, config, logs, {})
         try:
-            wait_until(lambda: server.poll() is not None or _answers(site), 60, "the API")
+            wait_until(lambda: server.poll() is not None or _answers(site), 60, "the API", POLL_S)
             assert server.poll() is None, site.log_tail("server")
             token_file = tmp_path / "worker.token"
             token = raddraft("user", *common, "--database", postgres_url, "token", "gpu")
@@ -210,21 +190,19 @@ def kill_mid_draft(site: Department, worker: str) -> dict[str, float]:
     """SIGKILL `worker` as soon as it holds a lease on a study it drafts (a lease is gone once its draft is
     written); the studies it held, with the end of their leases."""
     query = "SELECT study_uid, expires_at FROM draft_leases WHERE worker_id = %s"
-    wait_until(lambda: site.sql(query, worker), 180, f"{worker} to claim a study\n{site.log_tail(worker)}")
+    wait_until(lambda: site.sql(query, worker), 180, f"{worker} to claim a study\n{site.log_tail(worker)}", POLL_S)
     site.workers[worker].send_signal(signal.SIGKILL)
     site.workers[worker].wait(10)
     return dict(site.sql(query, worker))
 
 
 @pytest.fixture
-def reader(department: Department, tmp_path: Path, qtbot) -> Iterator:
+def reader(department: Department, tmp_path: Path, open_window) -> Callable[[str], Any]:
     """`reader(name)` -> a shown main window of `raddraft app --server` logged in as `name`."""
-    from desktop.app import open_main_window
     from desktop.site_client import SiteClient, SiteSettings
     from raddraft.config import load_config
     from raddraft.site_app import open_site
 
-    made = []
     (tmp_path / "app.toml").write_text("")
     config = load_config(tmp_path / "app.toml", {})
 
@@ -233,17 +211,9 @@ def reader(department: Department, tmp_path: Path, qtbot) -> Iterator:
         login = SiteClient(settings)
         session = login.login(name, PASSWORD)
         login.close()
-        workstation = open_site(settings, config, session)
-        window = open_main_window(workstation, (1400, 900))
-        made.append((window, workstation))
-        qtbot.addWidget(window)
-        return window
+        return open_window(open_site(settings, config, session))
 
-    yield make
-    for window, workstation in made:
-        window.shutdown()
-        workstation.stop()
-    gc.unfreeze()
+    return make
 
 
 def sign_answering_checks(window, qtbot) -> None:
@@ -279,7 +249,7 @@ def test_a_department_drafts_each_study_once_reads_claims_signs_to_pacs_and_audi
         return {row["study_uid"]: row["drafts"] for row in site.get("/api/studies", anna_token)}
 
     wait_until(lambda: all(drafts().get(uid) for uid, _ in studies), 300,
-               f"all {STUDIES} studies drafted\n{site.log_tail('w2')}\n{site.log_tail('server')}")
+               f"all {STUDIES} studies drafted\n{site.log_tail('w2')}\n{site.log_tail('server')}", POLL_S)
     time.sleep(1.0)  # a second draft of any study would show now
     assert [drafts()[uid] for uid, _ in studies] == [1] * STUDIES
     for uid, lease_end in held.items():  # w1's studies waited for its lease to run out, then w2 drafted them
@@ -320,7 +290,7 @@ def test_a_department_drafts_each_study_once_reads_claims_signs_to_pacs_and_audi
         return bool(study_id) and any(series["MainDicomTags"].get("Modality") == "SR"
                                       for series in site.orthanc.study_series(study_id))
 
-    wait_until(sr_in_orthanc, 60, f"the SR in Orthanc\n{site.log_tail('server')}")
+    wait_until(sr_in_orthanc, 60, f"the SR in Orthanc\n{site.log_tail('server')}", POLL_S)
     audit = site.get("/api/audit", site.login("root"), action="sign")
     assert [(row["user_name"], row["study_uid"]) for row in audit] == [("anna", uid)]
 
