@@ -11,7 +11,7 @@ from typing import Any
 
 from dicom_node.drafts import drafts_of
 from dicom_node.index import Index
-from dicom_node.priors import priors_of
+from dicom_node.priors import newest_prior_comparison, priors_of
 from dicom_node.reports import NO_PRIOR, ComparisonStudy, SignedReport, SigningError, comparison_detail
 from server.errors import SiteError
 
@@ -62,13 +62,13 @@ def reviewed_detail(findings: str, impression: str, review_body: dict[str, Any] 
 
 def compared_with(index: Index, study_uid: str, named: object) -> ComparisonStudy:
     """The prior the report is compared with: `named` (a prior's Study Instance UID; None or "": read
-    without one) or NEWEST_PRIOR; SiteError (400) for a study that is no prior of this one."""
-    priors = priors_of(index, study_uid)
+    without one) or NEWEST_PRIOR (the workstation's rule for a report signed without naming one,
+    `dicom_node.priors.newest_prior_comparison`); SiteError (400) for a study that is no prior of this one."""
     if named is NEWEST_PRIOR:
-        return ComparisonStudy.of_prior(priors[0]) if priors else NO_PRIOR
+        return newest_prior_comparison(index, study_uid)
     if not named:
         return NO_PRIOR
-    chosen = next((prior for prior in priors if prior.study_uid == named), None)
+    chosen = next((prior for prior in priors_of(index, study_uid) if prior.study_uid == named), None)
     if chosen is None:
         raise SiteError(f"study {named} is not a prior of study {study_uid}")
     return ComparisonStudy.of_prior(chosen)
