@@ -107,7 +107,26 @@ def _export(module: nn.Module, args: tuple, target: Path, *, input_names: list[s
         raise ExportError(f"torch.onnx.export failed for {Path(target).name}: {type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}") from error
     program.save(str(target), external_data=_needs_external_data(module))
+    del program
+    _forget_matched_graphs()
     return Path(target)
+
+
+def _forget_matched_graphs() -> None:
+    """onnxscript's rewrite rules (module-level objects the exporter's optimizer runs) keep the last graph
+    their matcher saw, and that graph every initializer of the exported module: for the vision graph, the
+    fp32 copy of the tower, alive for the rest of the export under the decoder's steps. A matcher's graph,
+    match and node are per call (set again by the next `match`), so they are dropped here."""
+    import gc
+
+    try:
+        from onnxscript.rewriter._matcher import PatternMatcher
+    except ImportError:  # another onnxscript: tests/training/test_export_memory.py shows whether it still leaks
+        return
+    for matcher in [found for found in gc.get_objects() if isinstance(found, PatternMatcher)]:
+        for state in ("_graph", "_match", "_current_node", "_tracer"):
+            matcher.__dict__.pop(state, None)
+    gc.collect()
 
 
 def _needs_external_data(module: nn.Module) -> bool:

@@ -5,9 +5,11 @@ weights along the input axis, one fp32 scale each) turns every MatMul with a con
 `MatMulNBits`; `accuracy_level` 4 lets the CPU kernel compute in int8 (the fast path on CPUs). Inputs,
 outputs and the embedding graph stay fp32.
 
-int8: `onnxruntime.quantization.quantize_dynamic`, QInt8 weights of MatMul/Gemm (per channel by default:
-it keeps more of the fp32 agreement); activations are quantized at run time. The embedding graph stays
-fp32 unless asked (a table lookup gains no speed from int8, only size).
+int8: what `onnxruntime.quantization.quantize_dynamic` writes, QInt8 weights of MatMuls with a constant B
+(per channel by default: it keeps more of the fp32 agreement), activations quantized at run time; written a
+weight at a time (`int8_streamed.py`: quantize_dynamic holds the whole graph, several times over). The
+embedding graph stays fp32 unless asked (a table lookup gains no speed from int8, only size); asked, its
+Gather goes through quantize_dynamic itself.
 fp16: onnxconverter-common when installed, else onnxruntime's own `convert_float_to_float16`, with
 float16 inputs, outputs and KV cache (for the CUDA / DirectML providers; the engine reads the graph's
 types and feeds it float16). Shape inference is skipped for graphs over 2 GB (protobuf cannot hold them).
@@ -25,6 +27,7 @@ from pathlib import Path
 from engine.bundle import GraphFiles
 from training.export.errors import ExportError
 from training.export.graphs import SINGLE_FILE_LIMIT, save_onnx
+from training.export.int8_streamed import quantize_int8_streamed
 
 VARIANTS = ("int8", "fp16", "int4")
 
@@ -83,6 +86,9 @@ def quantize_int8(source: Path, target: Path, options: QuantizeOptions = Quantiz
     op_types = list(options.op_types)
     if options.quantize_embed and "Gather" not in op_types:
         op_types.append("Gather")
+    if "MatMul" in op_types and not _has_ops(source, set(op_types) - {"MatMul", "Gemm"}):
+        # Gemm is no op of quantize_dynamic's (IntegerOps) either: MatMul is all it would quantize
+        return quantize_int8_streamed(source, target, per_channel=options.per_channel)
     large = _size_with_data(source) > SINGLE_FILE_LIMIT
     with warnings.catch_warnings(), _quiet_root_logger():
         warnings.simplefilter("ignore")
@@ -235,6 +241,13 @@ def convert_fp16_streaming(source: Path, target: Path) -> Path:
         os.fsync(data.fileno())
     onnx.save_model(converted, str(target))
     return target
+
+
+def _has_ops(source: Path, op_types: set[str]) -> bool:
+    import onnx
+
+    return bool(op_types) and any(node.op_type in op_types
+                                  for node in onnx.load(str(source), load_external_data=False).graph.node)
 
 
 def _size_with_data(path: Path) -> int:
