@@ -5,13 +5,13 @@ talking HTTPS to the real site server app (server/, uvicorn, a private PostgreSQ
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,11 +34,8 @@ def settings_for(site, tmp_path: Path, who: str) -> SiteSettings:
 
 
 @pytest.fixture
-def reader(running_site, tmp_path: Path, qtbot) -> Iterator:
+def reader(running_site, tmp_path: Path, open_window) -> Callable[[str], Any]:
     """`reader(name)` -> a shown main window logged in to the site server as `name`."""
-    from desktop.app import open_main_window
-
-    made = []
     (tmp_path / "raddraft.toml").write_text("")
     config = load_config(tmp_path / "raddraft.toml", {"store.root": str(tmp_path / "unused-store")})
 
@@ -47,17 +44,9 @@ def reader(running_site, tmp_path: Path, qtbot) -> Iterator:
         login = SiteClient(settings)
         session = login.login(name, PASSWORD)
         login.close()
-        workstation = open_site(settings, config, session)
-        window = open_main_window(workstation, (1400, 900))
-        made.append((window, workstation))
-        qtbot.addWidget(window)
-        return window
+        return open_window(open_site(settings, config, session))
 
-    yield make
-    for window, workstation in made:
-        window.shutdown()
-        workstation.stop()
-    gc.unfreeze()
+    return make
 
 
 def drafted(running_site, tmp_path: Path) -> str:
