@@ -254,21 +254,28 @@ class DraftModel:
         return self._assemble(study_input, findings, impression, kind, used_indication, domain, timings,
                               prior=ready, asked_prior=prior is not None)
 
-    def draft_batch(self, studies: Sequence[StudyInput], *,
-                    options: GenerationOptions | None = None) -> list[Draft]:
+    def draft_batch(self, studies: Sequence[StudyInput], *, options: GenerationOptions | None = None,
+                    priors: Sequence[PriorInput | None] | None = None) -> list[Draft]:
         """Findings and Impression of several prepared studies (`prepare`), decoded together: each study's
         two sections are two rows of one batch (engine.batched). Each draft has the text `draft` gives
-        that study alone (the study's own indication, impression not from the findings)."""
+        that study alone (the study's own indication, impression not from the findings, its prior).
+
+        priors: per study, its previous study (as `draft` takes it) or None; default none for all."""
         if not studies:
             return []
+        priors = list(priors) if priors is not None else [None] * len(studies)
+        if len(priors) != len(studies):
+            raise GenerationError(f"{len(priors)} priors for {len(studies)} studies")
         options = options or self.default_options()
         started = time.perf_counter()
+        readies = [self.prepare_prior(prior) for prior in priors]
         exact = self.rows_independent
-        features = self.batch_image_features(studies) if exact else [self.image_features(s) for s in studies]
+        features = self.batch_image_features(studies, readies) if exact else \
+            [self.image_features(s, ready) for s, ready in zip(studies, readies)]
         encoded = time.perf_counter()
         requests, shared_timings, layouts = [], [], []
-        for study, study_features in zip(studies, features):
-            layout = self.prompt_layout(study)
+        for study, study_features, ready in zip(studies, features, readies):
+            layout = self.prompt_layout(study, None, ready)
             shared, shared_s = self._shared_prefill(study_features, options, **layout)
             for kind in ("findings", "impression"):
                 ids = self.prompt_ids(kind, study_features.shape[0], **layout)
@@ -283,8 +290,10 @@ class DraftModel:
             findings, impression = results[2 * i], results[2 * i + 1]
             timings = {"vision_s": round(encoded - started, 4), **shared_timings[i], "findings": findings.timings(),
                        "impression": impression.timings(), "total_s": round(total, 4), "batch": len(studies)}
+            own = features[i][:features[i].shape[0] - readies[i].images]
             drafts.append(self._assemble(study, findings, impression, "impression", layouts[i]["indication"],
-                                         self.domain_state(features[i]), timings))
+                                         self.domain_state(own), timings, prior=readies[i],
+                                         asked_prior=priors[i] is not None))
         return drafts
 
     @property
@@ -293,10 +302,16 @@ class DraftModel:
         quantized with one scale over the whole batch (so `draft_batch` runs its rows one at a time)."""
         return self.variant != "int8" and self.graphs.takes_batches
 
-    def batch_image_features(self, studies: Sequence[StudyInput]) -> list[np.ndarray]:
-        """The image features of each study from one run of the vision graph over all their images."""
-        counts = [study.pixel_values.shape[0] for study in studies]
-        features = self.graphs.image_features(np.concatenate([study.pixel_values for study in studies]))
+    def batch_image_features(self, studies: Sequence[StudyInput],
+                             priors: Sequence[PriorReady] | None = None) -> list[np.ndarray]:
+        """The image features of each study, then of its prior's frontal image when the prompt takes it (as
+        `image_features`), from one run of the vision graph over all their images."""
+        priors = priors or [PriorReady()] * len(studies)
+        pixels = [study.pixel_values if ready.pixel_values is None else
+                  np.concatenate([study.pixel_values, ready.pixel_values.astype(study.pixel_values.dtype)])
+                  for study, ready in zip(studies, priors)]
+        counts = [block.shape[0] for block in pixels]
+        features = self.graphs.image_features(np.concatenate(pixels))
         bounds = np.cumsum([0, *counts])
         return [np.ascontiguousarray(features[start:end]) for start, end in itertools.pairwise(bounds)]
 

@@ -45,11 +45,11 @@ THROUGHPUT_WINDOW_S = 600.0
 
 @dataclass(frozen=True)
 class _Ready:
-    """A job whose files are here: the study prepared for the batch, or (with a prior) its paths to draft alone."""
+    """A job whose files are here: the study prepared for the batch, and its prior as the engine takes it."""
 
     job: Job
     paths: list[Path]
-    study: StudyInput | None = None
+    study: StudyInput
     prior: PriorInput | None = None
 
 
@@ -168,10 +168,7 @@ class DraftingWorker:
         ready = [item for job in jobs if (item := self._prepare(job)) is not None]
         if not ready:
             return 0
-        together = [item for item in ready if item.study is not None]
-        drafted = list(zip(together, self._draft_together(together)))
-        drafted += [(item, self._draft_with_prior(item)) for item in ready if item.study is None]
-        drafted = [(item, draft) for item, draft in drafted if draft is not None]
+        drafted = [(item, draft) for item, draft in zip(ready, self._draft_together(ready)) if draft is not None]
         written = sum(self._write_back(item.job, draft, len(item.paths)) for item, draft in drafted)
         new_tokens = sum(len_tokens(draft) for _, draft in drafted)
         self.throughput.add(time.perf_counter() - started, written, new_tokens)
@@ -184,17 +181,11 @@ class DraftingWorker:
         if not ready:
             return []
         try:
-            return list(self._model.draft_batch([item.study for item in ready]))
+            return list(self._model.draft_batch([item.study for item in ready],
+                                                 priors=[item.prior for item in ready]))
         except Exception as error:  # the worker must survive anything one batch does
             self._fail_all([item.job for item in ready], error)
             return [None] * len(ready)
-
-    def _draft_with_prior(self, item: _Ready) -> Draft | None:
-        try:
-            return self._model.draft(item.paths, prior=item.prior)
-        except Exception as error:  # as for a batch: the others of the claim go on
-            self._fail_all([item.job], error)
-            return None
 
     def _fail_all(self, jobs: list[Job], error: Exception) -> None:
         reason = str(error) if isinstance(error, EngineError) else f"internal error: {type(error).__name__}: {error}"
@@ -209,10 +200,7 @@ class DraftingWorker:
         try:
             instances = job.instances or self._client.study_instances(job.study_uid)
             paths = self._cache.fetch(self._client, job.study_uid, instances)
-            prior = self._prior_of(job)
-            if prior is not None:
-                return _Ready(job, paths, prior=prior)
-            return _Ready(job, paths, study=self._model.prepare(paths))
+            return _Ready(job, paths, self._model.prepare(paths), self._prior_of(job))
         except EngineError as error:
             self._fail(job, str(error))
         except (ServerUnreachable, NotAuthorized, Forbidden):
@@ -223,13 +211,13 @@ class DraftingWorker:
 
     def _prior_of(self, job: Job) -> PriorInput | None:
         """The job's prior as the engine takes it (the workstation queue's rule, `engine.prompts.prior_input`),
-        or None when there is none or the model takes none. Its images are fetched only for a model that reads
-        the prior's image; when they cannot be fetched the engine drafts as it does with a prior whose image
+        or None when there is none (a model that takes none gets it without images, so that its draft says so).
+        Its images are fetched only for a model that reads the prior's image; when they cannot be fetched the engine drafts as it does with a prior whose image
         cannot be read (told there is none, `prompts.prior` saying why)."""
         from engine.prompts import prior_input
 
         prior, intake = job.prior, self._model.takes_prior
-        if prior is None or intake == "none":
+        if prior is None:
             return None
         if intake != "report+image":
             prior = dataclasses.replace(prior, instances=())

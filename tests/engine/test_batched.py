@@ -109,3 +109,26 @@ def test_an_int8_model_drafts_a_batch_row_by_row_and_gives_what_it_gives_alone(p
     batched = model.draft_batch([model.prepare(study["paths"]) for study in phantom_studies], options=options)
     alone = [model.draft(study["paths"], options=options) for study in phantom_studies]
     assert [(d.findings, d.impression) for d in batched] == [(d.findings, d.impression) for d in alone]
+
+
+def test_draft_batch_with_priors_equals_each_study_drafted_alone_with_its_prior(
+        tiny_bundle: Path, phantom_studies, tmp_path: Path) -> None:
+    """A bundle that takes the prior report and image: studies with and without a prior in one batch get what
+    `draft` gives each alone with its prior (text, the prior used, what became of it)."""
+    from engine.prompts import PriorInput
+    from tests.engine.test_priors_prompt import prior_bundle
+
+    model = load_model(prior_bundle(tiny_bundle, tmp_path / "prior-bundle"), CPU)
+    earlier = phantom_studies[-1]
+    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
+                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
+                       study_uid=earlier["study_uid"])
+    current = phantom_studies[:3]
+    priors = [prior, None, prior]
+    options = model.default_options(max_new_tokens=16)
+    batched = model.draft_batch([model.prepare(s["paths"]) for s in current], options=options, priors=priors)
+    alone = [model.draft(s["paths"], options=options, prior=p) for s, p in zip(current, priors)]
+    assert [(d.findings, d.impression, d.prior, d.prompts) for d in batched] == \
+        [(d.findings, d.impression, d.prior, d.prompts) for d in alone]
+    assert [d.prior is not None for d in batched] == [True, False, True]
+    assert [d.domain for d in batched] == [d.domain for d in alone]
