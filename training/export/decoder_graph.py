@@ -17,15 +17,14 @@ mask as an additive bias, grouped KV heads repeated, SwiGLU MLP. MatMul weights 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 import torch
 
 from training.export.errors import ExportError
+from training.export.external_data import ExternalDataFile
 
 DECODER_GRAPH_OPSET = 18
 DECODER_IR_VERSION = 10  # read by every ONNX Runtime the engine supports
@@ -120,20 +119,8 @@ def layer_output(index: int) -> str:
     return f"model.layers.{index}.output"
 
 
-class _WeightFile:
-    """fp32 tensors appended to one external-data file, page-aligned as onnx writes them, fsync'd at the end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Self:
-        self.file = open(self.path, "wb")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+class _WeightFile(ExternalDataFile):
+    """fp32 tensors appended to one external-data file."""
 
     def tensor(self, name: str, value: torch.Tensor, transpose: bool = False):
         """A TensorProto naming `value` (cast to fp32, `.t()` when `transpose`) written to the file in row blocks."""
@@ -141,8 +128,7 @@ class _WeightFile:
 
         value = value.detach()
         matrix = value.t() if transpose else value
-        self.file.write(b"\0" * (-self.file.tell() % 4096))
-        offset = self.file.tell()
+        offset = self.align()
         if matrix.dim() == 0:
             matrix = matrix.reshape(1)
         row_bytes = 4 * max(1, math.prod(matrix.shape[1:]))
@@ -151,13 +137,7 @@ class _WeightFile:
             block = matrix[start:start + rows].to(torch.float32).contiguous().numpy()
             self.file.write(memoryview(block).cast("B"))
             del block
-        proto = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(matrix.shape))
-        proto.data_location = TensorProto.EXTERNAL
-        for key, text in (("location", self.path.name), ("offset", str(offset)),
-                          ("length", str(self.file.tell() - offset))):
-            entry = proto.external_data.add()
-            entry.key, entry.value = key, text
-        return proto
+        return self.point(TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(matrix.shape)), offset)
 
 
 class _Builder:

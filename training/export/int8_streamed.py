@@ -18,19 +18,17 @@ left as they were (norms, biases) are copied there too. Peak memory: the graph's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 import numpy as np
 
 from training.export.errors import ExportError
+from training.export.external_data import ExternalDataFile
 
 BLOCK_BYTES = 64 << 20  # the largest fp32 piece of a weight read at once
 INT8_LIMIT = 127  # symmetric int8: -127..127, as onnxruntime quantizes QInt8 weights
-PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -142,21 +140,12 @@ def quantize_rows(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return values.astype(np.int8)
 
 
-class _Int8Data:
-    """The int8 graph's external data: quantized weights and copied ones, page-aligned, fsync'd at the end."""
+class _Int8Data(ExternalDataFile):
+    """The int8 graph's external data: quantized weights and copied ones."""
 
     def __init__(self, path: Path, source_dir: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.source_dir = source_dir
-
-    def __enter__(self) -> Self:
-        self.file = open(self.path, "wb")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
 
     def quantized(self, tensor, name: str, per_channel: bool):
         """Write `tensor` as int8: (the TensorProto `name` pointing at it, its scale per column or a scalar)."""
@@ -171,10 +160,10 @@ class _Int8Data:
         if low is None:  # an empty tensor: nothing to scale
             low = high = np.zeros(dims[-1:] if per_channel else (), np.float32)
         scale = int8_scales(low, high)
-        offset = self._align()
+        offset = self.align()
         for rows in self._row_blocks(tensor):
             self.file.write(memoryview(quantize_rows(rows, scale)).cast("B"))
-        return self._external(TensorProto(name=name, data_type=TensorProto.INT8, dims=dims), offset), scale
+        return self.point(TensorProto(name=name, data_type=TensorProto.INT8, dims=dims), offset), scale
 
     def copied(self, tensor):
         """`tensor` pointing into this file: an external weight's bytes copied here, an inline one as it is."""
@@ -182,7 +171,7 @@ class _Int8Data:
 
         if not uses_external_data(tensor):
             return tensor
-        offset = self._align()
+        offset = self.align()
         location, start, length = self._where(tensor)
         with open(location, "rb") as source:
             source.seek(start)
@@ -194,7 +183,7 @@ class _Int8Data:
                 self.file.write(chunk)
                 remaining -= len(chunk)
         del tensor.external_data[:]
-        return self._external(tensor, offset)
+        return self.point(tensor, offset)
 
     def _row_blocks(self, tensor) -> Iterator[np.ndarray]:
         """The fp32 tensor as [rows, last dim] blocks of at most BLOCK_BYTES, read from disk one at a time."""
@@ -231,14 +220,3 @@ class _Int8Data:
         length = info.length if info.length else location.stat().st_size - (info.offset or 0)
         return location, int(info.offset or 0), int(length)
 
-    def _align(self) -> int:
-        self.file.write(b"\0" * (-self.file.tell() % PAGE))
-        return self.file.tell()
-
-    def _external(self, tensor, offset: int):
-        tensor.data_location = tensor.EXTERNAL
-        for key, value in (("location", self.path.name), ("offset", str(offset)),
-                           ("length", str(self.file.tell() - offset))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-        return tensor
