@@ -77,35 +77,64 @@ class Job:
     lease_expires: float
 
 
+CLAIM_ROUNDS = 4  # a round that lost rows to a worker committing at that moment is followed by another
+
+
 def claim_jobs(index: Index, worker_id: str, count: int, lease_s: float, *, now: float | None = None,
                held_back: Collection[str] = ()) -> list[Job]:
     """Up to `count` studies waiting to be drafted (stable, or drafting under an expired lease), oldest
     first, each moved to "drafting" under a new lease for `worker_id`. `held_back`: studies not offered yet
     (their priors are being looked up: server.priors.PriorGate)."""
     now = time.time() if now is None else now
-    skip_locked = " FOR UPDATE OF s SKIP LOCKED" if index.dialect.name == "postgresql" else ""
-    held_back = sorted(held_back)
-    not_held = f" AND s.study_uid NOT IN ({', '.join('?' * len(held_back))})" if held_back else ""
-    jobs = []
+    jobs: list[Job] = []
     with index.db.concurrent_transaction() as conn:
-        rows = conn.execute(
-            "SELECT s.study_uid, s.state FROM studies s LEFT JOIN draft_leases l ON l.study_uid = s.study_uid "
-            "WHERE (s.state = ? OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?))" + not_held +
-            " ORDER BY s.last_received, s.study_uid LIMIT ?" + skip_locked,
-            (StudyState.STABLE.value, StudyState.DRAFTING.value, now, *held_back, count)).fetchall()
-        for row in rows:
-            lease_id = uuid.uuid4().hex
-            state = StudyState(row["state"])
-            reason = f"drafting by worker {worker_id}" + (" (the previous lease expired)"
-                                                          if state == StudyState.DRAFTING else "")
-            Index.set_state(conn, row["study_uid"], state, StudyState.DRAFTING, reason, now)
-            conn.execute("INSERT INTO draft_leases(study_uid, lease_id, worker_id, claimed_at, expires_at) "
-                         "VALUES (?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET lease_id = excluded.lease_id, "
-                         "worker_id = excluded.worker_id, claimed_at = excluded.claimed_at, "
-                         "expires_at = excluded.expires_at",
-                         (row["study_uid"], lease_id, worker_id, now, now + lease_s))
-            jobs.append(Job(row["study_uid"], lease_id, now + lease_s))
+        for _ in range(CLAIM_ROUNDS):
+            rows = _waiting(conn, index, count - len(jobs), now, [*held_back, *(job.study_uid for job in jobs)])
+            claimable = [row for row in rows if _still_waiting(conn, row["study_uid"], now)]
+            jobs += [_lease(conn, row, worker_id, lease_s, now) for row in claimable]
+            if len(claimable) == len(rows):  # nothing was taken from under us: no more is waiting
+                break
     return jobs
+
+
+def _waiting(conn: Any, index: Index, count: int, now: float, excluded: list[str]) -> list:
+    """The oldest `count` studies waiting to be drafted, locked for this transaction (PostgreSQL: rows other
+    workers hold are skipped)."""
+    if count <= 0:
+        return []
+    skip_locked = " FOR UPDATE OF s SKIP LOCKED" if index.dialect.name == "postgresql" else ""
+    not_in = f" AND s.study_uid NOT IN ({', '.join('?' * len(excluded))})" if excluded else ""
+    return conn.execute(
+        "SELECT s.study_uid, s.state FROM studies s LEFT JOIN draft_leases l ON l.study_uid = s.study_uid "
+        "WHERE (s.state = ? OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?))" + not_in +
+        " ORDER BY s.last_received, s.study_uid LIMIT ?" + skip_locked,
+        (StudyState.STABLE.value, StudyState.DRAFTING.value, now, *excluded, count)).fetchall()
+
+
+def _still_waiting(conn: Any, study_uid: str, now: float) -> bool:
+    """Read again in a statement of its own, once the row is locked: a worker that claimed the study and
+    committed just before we got its lock has its lease seen now. (PostgreSQL rechecks a locked row that
+    changed, but with the lease table as the first statement saw it, so the new lease would not count.)"""
+    row = conn.execute("SELECT s.state, l.expires_at FROM studies s LEFT JOIN draft_leases l "
+                       "ON l.study_uid = s.study_uid WHERE s.study_uid = ?", (study_uid,)).fetchone()
+    if row is None:
+        return False
+    state = StudyState(row["state"])
+    return state == StudyState.STABLE or (state == StudyState.DRAFTING and (row["expires_at"] or 0) < now)
+
+
+def _lease(conn: Any, row, worker_id: str, lease_s: float, now: float) -> Job:
+    lease_id = uuid.uuid4().hex
+    state = StudyState(row["state"])
+    reason = f"drafting by worker {worker_id}" + (" (the previous lease expired)"
+                                                  if state == StudyState.DRAFTING else "")
+    Index.set_state(conn, row["study_uid"], state, StudyState.DRAFTING, reason, now)
+    conn.execute("INSERT INTO draft_leases(study_uid, lease_id, worker_id, claimed_at, expires_at) "
+                 "VALUES (?,?,?,?,?) ON CONFLICT(study_uid) DO UPDATE SET lease_id = excluded.lease_id, "
+                 "worker_id = excluded.worker_id, claimed_at = excluded.claimed_at, "
+                 "expires_at = excluded.expires_at",
+                 (row["study_uid"], lease_id, worker_id, now, now + lease_s))
+    return Job(row["study_uid"], lease_id, now + lease_s)
 
 
 def _held_lease(conn: Any, study_uid: str, lease_id: str) -> None:
