@@ -28,26 +28,13 @@ def test_parts_cast_to_fp32_one_at_a_time_compute_as_an_fp32_model():
     assert {p.dtype for p in layers.parameters()} == {torch.float16}
 
 
-# A real-width, cut-depth LLaVA saved in fp16 (as the Hub ships 7 B models): CLIP 1024 wide, a Llama
-# decoder 1024 wide with a 32064-token vocabulary, 2 + 2 layers.
-BUILD_MEDIUM = """
-import sys, torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-from training.modeling.tokenizer import as_transformers, train_tokenizer
-tokenizer = as_transformers(train_tokenizer(["Findings: The lungs are clear. Impression: Normal chest."] * 20,
-                                            vocab_size=512, min_frequency=1))
-vision = CLIPVisionConfig(image_size=224, patch_size=14, hidden_size=1024, num_hidden_layers=2,
-                          num_attention_heads=16, intermediate_size=4096, projection_dim=1024)
-text = LlamaConfig(vocab_size=32064, hidden_size=1024, num_hidden_layers=2, num_attention_heads=16,
-                   num_key_value_heads=16, intermediate_size=2816, max_position_embeddings=2048,
-                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                   pad_token_id=tokenizer.pad_token_id)
-config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                     image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id)
-torch.manual_seed(0)
-torch.set_default_dtype(torch.float16)
-LlavaForConditionalGeneration(config).eval().save_pretrained(sys.argv[1])
-tokenizer.save_pretrained(sys.argv[1])
+# A real-width, cut-depth LLaVA of bench/real_scale.py, saved in fp16 (as the Hub ships 7 B models): the
+# "medium" shape is CLIP 1024 wide, a Llama decoder 1024 wide with a 32064-token vocabulary, 2 + 2 layers.
+BUILD_CHECKPOINT = """
+import sys
+from pathlib import Path
+from bench.real_scale import build_checkpoint
+build_checkpoint(sys.argv[1], Path(sys.argv[2]))
 """
 EXPORT = """
 import sys
@@ -83,7 +70,7 @@ def test_a_real_width_fp16_checkpoint_exports_within_the_memory_bound(tmp_path):
     import json
 
     checkpoint, bundle = tmp_path / "checkpoint", tmp_path / "bundle"
-    run_child(BUILD_MEDIUM, str(checkpoint))
+    run_child(BUILD_CHECKPOINT, "medium", str(checkpoint))
     weights = sum(path.stat().st_size for path in checkpoint.glob("*.safetensors"))
     peak = run_child(EXPORT, str(checkpoint), str(bundle))
 

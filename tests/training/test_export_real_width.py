@@ -15,27 +15,8 @@ pytest.importorskip("torch", reason="the export needs the training extra (torch)
 # the module's export (built once for its tests) takes several minutes on two busy cores
 pytestmark = pytest.mark.timeout(2400)
 
-from test_export_memory import run_child
+from test_export_memory import BUILD_CHECKPOINT, run_child
 
-BUILD_LLAVA_7B_1LAYER = """
-import sys, torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-from training.modeling.tokenizer import as_transformers, train_tokenizer
-tokenizer = as_transformers(train_tokenizer(["Findings: The lungs are clear. Impression: Normal chest."] * 20,
-                                            vocab_size=512, min_frequency=1))
-vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_hidden_layers=1,
-                          num_attention_heads=16, intermediate_size=4096, projection_dim=1024)
-text = LlamaConfig(vocab_size=32064, hidden_size=4096, num_hidden_layers=1, num_attention_heads=32,
-                   num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096,
-                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                   pad_token_id=tokenizer.pad_token_id)
-config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1,
-                     image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id)
-torch.manual_seed(0)
-torch.set_default_dtype(torch.float16)
-LlavaForConditionalGeneration(config).eval().save_pretrained(sys.argv[1])
-tokenizer.save_pretrained(sys.argv[1])
-"""
 EXPORT_WITH_VARIANTS = """
 import sys
 from training.export import export_bundle
@@ -61,7 +42,7 @@ print("DRAFT", json.dumps({"variant": draft.variant, "findings": draft.timings["
 def exported(tmp_path_factory):
     work = tmp_path_factory.mktemp("real-width")
     checkpoint, bundle = work / "checkpoint", work / "bundle"
-    run_child(BUILD_LLAVA_7B_1LAYER, str(checkpoint))
+    run_child(BUILD_CHECKPOINT, "llava-7b-1layer", str(checkpoint))
     weights = sum(path.stat().st_size for path in checkpoint.glob("*.safetensors"))
     peak = run_child(EXPORT_WITH_VARIANTS, str(checkpoint), str(bundle))
     return bundle, weights, peak
