@@ -115,14 +115,11 @@ def test_draft_batch_with_priors_equals_each_study_drafted_alone_with_its_prior(
         tiny_bundle: Path, phantom_studies, tmp_path: Path) -> None:
     """A bundle that takes the prior report and image: studies with and without a prior in one batch get what
     `draft` gives each alone with its prior (text, the prior used, what became of it)."""
-    from engine.prompts import PriorInput
-    from tests.engine.test_priors_prompt import prior_bundle
+    from tests.engine.test_priors_prompt import phantom_prior, prior_bundle
 
     model = load_model(prior_bundle(tiny_bundle, tmp_path / "prior-bundle"), CPU)
     earlier = phantom_studies[-1]
-    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
-                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
-                       study_uid=earlier["study_uid"])
+    prior = phantom_prior(earlier)
     current = phantom_studies[:3]
     priors = [prior, None, prior]
     options = model.default_options(max_new_tokens=16)

@@ -32,6 +32,12 @@ EMBEDDED_TOKENIZER = Path(__file__).resolve().parents[2] / "resources" / "models
     "tokenizer.json"
 
 
+def phantom_prior(study: dict, date: str = "2023-01-05") -> PriorInput:
+    """A phantom study of the `phantom_studies` fixture as the prior of another."""
+    return PriorInput(date=date, findings=study["report"]["findings"], impression=study["report"]["impression"],
+                      image_paths=tuple(study["paths"]), study_uid=study["study_uid"])
+
+
 def prior_bundle(source: Path, target: Path, mode: str = "report+image") -> Path:
     """A copy of `source` whose model.json takes priors in `mode`."""
     shutil.copytree(source, target)
@@ -129,9 +135,7 @@ def test_drafting_with_a_prior_puts_its_image_and_report_in_the_shared_prefix(
     model = load_model(bundle, EngineSettings(providers=("cpu",), max_new_tokens=8))
     assert model.takes_prior == "report+image"
     current, earlier = phantom_studies[0], phantom_studies[1]
-    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
-                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
-                       study_uid=earlier["study_uid"])
+    prior = phantom_prior(earlier)
     image_tokens = model.manifest.architecture.image_tokens
 
     with_prior = model.draft(current["paths"], prior=prior)

@@ -15,6 +15,7 @@ import pytest
 from engine.bundle import PriorPrompts, PromptLayout, Prompts, PromptVariant, read_manifest
 from engine.errors import GenerationError
 from engine.prompts import PriorInput, layout_prompt_text, prior_block, prior_slotted
+from tests.engine.test_priors_prompt import phantom_prior
 
 INSTRUCTIONS = {
     "findings": "Write the findings section of the radiology report for this chest X-ray.",
@@ -108,9 +109,7 @@ def test_a_chat_template_bundle_with_a_prior_intake_drafts_with_the_prior(
     assert read_manifest(bundle).prior == "report+image"
     model = load_model(bundle, EngineSettings(providers=("cpu",), max_new_tokens=4))
     current, earlier = phantom_studies[0], phantom_studies[1]
-    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
-                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
-                       study_uid=earlier["study_uid"])
+    prior = phantom_prior(earlier)
     image_tokens = model.manifest.architecture.image_tokens
 
     with_prior = model.draft(current["paths"], prior=prior)

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from engine.bundle import Prompts
 from engine.prompts import IMPRESSION_FROM_FINDINGS, PriorInput
+from tests.engine.test_priors_prompt import phantom_prior
 
 INDICATION = "Indication: {indication}"
 SECTIONS = ("findings", "impression", IMPRESSION_FROM_FINDINGS)
@@ -83,9 +84,7 @@ def test_training_and_the_engine_give_identical_prompt_ids_with_and_without_a_pr
         model, chat_checkpoint: Path, prompting, phantom_studies: list[dict]) -> None:
     encoder = _encoder(model, chat_checkpoint, prompting)
     earlier = phantom_studies[1]
-    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
-                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
-                       study_uid=earlier["study_uid"])
+    prior = phantom_prior(earlier)
     image = model.manifest.architecture.image_token_id
     compared = 0
     for given in (prior, None):
@@ -133,9 +132,7 @@ def test_the_export_of_a_chat_template_checkpoint_with_a_prior_intake_drafts_wit
     assert model.takes_prior == "report+image"
     assert model.manifest.prompting.variants == prompting.layout.variants  # what training prompted with
     earlier = phantom_studies[1]
-    prior = PriorInput(date="2023-01-05", findings=earlier["report"]["findings"],
-                       impression=earlier["report"]["impression"], image_paths=tuple(earlier["paths"]),
-                       study_uid=earlier["study_uid"])
+    prior = phantom_prior(earlier)
     draft = model.draft(phantom_studies[0]["paths"], prior=prior)
     assert draft.prompts["prior"] == "given" and draft.prior["date"] == "2023-01-05"
     encoder = _encoder(model, chat_checkpoint, prompting)
