@@ -166,10 +166,14 @@ def test_int4_variant_is_weight_only_matmul_nbits_with_its_block_size_recorded(e
     bundle = exported.bundle_dir
     manifest = validate_bundle(bundle, "int4")
     files = manifest.variants["int4"]
-    assert files.decoder == "decoder.int4.onnx" and files.embed == "embed.onnx"
+    assert files.decoder == "decoder.int4.onnx" and files.embed == "embed.int4.onnx"
     ops = {node.op_type for node in onnx.load(str(bundle / files.decoder), load_external_data=False).graph.node}
     assert "MatMulNBits" in ops
-    assert manifest.provenance["export"]["quantization"]["int4"]["block_size"] == 32
+    embed_ops = [node.op_type for node in onnx.load(str(bundle / files.embed)).graph.node]
+    assert embed_ops == ["GatherBlockQuantized"]
+    assert graph_bytes(bundle, files.embed) < 0.2 * graph_bytes(bundle, "embed.onnx")
+    recorded = manifest.provenance["export"]["quantization"]["int4"]
+    assert recorded["block_size"] == 32 and recorded["embed"] == "GatherBlockQuantized"
     # (at this tiny width the graph's structure outweighs its weights: the 0.35x-of-fp16 bound is checked
     # at real width in test_export_real_width.py)
     assert graph_bytes(bundle, files.decoder) < 0.5 * graph_bytes(bundle, "decoder.onnx")

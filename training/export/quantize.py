@@ -2,8 +2,10 @@
 
 int4: ONNX Runtime's `MatMulNBitsQuantizer` (round to nearest, symmetric blocks of `int4_block_size`
 weights along the input axis, one fp32 scale each) turns every MatMul with a constant weight into
-`MatMulNBits`; `accuracy_level` 4 lets the CPU kernel compute in int8 (the fast path on CPUs). Inputs,
-outputs and the embedding graph stay fp32.
+`MatMulNBits`; `accuracy_level` 4 lets the CPU kernel compute in int8 (the fast path on CPUs). The
+embedding table, the largest tensor after the head (0.53 GB of a 7 B's 4.9 GB in fp32), goes the same way:
+its Gather becomes `GatherBlockQuantized`, blocks of `int4_block_size` along the hidden axis. Inputs and
+outputs stay fp32.
 
 int8: what `onnxruntime.quantization.quantize_dynamic` writes, QInt8 weights of MatMuls with a constant B
 (per channel by default: it keeps more of the fp32 agreement), activations quantized at run time; written a
@@ -40,6 +42,7 @@ class QuantizeOptions:
     int4_block_size: int = 32
     int4_accuracy_level: int = 4
     int4_symmetric: bool = True
+    int4_embed: bool = True  # the int4 variant's token embedding table in int4 too
 
     def record(self, variant: str) -> dict:
         """How `variant` was made, for model.json's provenance."""
@@ -48,7 +51,7 @@ class QuantizeOptions:
         if variant == "int4":
             return {"weights": "MatMulNBits", "bits": 4, "block_size": self.int4_block_size,
                     "symmetric": self.int4_symmetric, "accuracy_level": self.int4_accuracy_level,
-                    "algorithm": "RTN"}
+                    "algorithm": "RTN", "embed": "GatherBlockQuantized" if self.int4_embed else "fp32"}
         return {"weights": "float16", "io": "float16"}
 
 
@@ -56,8 +59,8 @@ def variant_files(fp32: GraphFiles, variant: str, options: QuantizeOptions = Qua
     def renamed(name: str) -> str:
         return name.removesuffix(".onnx") + f".{variant}.onnx"
 
-    embed = renamed(fp32.embed) if (variant == "fp16" or (variant == "int8" and options.quantize_embed)) \
-        else fp32.embed
+    embed = renamed(fp32.embed) if (variant == "fp16" or (variant == "int8" and options.quantize_embed)
+                                    or (variant == "int4" and options.int4_embed)) else fp32.embed
     return GraphFiles(vision=renamed(fp32.vision), embed=embed, decoder=renamed(fp32.decoder))
 
 
@@ -74,7 +77,10 @@ def make_variant(bundle_dir: Path, fp32: GraphFiles, variant: str,
         if variant == "int8":
             quantize_int8(bundle_dir / source, bundle_dir / target, options)
         elif variant == "int4":
-            quantize_int4(bundle_dir / source, bundle_dir / target, options)
+            # the embedding graph is one Gather of the table; elsewhere a Gather's constant (a vision
+            # tower's position table) is small and stays as it is
+            quantize_int4(bundle_dir / source, bundle_dir / target, options,
+                          op_types=("Gather",) if source == fp32.embed else ("MatMul",))
         else:
             convert_fp16(bundle_dir / source, bundle_dir / target)
     return files
@@ -98,7 +104,8 @@ def quantize_int8(source: Path, target: Path, options: QuantizeOptions = Quantiz
     return target
 
 
-def quantize_int4(source: Path, target: Path, options: QuantizeOptions = QuantizeOptions()) -> Path:
+def quantize_int4(source: Path, target: Path, options: QuantizeOptions = QuantizeOptions(),
+                  op_types: tuple[str, ...] = ("MatMul",)) -> Path:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     large = _size_with_data(source) > SINGLE_FILE_LIMIT
@@ -113,7 +120,7 @@ def quantize_int4(source: Path, target: Path, options: QuantizeOptions = Quantiz
             quantizer = MatMulNBitsQuantizer(graph, bits=4, block_size=options.int4_block_size,
                                              is_symmetric=options.int4_symmetric,
                                              accuracy_level=options.int4_accuracy_level,
-                                             op_types_to_quantize=("MatMul",))
+                                             op_types_to_quantize=op_types)
             if streamed:
                 # the quantizer reads each MatMul weight as it reaches it (onnx resolves external data
                 # against the working directory): one fp32 weight in memory at a time
