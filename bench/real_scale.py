@@ -2,6 +2,7 @@
 
     python -m bench.real_scale --shape cpu-tier-2layer --variants int4
     python -m bench.real_scale --shape llava-7b --variants int4 --no-parity     # needs ~20 GB of RAM
+    python -m bench.real_scale --shape llava-7b --work W --draft-only             # re-measure drafting only
 
 Each step runs in its own process so its peak resident memory (the child's VmHWM) is its own: building
 the random checkpoint (saved in fp16, as the Hub ships 7 B models), `export_bundle`, and per variant
@@ -111,6 +112,25 @@ def export(checkpoint: Path, bundle: Path, variants: list[str], parity: bool, de
             "failed": report.failed_variants, "peak_rss_after": report.peak_rss}
 
 
+def recorded_export(bundle: Path) -> tuple[dict, int]:
+    """An earlier export's figures as its bundle recorded them (export.json, model.json), in `export`'s
+    form, with the variant sizes of the files there now."""
+    record = json.loads((bundle / "export.json").read_text())
+    manifest = json.loads((bundle / "model.json").read_text())
+
+    def size(name: str) -> int:
+        return sum(path.stat().st_size for path in (bundle / name, bundle / f"{name}.data") if path.exists())
+
+    exported = {"export_s": record["seconds"],
+                "sizes": {variant: sum(size(name) for name in files.values())
+                          for variant, files in manifest["variants"].items()},
+                "parity": {}, "agreement": {name: f"{r['greedy_agreement']:.0%}, {r['top1_agreement']:.0%}"
+                                            for name, r in record.get("parity", {}).items()},
+                "decoder": manifest["provenance"]["export"]["decoder_graph"],
+                "failed": record.get("failed_variants", {}), "peak_rss_after": record["peak_rss_bytes_after"]}
+    return exported, max(record["peak_rss_bytes_after"].values())
+
+
 def draft(bundle: Path, variant: str, study_dir: Path) -> dict:
     from engine.runtime import load_model
     from engine.settings import EngineSettings
@@ -176,18 +196,26 @@ def main() -> None:
     parser.add_argument("--decoder", choices=("auto", "direct", "trace"), default="auto",
                         help="how the decoder graph is made: written from the weights, or traced")
     parser.add_argument("--work", type=Path, help="folder for checkpoints and bundles (default: a temp folder)")
+    parser.add_argument("--draft-only", action="store_true",
+                        help="draft with the bundles already in --work; export figures are those they recorded")
     args = parser.parse_args()
+    if args.draft_only and not args.work:
+        parser.error("--draft-only needs --work, the folder of an earlier run")
     variants = [v for v in args.variants.split(",") if v]
     work = args.work or Path(tempfile.mkdtemp(prefix="real-scale-"))
-    run_child("study", str(work / "study"))
+    if not (work / "study").exists():  # one phantom study, the same for every row
+        run_child("study", str(work / "study"))
     rows = []
     for shape in args.shape:
         checkpoint, bundle = work / f"{shape}-checkpoint", work / f"{shape}-bundle"
         if not (checkpoint / "config.json").exists():  # a --work folder keeps the checkpoints it built
             run_child("build", shape, str(checkpoint))
         built = json.loads((checkpoint / "built.json").read_text())
-        exported, export_peak = run_child("export", str(checkpoint), str(bundle), ",".join(variants),
-                                          "1" if args.parity else "0", args.decoder)
+        if args.draft_only:
+            exported, export_peak = recorded_export(bundle)
+        else:
+            exported, export_peak = run_child("export", str(checkpoint), str(bundle), ",".join(variants),
+                                              "1" if args.parity else "0", args.decoder)
         bound = 1.5 * built["checkpoint_bytes"] + 2 ** 30
         print(f"{shape}: {built['parameters'] / 1e9:.2f} B parameters, checkpoint {gb(built['checkpoint_bytes'])}; "
               f"export {exported['export_s']:.0f} s, peak RSS {gb(export_peak)} (bound {gb(bound)})", flush=True)
