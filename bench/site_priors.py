@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.site_server import EMBEDDED, cores, phantom_studies, postgres, running_site
+from bench.site_studies import store_as_new_study
 
 PRIOR_PROMPTS = {
     "findings": "<s><image>\n{prior}Findings:",
@@ -73,25 +74,6 @@ def prior_bundle(target: Path) -> Path:
     return target
 
 
-def put_as(site, paths: list[Path], folder: Path, patient_id: str, study_date: str) -> str:
-    from pydicom import dcmread
-    from pydicom.uid import generate_uid
-
-    from dicom_node.store import ReceivedInstance
-
-    study_uid = generate_uid()
-    for path in paths:
-        ds = dcmread(path)
-        ds.PatientID, ds.StudyDate, ds.StudyInstanceUID = patient_id, study_date, study_uid
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(target, enforce_file_format=True)
-        site.store.put(ReceivedInstance.from_part10(target.read_bytes()))
-        target.unlink()
-    return study_uid
-
-
 def stage(site, folder: Path, studies: list[list[Path]], count: int, with_priors: bool) -> tuple[list[str], list[float]]:
     """The current studies complete, their priors looked up; (their UIDs, each lookup's seconds)."""
     from dicom_node.index import StudyState
@@ -105,11 +87,12 @@ def stage(site, folder: Path, studies: list[list[Path]], count: int, with_priors
     for n in range(count):
         patient = f"BENCH-PRIOR-{n:03d}"
         if with_priors:
-            earlier = put_as(site, studies[count + n], folder, patient, "20230105")
+            earlier = store_as_new_study(site.store, studies[count + n], folder, patient_id=patient,
+                                         study_date="20230105")
             index.transition(earlier, StudyState.DRAFTED)
             sign_report(index, SignedReport(earlier, "Small right pleural effusion.", "Small right pleural effusion.",
                                             "Reader^A"))
-        uid = put_as(site, studies[n], folder, patient, "20250110")
+        uid = store_as_new_study(site.store, studies[n], folder, patient_id=patient, study_date="20250110")
         index.transition(uid, StudyState.STABLE)
         started = time.perf_counter()
         assert retriever.retrieve_for(uid).has_prior == with_priors

@@ -216,21 +216,9 @@ def running_site(cluster, folder: Path) -> Iterator[Site]:
 
 def put_study(site: Site, paths: list[Path], folder: Path) -> str:
     """The phantom study under fresh UIDs, stored as the node stores it (still receiving)."""
-    from pydicom import dcmread
-    from pydicom.uid import generate_uid
+    from bench.site_studies import store_as_new_study
 
-    from dicom_node.store import ReceivedInstance
-
-    study_uid = generate_uid()
-    for path in paths:
-        ds = dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study_uid, generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(target, enforce_file_format=True)
-        site.store.put(ReceivedInstance.from_part10(target.read_bytes()))
-        target.unlink()
-    return study_uid
+    return store_as_new_study(site.store, paths, folder)
 
 
 # -- site: workers x batches -------------------------------------------------------------------------------

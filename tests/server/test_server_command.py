@@ -5,74 +5,44 @@ audit log has the sign, and the SR reaches the PACS (Orthanc)."""
 from __future__ import annotations
 
 import os
-import re
-import signal
 import ssl
 import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from peers.orthanc import find_orthanc, running_orthanc
-from tests.conftest import REQUIRE_PEERS, copy_with_fresh_uids, peer_env, require_tool, sample_path
-
-_STARTED = re.compile(r"RadDraft site server (https://\S+) node \S+ listening on \S+:(\d+)")
-
-
-def _raddraft(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raddraft", *args], input=stdin, capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-def _orthanc_binary():
-    binary = find_orthanc()
-    if binary is None:
-        if REQUIRE_PEERS:
-            pytest.fail("required peer missing: Orthanc (apt-get install orthanc)")
-        pytest.skip("Orthanc is not installed (apt-get install orthanc)")
-    return binary
+from peers.orthanc import running_orthanc
+from tests.conftest import copy_with_fresh_uids, peer_env, require_tool, sample_path
+from tests.server.server_process import (
+    add_users,
+    orthanc_binary,
+    running_server,
+    user_token,
+    write_server_config,
+)
 
 
 @pytest.mark.slow
 @pytest.mark.peers
 def test_server_and_user_commands_end_to_end(tmp_path, postgres_url, certificate):
     storescu = require_tool("storescu")
-    with running_orthanc(tmp_path / "orthanc", binary=_orthanc_binary(), ae_title="PACS") as orthanc:
+    with running_orthanc(tmp_path / "orthanc", binary=orthanc_binary(), ae_title="PACS") as orthanc:
         _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc)
 
 
 def _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc):
-    cert, key = certificate
-    config = tmp_path / "raddraft.toml"
-    config.write_text(f"""[pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n"""
-                      "calling_ae = \"RADDRAFT\"\nretry_initial_s = 1.0\nquery_priors = false\n"
-                      f"[server]\ndatabase = \"{postgres_url}\"\n")  # the users were added with --database
-    added = _raddraft("user", "--database", postgres_url, "add", "anna", "--role", "radiologist",
-                      stdin="a long password\n")
-    assert added.returncode == 0, added.stderr
-    assert _raddraft("user", "--database", postgres_url, "add", "gpu1", "--role", "worker",
-                     stdin="another password\n").returncode == 0
-    assert _raddraft("user", "--database", postgres_url, "add", "root", "--role", "admin",
-                     stdin="the admin password\n").returncode == 0
-    token = _raddraft("user", "--database", postgres_url, "token", "gpu1").stdout.strip()
+    cert, _ = certificate
+    config = write_server_config(tmp_path / "raddraft.toml", orthanc.dicom_port, postgres_url,
+                                 retry_initial_s=1.0, query_priors=False)
+    # the users go in with --database, as an administrator adds them before the server's first start
+    add_users(postgres_url, ("anna", "radiologist", "a long password"), ("gpu1", "worker", "another password"),
+              ("root", "admin", "the admin password"))
+    token = user_token(postgres_url, "gpu1")
     assert len(token) > 30
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "raddraft", "server", "--config", str(config), "--store", str(tmp_path / "store"),
-         "--port", "0", "--http-port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--stable-after", "1"],
-        stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        match = None
+    with running_server(tmp_path, config, certificate) as server:
         deadline = time.monotonic() + 60
-        while match is None and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            match = _STARTED.search(line)
-        assert match, (tmp_path / "server.log").read_text()
-        url, dicom_port = match.group(1), match.group(2)
+        url, dicom_port = server.url, str(server.dicom_port)
         study = copy_with_fresh_uids(sample_path("CT_small.dcm"), tmp_path / "ct.dcm")
         subprocess.run([storescu, "-aec", "RADDRAFT", "127.0.0.1", dicom_port, str(tmp_path / "ct.dcm")],
                        check=True, env=peer_env(), capture_output=True, timeout=60)
@@ -100,7 +70,7 @@ def _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc):
             while time.monotonic() < deadline + 60 and state != "sent":
                 state = http.get(f"/api/studies/{job['study_uid']}", headers=reader).json()["study"]["state"]
                 time.sleep(0.2)
-            assert state == "sent", (tmp_path / "server.log").read_text()
+            assert state == "sent", server.log_text()
             orthanc_study = orthanc.study_id(study.StudyInstanceUID)
             sops = {orthanc.instance_tags(i["ID"])["SOPInstanceUID"]
                     for i in orthanc.study_instances(orthanc_study)}
@@ -111,8 +81,4 @@ def _server_end_to_end(tmp_path, postgres_url, certificate, storescu, orthanc):
             assert [(a["user_name"], a["study_uid"]) for a in signs] == [("anna", study.StudyInstanceUID)]
             wrong = http.post("/api/login", json={"username": "anna", "password": "not it"})
             assert wrong.status_code == 401 and "token" not in wrong.text
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, (tmp_path / "server.log").read_text()
-        log.close()
     assert not os.path.exists(tmp_path / "store" / "index.sqlite3")

@@ -6,10 +6,7 @@ by WADO-RS, and the prior itself is never in the worklist."""
 from __future__ import annotations
 
 import io
-import signal
 import ssl
-import subprocess
-import sys
 import time
 
 import httpx
@@ -19,7 +16,13 @@ from pydicom import dcmread
 from peers.dcmtk import storescu_send
 from peers.orthanc import Modality, running_orthanc
 from tests.dicom_node.priors_fixtures import write_cr_study, write_report_sr
-from tests.server.test_server_command import _STARTED, _orthanc_binary, _raddraft
+from tests.server.server_process import (
+    add_users,
+    orthanc_binary,
+    running_server,
+    user_token,
+    write_server_config,
+)
 
 PATIENT = "PRI-SERVER-18"
 PRIOR_FINDINGS, PRIOR_IMPRESSION = "Moderate right pleural effusion. No pneumothorax.", "Right pleural effusion."
@@ -29,7 +32,7 @@ PRIOR_FINDINGS, PRIOR_IMPRESSION = "Moderate right pleural effusion. No pneumoth
 @pytest.mark.peers
 def test_the_server_moves_the_prior_from_the_pacs_before_a_worker_gets_the_study(tmp_path, postgres_url,
                                                                                  certificate):
-    with running_orthanc(tmp_path / "orthanc", binary=_orthanc_binary(), ae_title="PACS") as orthanc:
+    with running_orthanc(tmp_path / "orthanc", binary=orthanc_binary(), ae_title="PACS") as orthanc:
         prior = write_cr_study(tmp_path / "prior", PATIENT, "20240302")
         sr = write_report_sr(tmp_path / "prior", prior, PRIOR_FINDINGS, PRIOR_IMPRESSION)
         storescu_send([*prior.paths, sr], orthanc.dicom_port, "PACS", calling_ae="ARCHIVE")
@@ -37,32 +40,14 @@ def test_the_server_moves_the_prior_from_the_pacs_before_a_worker_gets_the_study
 
 
 def _server_with_priors(tmp_path, postgres_url, certificate, orthanc, prior):
-    cert, key = certificate
-    config = tmp_path / "raddraft.toml"
-    config.write_text(f"""[pacs]\nae_title = "PACS"\nhost = "127.0.0.1"\nport = {orthanc.dicom_port}\n"""
-                      "calling_ae = \"RADDRAFT\"\nquery_priors = true\nfind_timeout_s = 5.0\nmove_timeout_s = 30.0\n"
-                      f"[server]\ndatabase = \"{postgres_url}\"\n")
-    for name, role in (("anna", "radiologist"), ("gpu1", "worker")):
-        assert _raddraft("user", "--database", postgres_url, "add", name, "--role", role,
-                         stdin="a long password\n").returncode == 0
-    token = _raddraft("user", "--database", postgres_url, "token", "gpu1").stdout.strip()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "raddraft", "server", "--config", str(config), "--store", str(tmp_path / "store"),
-         "--port", "0", "--http-port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--stable-after", "1"],
-        stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        lines: list[str] = []
-        while not any("priors:" in line for line in lines) and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        match = _STARTED.search(lines[0]) if lines else None
-        assert match, (tmp_path / "server.log").read_text()
-        assert "  priors: looked up before a worker drafts the study\n" in lines
-        url, dicom_port = match.group(1), int(match.group(2))
+    cert, _ = certificate
+    config = write_server_config(tmp_path / "raddraft.toml", orthanc.dicom_port, postgres_url,
+                                 query_priors=True, find_timeout_s=5.0, move_timeout_s=30.0)
+    add_users(postgres_url, ("anna", "radiologist", "a long password"), ("gpu1", "worker", "a long password"))
+    token = user_token(postgres_url, "gpu1")
+    with running_server(tmp_path, config, certificate, until="priors:") as server:
+        assert "  priors: looked up before a worker drafts the study\n" in server.printed
+        url, dicom_port = server.url, server.dicom_port
         orthanc.add_modality(Modality("raddraft", "RADDRAFT", "127.0.0.1", dicom_port))  # the C-MOVE destination
         current = write_cr_study(tmp_path / "current", PATIENT, "20250110")
         storescu_send(current.paths, dicom_port, "RADDRAFT", calling_ae="CRROOM1")
@@ -73,7 +58,7 @@ def _server_with_priors(tmp_path, postgres_url, certificate, orthanc, prior):
             while not jobs and time.monotonic() < deadline:
                 jobs = http.post("/api/worker/claim", headers=worker, json={"worker_id": "gpu1"}).json()
                 time.sleep(0.2)
-            assert jobs, (tmp_path / "server.log").read_text()
+            assert jobs, server.log_text()
             (job,) = jobs
             frontal = job["prior"]["instances"][0]
             image = http.get(f"/api/studies/{prior.study_uid}/series/{frontal['series_uid']}/instances/"
@@ -82,10 +67,6 @@ def _server_with_priors(tmp_path, postgres_url, certificate, orthanc, prior):
             reader = {"Authorization": f"Bearer {login['token']}"}
             listed = [row["study_uid"] for row in http.get("/api/studies", headers=reader).json()]
             served = http.get(f"/api/studies/{current.study_uid}/priors", headers=reader).json()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, (tmp_path / "server.log").read_text()
-        log.close()
     assert job["study_uid"] == current.study_uid
     got = job["prior"]
     assert (got["study_uid"], got["date"], got["modality"]) == (prior.study_uid, "2024-03-02", "CR")

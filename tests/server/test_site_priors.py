@@ -9,15 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
-from pydicom.uid import generate_uid
 
+from bench.site_studies import store_as_new_study
 from dicom_node.events import NodeEvents, StudyStable
 from dicom_node.index import StudyState
 from dicom_node.priors import RETRIEVED, PriorLookups, PriorRetriever, prior_status, priors_of
 from dicom_node.reports import SignedReport, sign_report
 from dicom_node.settings import PacsSettings
-from dicom_node.store import ReceivedInstance
 from server.priors import PriorGate
 from tests.dicom_node.test_priors import silent_pacs  # noqa: F401  (a fixture: a PACS that never answers)
 from tests.server.test_worker import make_worker  # noqa: F401  (a fixture: workers on the running site)
@@ -30,17 +28,7 @@ COMPARING = "Right pleural effusion, increased since the prior study."
 
 def store_study(running_site, paths, folder: Path, *, patient_id: str, study_date: str) -> str:
     """The files as one new study of `patient_id` on `study_date`, stored as the node stores what it receives."""
-    study_uid = generate_uid()
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        ds = dcmread(path)
-        ds.PatientID, ds.StudyDate, ds.StudyInstanceUID = patient_id, study_date, study_uid
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        target = folder / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(target, enforce_file_format=True)
-        running_site.site.store.put(ReceivedInstance.from_part10(target.read_bytes()))
-    return study_uid
+    return store_as_new_study(running_site.site.store, paths, folder, patient_id=patient_id, study_date=study_date)
 
 
 def signed_earlier(running_site, record: dict, folder: Path, patient_id: str = PATIENT) -> str:
