@@ -402,7 +402,8 @@ def create_app(site: Site) -> FastAPI:
     def worker_claim(body: WorkerClaim, _user: Worker) -> list[dict[str, Any]]:
         lease_s = body.lease_s or site.settings.job_lease_s
         held_back = site.prior_gate.held_back() if site.prior_gate is not None else ()
-        jobs = claims.claim_jobs(index, body.worker_id, max(1, min(body.max, 64)), lease_s, held_back=held_back)
+        jobs = claims.claim_jobs(index, body.worker_id, max(1, min(body.max, 64)), lease_s, held_back=held_back,
+                                 after_prior_lookup=site.prior_gate is not None)
         return [{"study_uid": job.study_uid, "lease_id": job.lease_id, "lease_expires": job.lease_expires,
                  "instances": [_instance(i) for i in index.instances_of(job.study_uid)],
                  "series": [asdict(s) for s in index.series_of(job.study_uid)],

@@ -81,15 +81,18 @@ CLAIM_ROUNDS = 4  # a round that lost rows to a worker committing at that moment
 
 
 def claim_jobs(index: Index, worker_id: str, count: int, lease_s: float, *, now: float | None = None,
-               held_back: Collection[str] = ()) -> list[Job]:
+               held_back: Collection[str] = (), after_prior_lookup: bool = False) -> list[Job]:
     """Up to `count` studies waiting to be drafted (stable, or drafting under an expired lease), oldest
     first, each moved to "drafting" under a new lease for `worker_id`. `held_back`: studies not offered yet
-    (their priors are being looked up: server.priors.PriorGate)."""
+    (their priors are being looked up again: server.priors.PriorGate). `after_prior_lookup`: a stable study
+    is offered only once its prior lookup has an outcome on record, so a worker that claims between the
+    study becoming stable and the gate hearing of it does not get it without its prior."""
     now = time.time() if now is None else now
     jobs: list[Job] = []
     with index.db.concurrent_transaction() as conn:
         for _ in range(CLAIM_ROUNDS):
-            rows = _waiting(conn, index, count - len(jobs), now, [*held_back, *(job.study_uid for job in jobs)])
+            rows = _waiting(conn, index, count - len(jobs), now, [*held_back, *(job.study_uid for job in jobs)],
+                            after_prior_lookup)
             claimable = [row for row in rows if _still_waiting(conn, row["study_uid"], now)]
             jobs += [_lease(conn, row, worker_id, lease_s, now) for row in claimable]
             if len(claimable) == len(rows):  # nothing was taken from under us: no more is waiting
@@ -97,16 +100,20 @@ def claim_jobs(index: Index, worker_id: str, count: int, lease_s: float, *, now:
     return jobs
 
 
-def _waiting(conn: Any, index: Index, count: int, now: float, excluded: list[str]) -> list:
+def _waiting(conn: Any, index: Index, count: int, now: float, excluded: list[str],
+             after_prior_lookup: bool = False) -> list:
     """The oldest `count` studies waiting to be drafted, locked for this transaction (PostgreSQL: rows other
     workers hold are skipped)."""
     if count <= 0:
         return []
     skip_locked = " FOR UPDATE OF s SKIP LOCKED" if index.dialect.name == "postgresql" else ""
     not_in = f" AND s.study_uid NOT IN ({', '.join('?' * len(excluded))})" if excluded else ""
+    stable = "s.state = ?"
+    if after_prior_lookup:
+        stable += " AND EXISTS (SELECT 1 FROM prior_lookups p WHERE p.study_uid = s.study_uid)"
     return conn.execute(
         "SELECT s.study_uid, s.state FROM studies s LEFT JOIN draft_leases l ON l.study_uid = s.study_uid "
-        "WHERE (s.state = ? OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?))" + not_in +
+        f"WHERE (({stable}) OR (s.state = ? AND COALESCE(l.expires_at, 0) < ?))" + not_in +
         " ORDER BY s.last_received, s.study_uid LIMIT ?" + skip_locked,
         (StudyState.STABLE.value, StudyState.DRAFTING.value, now, *excluded, count)).fetchall()
 

@@ -71,3 +71,20 @@ def test_a_failed_job_fails_the_study_with_the_reason(running_site, tmp_path):
         gpu1.post(f"/api/worker/jobs/{study_uid}/fail", json={"lease_id": job["lease_id"], "reason": "out of memory"})
     study = running_site.site.index.study(study_uid)
     assert (study.state, study.state_reason) == (StudyState.FAILED, "out of memory")
+
+
+def test_with_a_prior_gate_a_stable_study_is_offered_only_once_its_lookup_is_on_record(running_site, tmp_path):
+    """The node marks a study stable before the gate hears of it: a worker claiming in between must not get
+    it without its prior (this once drafted a study whose prior was on its way)."""
+    from dicom_node.priors import PriorRetriever
+    from dicom_node.settings import PacsSettings
+
+    study_uid = running_site.add_study(tmp_path)
+    index = running_site.site.index
+    assert claim_jobs(index, "early", 5, lease_s=30.0, after_prior_lookup=True) == []
+    assert index.study(study_uid).state == StudyState.STABLE
+    retriever = PriorRetriever(PacsSettings(), index, running_site.site.store, move_destination="RADDRAFT")
+    retriever.retrieve_for(study_uid)  # no PACS configured: an outcome all the same
+    assert index.reader().execute("SELECT 1 FROM prior_lookups WHERE study_uid = ?", (study_uid,)).fetchone()
+    (job,) = claim_jobs(index, "after", 5, lease_s=30.0, after_prior_lookup=True)
+    assert job.study_uid == study_uid
