@@ -33,9 +33,15 @@ from dicom_node.reports import SignedReport, sign_report
 from dicom_node.store import ReceivedInstance
 from engine.registry import ModelRegistry
 from tests.conftest import copy_with_fresh_uids, sample_path
+from tests.embedded_model import (
+    EMBEDDED_FINDINGS_F1_TEXT,
+    EMBEDDED_ID,
+    EMBEDDED_IMPRESSION_F1_TEXT,
+    EMBEDDED_NAME,
+    EMBEDDED_VERSION,
+)
 
-EMBEDDED_ID = "raddraft-phantom-cxr@1.0.0"
-CANDIDATE = "1.0.0+site.test"
+CANDIDATE = f"{EMBEDDED_VERSION}+site.test"
 OVERRIDES = {"engine.providers": ["cpu"], "engine.follow_interval_s": 0.2, "engine.draft_on_stable": False}
 
 STEPS_SCRIPT = r'''
@@ -49,7 +55,7 @@ def option(name):
     return sys.argv[sys.argv.index(name) + 1]
 
 command = sys.argv[1]
-FAIL_DATASET, HANG, PROMOTE = {fail_dataset!r}, {hang!r}, {promote!r}
+FAIL_DATASET, HANG, PROMOTE, CURRENT = {fail_dataset!r}, {hang!r}, {promote!r}, {current!r}
 if command == "dataset":
     print("dataset: reading the store", file=sys.stderr, flush=True)
     if FAIL_DATASET:
@@ -81,7 +87,7 @@ elif command == "finetune":
                             "per_finding_f1": {{"cardiomegaly": micro, "pleural_effusion": 0.8}}}}
     decision = {{"promote": PROMOTE, "forced": False, "tolerance": 0.02,
                 "reasons": ["overall micro F1 better: 0.800 -> 0.850" if PROMOTE else "overall micro F1 not better"]}}
-    record = {{"current": {{"name": manifest["name"], "version": "1.0.0", "path": str(source)}},
+    record = {{"current": {{"name": manifest["name"], "version": CURRENT, "path": str(source)}},
               "candidate": {{"name": manifest["name"], "version": "{candidate}", "path": str(candidate)}},
               "test_studies": 12, "metrics": {{"current": scores(0.80), "candidate": scores(0.85 if PROMOTE else 0.78)}},
               "decision": decision}}
@@ -94,7 +100,7 @@ elif command == "finetune":
 def steps_command(tmp_path: Path, *, promote: bool = True, fail_dataset: bool = False, hang: bool = False):
     script = tmp_path / "steps.py"
     script.write_text(STEPS_SCRIPT.format(promote=promote, fail_dataset=fail_dataset, hang=hang,
-                                          candidate=CANDIDATE))
+                                          candidate=CANDIDATE, current=EMBEDDED_VERSION))
     return (sys.executable, str(script))
 
 
@@ -135,11 +141,12 @@ def run_to_the_comparison(page, qtbot) -> None:
 def test_the_page_shows_the_current_model_its_card_the_versions_and_the_signed_reports(desktop, qtbot, tmp_path):
     window, page = open_page(desktop, qtbot, tmp_path)
     assert window.models_dialog.isVisible()
-    assert "Drafting with raddraft-phantom-cxr@1.0.0" in page.running_label.text()
+    assert f"Drafting with {EMBEDDED_ID}" in page.running_label.text()
     card = page.card.toPlainText()
-    assert card.startswith("raddraft-phantom-cxr 1.0.0") and "Synthetic phantoms only." in card  # rendered
+    assert card.startswith(f"{EMBEDDED_NAME} {EMBEDDED_VERSION}") and "Synthetic phantoms only." in card  # rendered
     assert "**" not in card
-    assert table_rows(page.table) == [["●", "1.0.0", "raddraft-phantom-cxr", "–", "0.931", "0.928", "embedded"]]
+    assert table_rows(page.table) == [["●", EMBEDDED_VERSION, EMBEDDED_NAME, "–", EMBEDDED_FINDINGS_F1_TEXT,
+                                        EMBEDDED_IMPRESSION_F1_TEXT, "embedded"]]
     assert page.signed_label.text() == ("Signed reports available for training: 1 (1 new since the current "
                                         "model was installed).")
     page.table.selectRow(0)
@@ -166,7 +173,7 @@ def test_a_run_then_promote_then_roll_back(desktop, qtbot, tmp_path):
     assert page.promote_button.isEnabled() and not page.promote_anyway_button.isEnabled()
 
     qtbot.mouseClick(page.promote_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.ws.model.model_id == f"raddraft-phantom-cxr@{CANDIDATE}", timeout=30_000)
+    qtbot.waitUntil(lambda: window.ws.model.model_id == f"{EMBEDDED_NAME}@{CANDIDATE}", timeout=30_000)
     current = registry(window).current()
     assert current.version == CANDIDATE and current.how == "promoted"
     assert current.record["decision"]["promote"] and current.record["test_studies"] == 12
@@ -177,11 +184,11 @@ def test_a_run_then_promote_then_roll_back(desktop, qtbot, tmp_path):
     qtbot.waitUntil(lambda: CANDIDATE in window.status_bar.model.text(), timeout=5_000)
 
     page.select_version(CANDIDATE)
-    assert page.details.text() == (f"raddraft-phantom-cxr@{CANDIDATE}: promoted by the Models page.\n"
-                                   "Compared with 1.0.0 on 12 held-out studies: overall micro F1 better: "
+    assert page.details.text() == (f"{EMBEDDED_NAME}@{CANDIDATE}: promoted by the Models page.\n"
+                                   f"Compared with {EMBEDDED_VERSION} on 12 held-out studies: overall micro F1 better: "
                                    "0.800 -> 0.850")
     assert not page.use_button.isEnabled()
-    page.select_version("1.0.0")
+    page.select_version(EMBEDDED_VERSION)
     assert "embedded model" in page.details.text() and page.use_button.isEnabled()
     qtbot.mouseClick(page.use_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.ws.model.model_id == EMBEDDED_ID, timeout=30_000)

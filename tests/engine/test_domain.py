@@ -25,6 +25,7 @@ from engine.errors import BundleError
 from engine.runtime import load_model
 from engine.settings import EngineSettings
 from raddraft.resources import embedded_model_dir
+from tests.embedded_model import EMBEDDED_ID
 
 CPU = EngineSettings(providers=("cpu",), variant="fp32")
 
@@ -204,7 +205,7 @@ def test_the_queue_logs_an_out_of_domain_study_without_patient_identifiers(tmp_p
         draft = latest_draft(store.index, study_uid)
         assert draft.detail["domain"]["in_domain"] is False and draft.detail["critical"] == []
         lines = [r.getMessage() for r in caplog.records if "outside the training domain" in r.getMessage()]
-        assert len(lines) == 1 and study_uid in lines[0] and "raddraft-phantom-cxr@1.0.0" in lines[0]
+        assert len(lines) == 1 and study_uid in lines[0] and EMBEDDED_ID in lines[0]
         assert "Doe" not in lines[0] and "PID-12345" not in lines[0]
     finally:
         queue.stop()

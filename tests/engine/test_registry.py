@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -17,8 +18,14 @@ from engine.model_switch import ModelFollower
 from engine.registry import POINTER_NAME, RECORD_NAME, ModelRegistry, RegistryError, UnknownModelError
 from engine.runtime import load_model
 from engine.settings import EngineSettings
+from tests.embedded_model import (
+    EMBEDDED_DIR,
+    EMBEDDED_FINDINGS_F1,
+    EMBEDDED_ID,
+    EMBEDDED_NAME,
+    EMBEDDED_VERSION,
+)
 
-EMBEDDED = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
 RECORD = {"decision": {"promote": True, "forced": False, "reasons": ["overall micro F1 better"]},
           "test_studies": 12}
 
@@ -38,17 +45,17 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def registry(tmp_path: Path) -> ModelRegistry:
-    return ModelRegistry(tmp_path / "models", embedded=EMBEDDED)
+    return ModelRegistry(tmp_path / "models", embedded=EMBEDDED_DIR)
 
 
 def test_an_empty_registry_lists_and_uses_the_embedded_model(registry):
     (embedded,) = registry.models()
     assert embedded.embedded and embedded.current and embedded.record is None and embedded.broken is None
-    assert (embedded.name, embedded.version, embedded.how) == ("raddraft-phantom-cxr", "1.0.0", "embedded")
-    assert embedded.section_f1("findings") == pytest.approx(0.931298)
-    assert embedded.card().startswith("# raddraft-phantom-cxr 1.0.0")
+    assert (embedded.name, embedded.version, embedded.how) == (EMBEDDED_NAME, EMBEDDED_VERSION, "embedded")
+    assert embedded.section_f1("findings") == pytest.approx(EMBEDDED_FINDINGS_F1)
+    assert embedded.card().startswith(f"# {EMBEDDED_NAME} {EMBEDDED_VERSION}")
     assert registry.current() == embedded
-    assert registry.get("embedded") == registry.get("1.0.0") == registry.get("raddraft-phantom-cxr@1.0.0")
+    assert registry.get("embedded") == registry.get(EMBEDDED_VERSION) == registry.get(EMBEDDED_ID)
     assert not (registry.models_dir / POINTER_NAME).exists()
 
 
@@ -68,7 +75,7 @@ def test_install_copies_the_bundle_with_its_record_and_lists_newest_first(regist
     forced = {"decision": {"promote": True, "forced": True, "reasons": ["forced"]}}
     time.sleep(0.01)
     newer = registry.install(bundle_with_version(tiny_bundle, tmp_path / "b2", "0.0.2"), forced)
-    assert [m.version for m in registry.models()] == ["0.0.2", "0.0.1", "1.0.0"]
+    assert [m.version for m in registry.models()] == ["0.0.2", "0.0.1", EMBEDDED_VERSION]
     assert newer.how == "forced" and newer.installed_at > installed.installed_at
     assert [p.name for p in registry.models_dir.iterdir()] != [] and not list(registry.models_dir.glob(".*"))
 
@@ -84,9 +91,9 @@ def test_a_version_is_never_overwritten(registry, tiny_bundle, tmp_path):
     with pytest.raises(RegistryError, match="already installed"):
         registry.install(renamed, RECORD)  # same version under another name: `use 0.0.1` must stay unambiguous
     with pytest.raises(RegistryError, match="the embedded model"):
-        registry.install(bundle_with_version(tiny_bundle, tmp_path / "as-embedded", "1.0.0"), RECORD)
+        registry.install(bundle_with_version(tiny_bundle, tmp_path / "as-embedded", EMBEDDED_VERSION), RECORD)
     assert files_of(first.path) == before
-    assert [m.version for m in registry.models()] == ["0.0.1", "1.0.0"]
+    assert [m.version for m in registry.models()] == ["0.0.1", EMBEDDED_VERSION]
     assert not list(registry.models_dir.glob(".*"))  # no temp folder left by the refusals
 
 
@@ -125,10 +132,10 @@ def test_use_switches_with_one_atomic_pointer_rewrite(registry, tiny_bundle):
 
 def test_an_unknown_version_names_the_known_ones(registry, tiny_bundle):
     registry.install(tiny_bundle, RECORD)
-    with pytest.raises(UnknownModelError, match=r"no model version '9\.9'; known versions: 0\.0\.1, "
-                                                r"1\.0\.0 \(embedded\)") as caught:
+    known = rf"0\.0\.1, {re.escape(EMBEDDED_VERSION)} \(embedded\)"
+    with pytest.raises(UnknownModelError, match=rf"no model version '9\.9'; known versions: {known}") as caught:
         registry.use("9.9")
-    assert caught.value.known == ["0.0.1", "1.0.0 (embedded)"]
+    assert caught.value.known == ["0.0.1", f"{EMBEDDED_VERSION} (embedded)"]
     assert registry.current().embedded
 
 

@@ -15,6 +15,7 @@ import pytest
 from raddraft.config import load_config
 from raddraft.self_test import STEPS
 from tests.conftest import REQUIRE_PEERS
+from tests.embedded_model import EMBEDDED_NAME, EMBEDDED_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -70,7 +71,7 @@ def test_frozen_self_test_passes(frozen_bundle: Path, tmp_path: Path) -> None:
     result = run_frozen(executable, "self-test", home=tmp_path / "home")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("RadDraft self-test: PASSED")
-    assert "raddraft-phantom-cxr 1.0.0 (variant int8)" in result.stdout
+    assert f"{EMBEDDED_NAME} {EMBEDDED_VERSION} (variant int8)" in result.stdout
     assert "provider    cpu (CPUExecutionProvider)" in result.stdout
     for name in STEPS:
         assert f"  {name} " in result.stdout

@@ -15,6 +15,7 @@ import pydicom
 
 from raddraft.config import load_config
 from raddraft.self_test import GROUND_TRUTH_NAME, STEPS, default_sample_dir, format_summary, run_self_test
+from tests.embedded_model import EMBEDDED_ID, EMBEDDED_NAME, EMBEDDED_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,7 +52,7 @@ def test_self_test_passes_on_the_embedded_model(tmp_path: Path) -> None:
     assert report.ok, report.error
     assert steps == list(STEPS) == [step.name for step in report.steps]
     assert all(step.seconds >= 0 for step in report.steps)
-    assert (report.model_name, report.model_version) == ("raddraft-phantom-cxr", "1.0.0")
+    assert (report.model_name, report.model_version) == (EMBEDDED_NAME, EMBEDDED_VERSION)
     assert report.model_source == "embedded"
     assert (report.provider, report.ort_provider) == ("cpu", "CPUExecutionProvider")
     assert report.variant == "int8"  # "auto" on CPU
@@ -62,7 +63,7 @@ def test_self_test_passes_on_the_embedded_model(tmp_path: Path) -> None:
     assert summary.startswith("RadDraft self-test: PASSED")
     for name in STEPS:
         assert re.search(rf"^  {name} +\d+\.\d\d$", summary, re.MULTILINE), name
-    assert "CPUExecutionProvider" in summary and "raddraft-phantom-cxr 1.0.0 (variant int8)" in summary
+    assert "CPUExecutionProvider" in summary and f"{EMBEDDED_NAME} {EMBEDDED_VERSION} (variant int8)" in summary
 
 
 def test_a_draft_that_contradicts_the_ground_truth_fails_the_check_step(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_cli_prints_json_and_exits_0(tmp_path: Path) -> None:
     assert report["ok"] is True and report["failed_step"] == ""
     assert [step["name"] for step in report["steps"]] == list(STEPS)
     assert report["ort_provider"] == "CPUExecutionProvider"
-    assert report["model"] == "raddraft-phantom-cxr@1.0.0"
+    assert report["model"] == EMBEDDED_ID
     assert report["total_s"] > 0
 
 

@@ -19,8 +19,14 @@ from engine.registry import ModelRegistry
 from raddraft.config import load_config
 from raddraft.resources import CONFIGURED, EMBEDDED, REGISTRY, embedded_model_dir, resolve_model
 from tests.conftest import start_service
+from tests.embedded_model import (
+    EMBEDDED_FINDINGS_F1_TEXT,
+    EMBEDDED_ID,
+    EMBEDDED_IMPRESSION_F1_TEXT,
+    EMBEDDED_NAME,
+    EMBEDDED_VERSION,
+)
 
-EMBEDDED_ID = "raddraft-phantom-cxr@1.0.0"
 TINY_ID = "tiny-test@0.0.1"
 
 
@@ -46,20 +52,22 @@ def test_install_use_list_and_show(tmp_path, tiny_bundle):
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
     assert header.split() == ["version", "name", "installed", "findings", "F1", "impression", "F1", "how"]
-    assert row.split() == ["*", "1.0.0", "raddraft-phantom-cxr", "-", "0.931", "0.928", "embedded"]
+    assert row.split() == ["*", EMBEDDED_VERSION, EMBEDDED_NAME, "-", EMBEDDED_FINDINGS_F1_TEXT,
+                           EMBEDDED_IMPRESSION_F1_TEXT, "embedded"]
 
     installed = model_command(store, "install", str(tiny_bundle), "--use")
     assert installed.returncode == 0, installed.stderr
     assert f"installed {TINY_ID} in {store / 'models' / 'tiny-test-0.0.1'} (now current)" in installed.stdout
     rows = model_command(store, "list").stdout.splitlines()[1:]
-    assert [r.split()[:3] for r in rows] == [["*", "0.0.1", "tiny-test"], ["1.0.0", "raddraft-phantom-cxr", "-"]]
+    assert [r.split()[:3] for r in rows] == [["*", "0.0.1", "tiny-test"],
+                                               [EMBEDDED_VERSION, EMBEDDED_NAME, "-"]]
     assert rows[0].split()[-1] == "installed"  # by hand, not through a comparison
 
     shown = model_command(store, "show")
     assert shown.returncode == 0 and shown.stdout.startswith(f"{TINY_ID} (current)")
     assert '"by": "raddraft model install"' in shown.stdout and "Promotion record:" in shown.stdout
     embedded_card = model_command(store, "show", "embedded").stdout
-    assert "how: embedded" in embedded_card and "# raddraft-phantom-cxr 1.0.0" in embedded_card
+    assert "how: embedded" in embedded_card and f"# {EMBEDDED_NAME} {EMBEDDED_VERSION}" in embedded_card
 
     again = model_command(store, "install", str(tiny_bundle))
     assert again.returncode == 1 and "version 0.0.1 is already installed" in again.stderr
@@ -72,7 +80,8 @@ def test_install_use_list_and_show(tmp_path, tiny_bundle):
 def test_use_of_an_unknown_version_exits_1_with_the_known_ones(tmp_path):
     result = model_command(tmp_path / "store", "use", "2.0")
     assert result.returncode == 1
-    assert result.stderr.strip() == "raddraft model: no model version '2.0'; known versions: 1.0.0 (embedded)"
+    assert result.stderr.strip() == (f"raddraft model: no model version '2.0'; known versions: "
+                                     f"{EMBEDDED_VERSION} (embedded)")
     assert not (tmp_path / "store" / "models" / "current.json").exists()
 
 

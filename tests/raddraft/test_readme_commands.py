@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from raddraft.cli import build_parser
+from tests.embedded_model import EMBEDDED_VERSION
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # Placeholders that must be numbers; any other all-capitals word stands for a path or a name.
-NUMBERS = {"P": "11112", "PORT": "11112", "S": "10", "N": "4", "PX": "64", "VERSION": "1.0.0"}
+NUMBERS = {"P": "11112", "PORT": "11112", "S": "10", "N": "4", "PX": "64", "VERSION": EMBEDDED_VERSION}
 _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.[a-z0-9]+)?$")
 
 

@@ -16,8 +16,7 @@ from raddraft.runtime import DRAFTING_OFF, EMBEDDED_FALLBACK, load_drafting_mode
 from raddraft.self_test import run_self_test
 from raddraft.workstation import Workstation
 from tests.conftest import start_service
-
-EMBEDDED_ID = "raddraft-phantom-cxr@1.0.0"
+from tests.embedded_model import EMBEDDED_ID
 
 
 def config_for(tmp_path: Path, **overrides):
