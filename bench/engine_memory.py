@@ -37,6 +37,7 @@ CONFIGS: dict[str, tuple[dict[str, str], dict[str, object]]] = {
     "threads-1": ({}, {"intra_op_num_threads": 1}),
     "threads-2": ({}, {"intra_op_num_threads": 2}),
     "no-spin": ({"session.intra_op.allow_spinning": "0"}, {}),
+    "spin": ({"session.intra_op.allow_spinning": "1"}, {}),  # the engine's before it stopped spinning
     "no-mem-pattern": ({}, {"enable_mem_pattern": False}),
 }
 

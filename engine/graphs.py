@@ -144,13 +144,18 @@ def cache_prefix(past: list, length: int) -> list:
 
     A cached position depends only on the positions before it, so any prefix of a cache is the cache
     of that prefix of the sequence."""
+    if past and _positions(past[0]) == length:
+        return list(past)  # as it is: copying a 7 B model's cache out to numpy costs its size again
     arrays = [value if isinstance(value, np.ndarray) else value.numpy() for value in past]
-    if arrays and arrays[0].shape[2] == length:
-        return list(past)
     return [np.ascontiguousarray(value[:, :, :length]) for value in arrays]
 
 
-def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.InferenceSession:
+def _positions(value) -> int:
+    return int(value.shape[2] if isinstance(value, np.ndarray) else value.shape()[2])
+
+
+def session_options(options: SessionOptions) -> ort.SessionOptions:
+    """The ONNX Runtime options every graph of a bundle is opened with."""
     session_options = ort.SessionOptions()
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.intra_op_num_threads = options.intra_op_threads
@@ -158,8 +163,17 @@ def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.In
     session_options.log_severity_level = 3
     # Denormal floats buy no accuracy in inference and can cost several times the speed on CPUs.
     session_options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    # Pool threads that spin while waiting hold a core the app, the node and other jobs need, and wait on
+    # cores those hold: on a shared 2-core machine a cpu-tier token took 235 ms spinning, 146 ms not
+    # (bench/engine_memory.py --interleave).
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return session_options
+
+
+def _open(path: Path, choice: ProviderChoice, options: SessionOptions) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options, providers=list(choice.ort_providers))
+        return ort.InferenceSession(str(path), sess_options=session_options(options),
+                                    providers=list(choice.ort_providers))
     except Exception as error:  # onnxruntime raises its own (unexported) exception types
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BundleError(f"model bundle {path.parent}: {path.name} cannot be loaded by ONNX Runtime "
