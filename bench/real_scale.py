@@ -115,15 +115,12 @@ def export(checkpoint: Path, bundle: Path, variants: list[str], parity: bool, de
 def recorded_export(bundle: Path) -> tuple[dict, int]:
     """An earlier export's figures as its bundle recorded them (export.json, model.json), in `export`'s
     form, with the variant sizes of the files there now."""
+    from bench.engine_memory import bundle_bytes
+
     record = json.loads((bundle / "export.json").read_text())
     manifest = json.loads((bundle / "model.json").read_text())
-
-    def size(name: str) -> int:
-        return sum(path.stat().st_size for path in (bundle / name, bundle / f"{name}.data") if path.exists())
-
     exported = {"export_s": record["seconds"],
-                "sizes": {variant: sum(size(name) for name in files.values())
-                          for variant, files in manifest["variants"].items()},
+                "sizes": {variant: bundle_bytes(bundle, variant) for variant in manifest["variants"]},
                 "parity": {}, "agreement": {name: f"{r['greedy_agreement']:.0%}, {r['top1_agreement']:.0%}"
                                             for name, r in record.get("parity", {}).items()},
                 "decoder": manifest["provenance"]["export"]["decoder_graph"],
