@@ -10,6 +10,12 @@ Graphs (names of inputs and outputs are part of the format):
 - decoder: `inputs_embeds`, `attention_mask` int64 [batch, past + seq], `position_ids` int64 [batch, seq],
   `past_key_values.{i}.key` / `.value` float32 [batch, kv_heads, past, head_dim]
   -> `logits` [batch, seq, vocab], `present.{i}.key` / `.value` [batch, kv_heads, past + seq, head_dim]
+
+Where the Impression comes from (`impression_from`): "image" (the default, and what a bundle without the key
+does) drafts it from the image like the Findings; "findings" drafts it from the drafted Findings with the
+`impression_from_findings` prompt, which is where a bundle that takes priors states the comparison. Such a
+bundle's `findings` prompt may leave out the `{prior}` slot: its Findings are then read from the image alone,
+and the prior (its report and, for "report+image", its image) reaches the Impression only.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ PRIOR_DATE_PLACEHOLDER = "{prior_date}"
 PRIOR_REPORT_PLACEHOLDER = "{prior_report}"
 # What a bundle takes of the patient's previous study: nothing, its report, or its report and frontal image.
 PRIOR_MODES = ("none", "report", "report+image")
+# What a bundle drafts the Impression from by default: the image (as the Findings) or the drafted Findings.
+IMPRESSION_SOURCES = ("image", "findings")
 SECTIONS = ("findings", "impression")
 WINDOW_POLICIES = ("dicom", "minmax", "percentile")
 COMBINE_MODES = ("tokens", "stitch")
@@ -195,6 +203,8 @@ class BundleManifest:
     # What the prompts take of a prior study (PRIOR_MODES); "none" (and absent in older bundles): nothing.
     prior: str = "none"
     prior_prompts: PriorPrompts = field(default_factory=PriorPrompts)
+    # IMPRESSION_SOURCES: "findings" drafts the impression from the drafted findings unless a caller says not.
+    impression_from: str = "image"
     # The merged Hugging Face checkpoint the graphs were exported from, for further fine-tuning
     # (`raddraft finetune --from BUNDLE`); the engine never reads it. None: the bundle carries none.
     checkpoint: str | None = None
@@ -208,6 +218,16 @@ class BundleManifest:
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def prior_in(self, kind: str) -> bool:
+        """Whether the prompts of `kind` ("findings", "impression", "impression_from_findings") take the
+        prior: all of them in a bundle that takes priors, but the findings of an impression-from-findings
+        bundle only when its findings prompts hold a `{prior}` slot (without one they read the image alone)."""
+        if self.prior == "none":
+            return False
+        if kind != "findings" or self.impression_from != "findings":
+            return True
+        return all(PRIOR_PLACEHOLDER in text for _, text in section_prompt_texts(self, "findings"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -277,6 +297,7 @@ def manifest_from_dict(data: Any, where: str = "model.json") -> BundleManifest:
             prompting=_prompt_layout(data.get("prompting", {})),
             prior=data.get("prior", "none"),
             prior_prompts=_build(PriorPrompts, data.get("prior_prompts", {}), "prior_prompts"),
+            impression_from=data.get("impression_from", "image"),
             tokenizer=data.get("tokenizer", "tokenizer.json"),
             card=data.get("card", "MODEL_CARD.md"),
             checkpoint=data.get("checkpoint"),
@@ -358,6 +379,7 @@ def _check_manifest(manifest: BundleManifest, bundle_dir: Path) -> None:
         raise BundleError(f"{where}: preprocessing.resize must be one of {RESIZE_MODES} with 3 pad values, "
                           f"a positive scale and shortest_edge >= 0")
     _check_prompt_variants(manifest, where)
+    _check_impression_source(manifest, where)
     _check_prior_intake(manifest, where)
     for name in ("findings", "impression", "impression_from_findings"):
         if IMAGE_PLACEHOLDER not in getattr(manifest.prompts, name):
@@ -394,8 +416,23 @@ def prompt_texts(manifest: BundleManifest) -> list[tuple[str, str]]:
     return rendered or plain
 
 
+def section_prompt_texts(manifest: BundleManifest, kind: str) -> list[tuple[str, str]]:
+    """The (label, text) of `prompt_texts` that draft `kind`."""
+    if manifest.prompting.variants:
+        return [(f"prompting variant {v.section}/{'+'.join(v.views)}", v.text)
+                for v in manifest.prompting.variants if v.section == kind]
+    return [(f"prompts.{kind}", getattr(manifest.prompts, kind))]
+
+
+def _check_impression_source(manifest: BundleManifest, where: str) -> None:
+    if manifest.impression_from not in IMPRESSION_SOURCES:
+        raise BundleError(f"{where}: impression_from must be one of {', '.join(IMPRESSION_SOURCES)}, "
+                          f"got {manifest.impression_from!r}")
+
+
 def _check_prior_intake(manifest: BundleManifest, where: str) -> None:
-    """A bundle that takes priors has a `{prior}` slot in every prompt and prior words that fit its mode."""
+    """A bundle that takes priors has a `{prior}` slot in every prompt (but its findings prompts when it drafts
+    the impression from the findings) and prior words that fit its mode."""
     if manifest.prior not in PRIOR_MODES:
         raise BundleError(f"{where}: prior must be one of {', '.join(PRIOR_MODES)}, got {manifest.prior!r}")
     texts = prompt_texts(manifest)
@@ -406,9 +443,17 @@ def _check_prior_intake(manifest: BundleManifest, where: str) -> None:
     # a prompt rendered by a chat template may leave the slot to the engine (engine.prompts.prior_slotted;
     # the model's check at load builds each prompt with a prior)
     least = 0 if manifest.prompting.variants else 1
+    from_findings = manifest.impression_from == "findings"
+    findings = dict(section_prompt_texts(manifest, "findings"))
     for label, text in texts:
-        if not least <= text.count(PRIOR_PLACEHOLDER) <= 1:
-            raise BundleError(f"{where}: {label} must hold {PRIOR_PLACEHOLDER} once (prior is {manifest.prior!r})")
+        fewest = 0 if from_findings and label in findings else least
+        if not fewest <= text.count(PRIOR_PLACEHOLDER) <= 1:
+            raise BundleError(f"{where}: {label} must hold {PRIOR_PLACEHOLDER} "
+                              f"{'at most once' if fewest == 0 else 'once'} (prior is {manifest.prior!r}, "
+                              f"impression_from is {manifest.impression_from!r})")
+    if from_findings and len({PRIOR_PLACEHOLDER in text for text in findings.values()}) > 1:
+        raise BundleError(f"{where}: the findings prompts must all hold {PRIOR_PLACEHOLDER} or none of them "
+                          "(impression_from is \"findings\")")
     words = manifest.prior_prompts
     given = words.with_image if manifest.prior == "report+image" else words.report_only
     for slot in (PRIOR_DATE_PLACEHOLDER, PRIOR_REPORT_PLACEHOLDER):

@@ -57,7 +57,7 @@ class DecoderState:
 
     def shared_length(self, ids: list[int], image_features: np.ndarray) -> int:
         """How many leading tokens of `ids` this cache already holds (0 for other images)."""
-        if image_features is not self.image_features:
+        if not same_leading_images(image_features, self.image_features):
             return 0
         length = 0
         for ours, theirs in zip(self.token_ids, ids):
@@ -65,6 +65,18 @@ class DecoderState:
                 break
             length += 1
         return length
+
+
+def same_leading_images(first: np.ndarray, second: np.ndarray) -> bool:
+    """Whether one of two feature arrays is the other or a view of its leading images: a prompt that leaves
+    out the prior's image (it follows the study's) shares the study's cache with one that takes it. The
+    k-th image token of a prompt always takes the k-th feature, so a common token prefix means the same
+    features. (Both are alive, so the same address, dtype and layout is the same memory.)"""
+    if first is second:
+        return True
+    return (first.dtype == second.dtype and first.shape[1:] == second.shape[1:] and
+            first.strides == second.strides and
+            first.__array_interface__["data"][0] == second.__array_interface__["data"][0])
 
 
 @dataclass(frozen=True)

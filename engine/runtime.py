@@ -194,7 +194,9 @@ class DraftModel:
         """The rendered prompt for `kind` and `views` (default: the bundle's views). prior: the `{prior}`
         slot's text (default: what the bundle says without a prior)."""
         views = tuple(views or self.manifest.preprocessing.views)
-        if prior is None:
+        if not self.manifest.prior_in(kind):
+            prior = ""
+        elif prior is None:
             prior = self.prepare_prior(None).block
         return layout_prompt_text(self.manifest.prompting, self.manifest.prompts, kind, views, findings, indication,
                                   prior)
@@ -202,9 +204,12 @@ class DraftModel:
     def prompt_ids(self, kind: str, num_images: int, findings: str | None = None, *,
                    views: Sequence[str] | None = None, indication: str | None = None, prior: str | None = None,
                    prior_images: int = 0) -> list[int]:
-        """num_images: the study's images and the prior's frontal image (`prior_images`: 1 when given)."""
+        """num_images: the study's images and the prior's frontal image (`prior_images`: 1 when given), which
+        a prompt that takes no prior leaves out."""
         arch = self.manifest.architecture
         own = num_images - prior_images
+        if not self.manifest.prior_in(kind):
+            prior_images = 0
         views = tuple(views or self.manifest.preprocessing.views[:own])
         text = self.prompt_text(kind, views, findings, indication, prior)
         return prompt_ids(self.tokenizer, text, arch.image_token_id, arch.image_tokens, own, prior_images)
@@ -216,13 +221,28 @@ class DraftModel:
         """features: the study's image features, then the prior's (`prior_images` of them) when given."""
         ids = self.prompt_ids(kind, features.shape[0], findings, views=views, indication=indication,
                               prior=prior, prior_images=prior_images)
-        return generate(self.graphs, self.tokenizer, ids, features, options or self.default_options(), on_text,
-                        reuse=reuse)
+        return generate(self.graphs, self.tokenizer, ids, self.section_features(kind, features, prior_images),
+                        options or self.default_options(), on_text, reuse=reuse)
+
+    def section_features(self, kind: str, features: np.ndarray, prior_images: int) -> np.ndarray:
+        """The features the prompt of `kind` takes: the study's and the prior's, or (a prompt that takes no
+        prior) a view of the study's alone, which still shares the cache of their common prefix."""
+        if prior_images and not self.manifest.prior_in(kind):
+            return features[:features.shape[0] - prior_images]
+        return features
+
+    @property
+    def impression_from_findings(self) -> bool:
+        """Whether the bundle drafts the impression from the drafted findings unless told otherwise."""
+        return self.manifest.impression_from == "findings"
 
     def draft(self, study: Sequence[Path] | Sequence[Dataset], *, options: GenerationOptions | None = None,
-              impression_from_findings: bool = False, on_piece: SectionCallback | None = None,
+              impression_from_findings: bool | None = None, on_piece: SectionCallback | None = None,
               indication: str | None = None, prior: PriorInput | None = None) -> Draft:
         """Findings and Impression of one study (the DICOM files or folder of one study, or datasets).
+
+        impression_from_findings: draft the impression from the drafted findings (True) or from the image
+        (False); None: as the bundle says (`impression_from`). Empty findings give an impression from the image.
 
         indication: the reason for the exam (typed by the radiologist); None takes the study's own
         (DICOM request attributes). Used only when the bundle's prompts take one.
@@ -241,7 +261,9 @@ class DraftModel:
         shared, shared_s = self._shared_prefill(features, options, **layout)
         findings = self.generate("findings", features, options, on_text=_section(on_piece, "findings"),
                                  reuse=shared, **layout)
-        kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text else "impression"
+        if impression_from_findings is None:
+            impression_from_findings = self.impression_from_findings
+        kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text.strip() else "impression"
         # Only an impression that continues the findings reuses the findings' cache; any other shares no
         # more with it than with the shared prefill, so that cache (a 7 B model's: ~0.7 GB) is let go first.
         continued = (findings.state,) if findings.state and kind == IMPRESSION_FROM_FINDINGS else ()
@@ -260,8 +282,10 @@ class DraftModel:
     def draft_batch(self, studies: Sequence[StudyInput], *, options: GenerationOptions | None = None,
                     priors: Sequence[PriorInput | None] | None = None) -> list[Draft]:
         """Findings and Impression of several prepared studies (`prepare`), decoded together: each study's
-        two sections are two rows of one batch (engine.batched). Each draft has the text `draft` gives
-        that study alone (the study's own indication, impression not from the findings, its prior).
+        sections are rows of one batch (engine.batched). Each draft has the text `draft` gives that study
+        alone (the study's own indication, its prior, the impression from where the bundle says). A bundle
+        that drafts the impression from the findings decodes in two rounds: every study's findings, then
+        every study's impression from them.
 
         priors: per study, its previous study (as `draft` takes it) or None; default none for all."""
         if not studies:
@@ -276,28 +300,46 @@ class DraftModel:
         features = self.batch_image_features(studies, readies) if exact else \
             [self.image_features(s, ready) for s, ready in zip(studies, readies)]
         encoded = time.perf_counter()
-        requests, shared_timings, layouts = [], [], []
-        for study, study_features, ready in zip(studies, features, readies):
-            layout = self.prompt_layout(study, None, ready)
-            shared, shared_s = self._shared_prefill(study_features, options, **layout)
-            for kind in ("findings", "impression"):
-                ids = self.prompt_ids(kind, study_features.shape[0], **layout)
-                requests.append(BatchRequest(tuple(ids), study_features, shared))
-            layouts.append(layout)
-            shared_timings.append({"shared_prefix_tokens": len(shared[0].token_ids) if shared else 0,
-                                   "shared_prefill_s": round(shared_s, 4)})
-        results = generate_batch(self.graphs, self.tokenizer, requests, options, together=exact)
+        layouts = [self.prompt_layout(study, None, ready) for study, ready in zip(studies, readies)]
+        prefills = [self._shared_prefill(f, options, **layout) for f, layout in zip(features, layouts)]
+        if self.impression_from_findings:
+            findings = self._batch_rows(["findings"] * len(studies), features, layouts, prefills, options)
+            kinds = [IMPRESSION_FROM_FINDINGS if result.text.strip() else "impression" for result in findings]
+            impressions = self._batch_rows(kinds, features, layouts, prefills, options,
+                                           [result.text for result in findings])
+        else:  # one round: each study's findings and impression rows side by side
+            kinds = ["impression"] * len(studies)
+            twice = [i for i in range(len(studies)) for _ in range(2)]
+            rows = self._batch_rows(["findings", "impression"] * len(studies), [features[i] for i in twice],
+                                    [layouts[i] for i in twice], [prefills[i] for i in twice], options)
+            findings, impressions = rows[0::2], rows[1::2]
         total = time.perf_counter() - started
         drafts = []
         for i, study in enumerate(studies):
-            findings, impression = results[2 * i], results[2 * i + 1]
-            timings = {"vision_s": round(encoded - started, 4), **shared_timings[i], "findings": findings.timings(),
-                       "impression": impression.timings(), "total_s": round(total, 4), "batch": len(studies)}
-            own = features[i][:features[i].shape[0] - readies[i].images]
-            drafts.append(self._assemble(study, findings, impression, "impression", layouts[i]["indication"],
-                                         self.domain_state(own), timings, prior=readies[i],
+            (shared, shared_s), ready = prefills[i], readies[i]
+            timings = {"vision_s": round(encoded - started, 4),
+                       "shared_prefix_tokens": len(shared[0].token_ids) if shared else 0,
+                       "shared_prefill_s": round(shared_s, 4), "findings": findings[i].timings(),
+                       "impression": impressions[i].timings(), "total_s": round(total, 4), "batch": len(studies)}
+            own = features[i][:features[i].shape[0] - ready.images]
+            drafts.append(self._assemble(study, findings[i], impressions[i], kinds[i], layouts[i]["indication"],
+                                         self.domain_state(own), timings, prior=ready,
                                          asked_prior=priors[i] is not None))
         return drafts
+
+    def _batch_rows(self, kinds: Sequence[str], features: Sequence[np.ndarray], layouts: Sequence[dict],
+                    prefills: Sequence[tuple[tuple[DecoderState, ...], float]], options: GenerationOptions,
+                    findings: Sequence[str | None] | None = None) -> list[GenerationResult]:
+        """One batch of rows, row i the `kinds[i]` prompt over `features[i]` (prompted by `layouts[i]`, from
+        `findings[i]` for an impression from findings), reusing its study's shared prefill."""
+        findings = findings or [None] * len(kinds)
+        requests = []
+        for kind, study_features, layout, (shared, _), text in zip(kinds, features, layouts, prefills, findings):
+            ids = self.prompt_ids(kind, study_features.shape[0], text if kind == IMPRESSION_FROM_FINDINGS else None,
+                                  **layout)
+            section_features = self.section_features(kind, study_features, layout["prior_images"])
+            requests.append(BatchRequest(tuple(ids), section_features, shared))
+        return generate_batch(self.graphs, self.tokenizer, requests, options, together=self.rows_independent)
 
     @property
     def rows_independent(self) -> bool:
@@ -394,7 +436,7 @@ class DraftModel:
             # drafted findings are at most `budget` tokens; an indication is cut to MAX_INDICATION_TOKENS,
             # a prior's report to MAX_PRIOR_REPORT_TOKENS
             length += (budget if findings else 0) + (MAX_INDICATION_TOKENS if indication else 0)
-            length += MAX_PRIOR_REPORT_TOKENS if longest_prior.used else 0
+            length += MAX_PRIOR_REPORT_TOKENS if longest_prior.used and self.manifest.prior_in(kind) else 0
             if length + budget > arch.max_positions:
                 raise BundleError(
                     f"model bundle {self.bundle_dir}: the {kind} prompt for {'+'.join(views)} takes {length} "

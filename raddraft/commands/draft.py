@@ -20,8 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--repetition-penalty", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    parser.add_argument("--impression-from-findings", action="store_true",
-                        help="condition the impression on the drafted findings")
+    parser.add_argument("--impression-from-findings", action=argparse.BooleanOptionalAction, default=None,
+                        help="condition the impression on the drafted findings (--no-...: on the image); "
+                             "default: as the model's bundle says (model.json impression_from)")
     parser.add_argument("--indication", metavar="TEXT",
                         help="the reason for the exam, for models whose prompt takes one (default: the study's "
                              "DICOM request attributes)")

@@ -38,11 +38,11 @@ def phantom_prior(study: dict, date: str = "2023-01-05") -> PriorInput:
                       image_paths=tuple(study["paths"]), study_uid=study["study_uid"])
 
 
-def prior_bundle(source: Path, target: Path, mode: str = "report+image") -> Path:
-    """A copy of `source` whose model.json takes priors in `mode`."""
+def prior_bundle(source: Path, target: Path, mode: str = "report+image", **changes: object) -> Path:
+    """A copy of `source` whose model.json takes priors in `mode` (and has the top-level `changes`)."""
     shutil.copytree(source, target)
     data = json.loads((target / "model.json").read_text())
-    data.update(prior=mode, prompts=PRIOR_PROMPTS)
+    data.update({"prior": mode, "prompts": PRIOR_PROMPTS, **changes})
     (target / "model.json").write_text(json.dumps(data))
     return target
 
