@@ -96,6 +96,8 @@ def test_draft_follows_the_bundle_unless_told_otherwise(model, phantom_studies: 
         (forced.findings, forced.impression, forced.prompts)
     assert from_image.prompts["impression"] == "impression"
     assert from_image.findings == default.findings
+    # the findings prompt leaves the prior's image out and still reuses the prefill it shares with the impression
+    assert default.timings["findings"]["reused_tokens"] == default.timings["shared_prefix_tokens"] > 0
     # the impression from the findings has them in its prompt; the one from the image does not
     assert default.timings["impression"]["prompt_tokens"] > from_image.timings["impression"]["prompt_tokens"]
 
