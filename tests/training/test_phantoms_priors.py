@@ -41,9 +41,10 @@ def test_priors_keep_each_current_study_and_add_fields(both):
     (plain_dir, plain), (prior_dir, longitudinal) = both
     assert not any(set(PRIOR_FIELDS) & set(r) for r in plain)  # the default manifest is as it was
     for before, after in zip(plain, longitudinal):
-        assert set(after) == set(before) | set(PRIOR_FIELDS)
-        assert {k: v for k, v in after.items() if k not in PRIOR_FIELDS and k != "report"} == \
+        assert set(after) == set(before) | set(PRIOR_FIELDS) | {"report_without_prior"}
+        assert {k: v for k, v in after.items() if k not in PRIOR_FIELDS and k not in ("report", "report_without_prior")} == \
             {k: v for k, v in before.items() if k != "report"}
+        assert after["report_without_prior"] == before["report"]  # what a reader without the prior writes
         for path in before["images"]:
             assert (prior_dir / path).read_bytes() == (plain_dir / path).read_bytes()
         if after["prior_study_uid"] is None:  # the same report, saying first that there is nothing to compare

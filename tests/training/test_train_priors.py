@@ -41,6 +41,8 @@ def manifest(tmp_path_factory) -> Path:
                   change={"pleural_effusion": "increased"})
     second["report"] = {"findings": "Compared with 2024-03-02, the right pleural effusion has increased.",
                         "impression": "Increased right pleural effusion."}
+    second["report_without_prior"] = {"findings": "Large right pleural effusion.",
+                                      "impression": "Right pleural effusion."}
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return out / "manifest.jsonl"
 
@@ -99,6 +101,59 @@ def test_an_impression_from_another_studys_findings_takes_that_studys_prior(pool
     assert target.strip() == "Increased right pleural effusion."
 
 
+def impression_from_findings_encoder() -> SampleEncoder:
+    """A model whose findings read the image alone and whose impression, from the findings, compares."""
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    prompts = Prompts(findings="<s><image>\nFindings:", impression=PRIOR_PROMPTS.impression,
+                      impression_from_findings=PRIOR_PROMPTS.impression_from_findings)
+    return SampleEncoder(tokenizer, prompts, image_token_id=tokenizer.token_to_id("<image>"),
+                         image_tokens=IMAGE_TOKENS, eos_id=1, max_positions=512, prior=PriorConfig("report+image"),
+                         impression_from="findings")
+
+
+def target_of(labels: list[int], enc: SampleEncoder) -> str:
+    return enc.tokenizer.decode([t for t in labels if t not in (-100, 1)]).strip()
+
+
+def test_findings_without_the_prior_learn_the_findings_written_without_it(pool: Pool) -> None:
+    enc = impression_from_findings_encoder()
+    batch = collate([Item(1, "findings"), Item(2, "findings")], pool.studies, pool.pixels, enc, pad_id=2,
+                    priors=pool.prior_pixels)
+    ids, labels = batch["input_ids"].tolist(), batch["labels"].tolist()
+    # no prior image block and no prior words: the study's own image only
+    assert batch["pixel_values"].shape[0] == 2
+    assert "Prior" not in prompt_of(enc, ids[0], labels[0]) and "Prior" not in prompt_of(enc, ids[1], labels[1])
+    assert target_of(labels[0], enc) == "Large right pleural effusion."
+    # a study whose manifest has no such text learns its report's findings
+    assert target_of(labels[1], enc) == pool.studies[2].findings_text
+
+
+def test_an_impression_from_findings_is_given_the_findings_written_without_the_prior(pool: Pool) -> None:
+    enc = impression_from_findings_encoder()
+    batch = collate([Item(1, IMPRESSION_FROM_FINDINGS)], pool.studies, pool.pixels, enc, pad_id=2,
+                    priors=pool.prior_pixels)
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    text = prompt_of(enc, ids, labels)
+    assert "Prior 2024-03-02:" in text and "Findings: Large right pleural effusion." in text
+    assert "has increased" not in text  # the comparison is the impression's to make
+    assert target_of(labels, enc) == "Increased right pleural effusion."
+    # a model drafting its impression beside the findings is given the report's findings, as before
+    before = collate([Item(1, IMPRESSION_FROM_FINDINGS)], pool.studies, pool.pixels, encoder(), pad_id=2,
+                     priors=pool.prior_pixels)
+    assert "has increased" in prompt_of(enc, before["input_ids"][0].tolist(), before["labels"][0].tolist())
+
+
+def test_only_an_impression_drafted_from_findings_lets_the_findings_prompt_leave_the_prior_out() -> None:
+    blind = {"prompts.findings": "<s><image>\nFindings:"}
+    config = load_train_config(RECIPE, {**blind, "prompting.impression_from": "findings"})
+    config.check_prior_slots()
+    assert config.prompting.impression_from == "findings" and "{prior}" not in config.prompts.findings
+    with pytest.raises(TrainConfigError, match="prompts.findings"):
+        load_train_config(RECIPE, blind).check_prior_slots()
+    with pytest.raises(TrainConfigError, match="impression_from"):
+        load_train_config(RECIPE, {"prompting.impression_from": "prior"})
+
+
 def test_the_recipe_takes_priors_and_prompts_without_a_prior_slot_are_refused() -> None:
     config = load_train_config(RECIPE)
     assert config.prior.intake == "report+image" and config.model.base is not None
@@ -117,12 +172,15 @@ def test_the_export_writes_the_prior_intake_into_model_json(tiny_checkpoint: Pat
     from training.export import export_bundle
 
     out = tmp_path / "bundle"
-    export_bundle(tiny_checkpoint, out, name="tiny-prior", version="0.0.1", prompts=PRIOR_PROMPTS,
-                  prior=PriorConfig("report+image"))
+    prompts = Prompts(findings="<s><image>\nFindings:", impression=PRIOR_PROMPTS.impression,
+                      impression_from_findings=PRIOR_PROMPTS.impression_from_findings)
+    export_bundle(tiny_checkpoint, out, name="tiny-prior", version="0.0.1", prompts=prompts,
+                  prior=PriorConfig("report+image"), impression_from="findings")
     manifest = read_manifest(out)
     data = json.loads((out / "model.json").read_text())
     assert data["prior"] == "report+image" and manifest.prior_prompts.none == "Prior: none.\n"
-    assert "{prior}" in manifest.prompts.findings
+    assert data["impression_from"] == "findings" and manifest.impression_from == "findings"
+    assert "{prior}" not in manifest.prompts.findings and "{prior}" in manifest.prompts.impression_from_findings
 
 
 def test_the_card_and_model_json_carry_the_comparison_scores(manifest: Path) -> None:

@@ -14,7 +14,8 @@ With `priors` (`raddraft synth --priors`) each study may have a prior study of t
 gains `prior_study_uid`, `prior_date` (YYYY-MM-DD), `prior_images` (relative to `out_dir`), `prior_views`,
 `prior_image_info`, `prior_report` (`findings`, `impression`), `prior_findings`, `prior_labels`, `change`
 ({finding key: new | increased | decreased | unchanged | resolved}) and `device_change` ({device: moved |
-removed | new | unchanged}); all null for a study without a prior. The current study's images are the same as without
+removed | new | unchanged}); all null for a study without a prior. `report_without_prior` is the report of the
+same images by a reader who has not seen any prior (no comparison, no "no prior available"). The current study's images are the same as without
 priors; its report compares with the prior (or says there is none). Without `priors` the output is the
 same, byte for byte, as it always was.
 
@@ -243,6 +244,9 @@ def write_study_with_prior(spec: StudySpec, out_dir: Path, config: PhantomConfig
                        config.sampling, sampling, config.lateral_fraction, config.monochrome1_fraction)
     writer = ComparisonReportWriter(study_streams(spec.seed, spec.index)["report"])
     record.update(dict.fromkeys(PRIOR_FIELDS))
+    # what a reader who has not seen the prior writes of these images: the target of a findings prompt
+    # that takes no prior (a bundle whose impression, drafted from the findings, makes the comparison)
+    record["report_without_prior"] = record["report"]
     if prior is None:
         record["report"] = writer.write_without_prior(spec.findings)
         return record

@@ -90,7 +90,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                   card_notes: str | None = None, intended_use: str | None = None,
                   quantize_options=None, threads: int | None = None,
                   include_checkpoint: bool = False, prompt_spec=None, prior=None,
-                  decoder_method: str = "auto") -> ExportReport:
+                  decoder_method: str = "auto", impression_from: str = "image") -> ExportReport:
     """Export the LLaVA checkpoint in `checkpoint_dir` as a bundle in `out_dir`.
 
     quantize: extra variants ("int8", "fp16") besides fp32. parity: check fp32 (fatal) and the variants
@@ -106,6 +106,8 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
     every EOS of its `generation_config.json`. prior: what the prompts take of a prior study (a
     `training.train.config.PriorConfig`; None: nothing). decoder_method: "direct" (the decoder graph written from the
     weights), "trace" (torch's exporter with optimum's config) or "auto" (direct where it can).
+    impression_from: model.json's `impression_from` ("image", or "findings": the engine drafts the impression
+    from the drafted findings).
     """
     from training.export.layout import PromptSpec, read_preprocessing, read_prompt_spec
 
@@ -143,7 +145,7 @@ def export_bundle(checkpoint_dir: Path, out_dir: Path, *, name: str, version: st
                                   parity=parity, card_notes=card_notes, intended_use=intended_use,
                                   quantize_options=quantize_options, threads=threads,
                                   include_checkpoint=include_checkpoint, spec=spec, prior=prior,
-                                  decoder_method=decoder_method)
+                                  decoder_method=decoder_method, impression_from=impression_from)
         timer.finish()
         report.seconds = time.monotonic() - started
         _write_record(staging, report, checkpoint_dir)
@@ -233,7 +235,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
                  generation: GenerationDefaults, provenance: dict, metrics: dict, parity: bool,
                  card_notes: str | None, intended_use: str | None, quantize_options, threads: int | None,
                  include_checkpoint: bool = False, spec=None, decoder_method: str = "auto",
-                 prior=None) -> ExportReport:
+                 prior=None, impression_from: str = "image") -> ExportReport:
     from training.export.card import render_card
     from training.export.decoder import decoder_method as chosen_decoder_method
     from training.export.decoder import export_decoder
@@ -322,7 +324,7 @@ def _export_into(folder: Path, checkpoint_dir: Path, timer: _Steps, *, name: str
     manifest = BundleManifest(name=name, version=version, architecture=arch, preprocessing=preprocessing,
                               variants=graph_variants, default_variant="fp32", prompts=prompts,
                               generation=generation, prompting=layout, tokenizer=TOKENIZER, card=CARD,
-                              **_prior_fields(prior),
+                              **_prior_fields(prior), impression_from=impression_from,
                               provenance=provenance,
                               metrics=metrics, checkpoint=CHECKPOINT if include_checkpoint else None)
     if include_checkpoint:

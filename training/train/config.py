@@ -43,6 +43,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 TEST_SPLITS = ("test", "all")
 EVAL_ENGINES = ("auto", "engine", "torch")
+IMPRESSION_SOURCES = ("image", "findings")  # model.json `impression_from` (engine.bundle)
 BASE_DTYPES = ("auto", "fp32", "bf16", "fp16")
 BASE_QUANTIZATIONS = ("none", "4bit")
 OPTIMIZERS = ("adamw", "adamw-8bit")
@@ -327,12 +328,17 @@ class LoraSettings:
 class PromptingConfig:
     """How a base checkpoint's chat template is filled (ignored for models without one; a checkpoint's own
     `raddraft_prompts.json` takes precedence). indication: how the reason for the exam is introduced, e.g.
-    "Indication: {indication}" ("": not prompted). system: the system prompt ("": the template's default)."""
+    "Indication: {indication}" ("": not prompted). system: the system prompt ("": the template's default).
+    impression_from: how the bundle drafts a study's Impression, written into its model.json: "image" (its
+    own prompt, beside the findings) or "findings" (from the findings just drafted, and the prior; the
+    findings prompt may then leave the prior out, and learns the findings written without it)."""
 
     indication: str = ""
     system: str = ""
+    impression_from: str = "image"
 
     def __post_init__(self) -> None:
+        _one_of(self.impression_from, IMPRESSION_SOURCES, "impression_from")
         _check(not self.indication or "{indication}" in self.indication, "indication",
                "must contain {indication} (or be empty)")
 
@@ -456,7 +462,11 @@ class TrainConfig:
         if self.prior.intake == "none":
             return
         for name in ("findings", "impression", "impression_from_findings"):
-            _check(getattr(self.prompts, name).count(PRIOR_PLACEHOLDER) == 1, f"prompts.{name}",
+            count = getattr(self.prompts, name).count(PRIOR_PLACEHOLDER)
+            if name == "findings" and self.prompting.impression_from == "findings":
+                _check(count <= 1, f"prompts.{name}", f"may hold {PRIOR_PLACEHOLDER} once at most")
+                continue
+            _check(count == 1, f"prompts.{name}",
                    f"must hold {PRIOR_PLACEHOLDER} once when prior.intake is {self.prior.intake!r}")
 
     @property

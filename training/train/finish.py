@@ -77,7 +77,8 @@ def export(ctx: Context, merged: Path, prep: Preprocessing, outcome, progress: b
                              generation=GenerationDefaults(max_new_tokens=config.output.max_new_tokens),
                              provenance=provenance(ctx, outcome), card_notes=config.output.description or None,
                              progress=step, overwrite=False,
-                             include_checkpoint=config.output.include_checkpoint, prior=config.prior)
+                             include_checkpoint=config.output.include_checkpoint, prior=config.prior,
+                             impression_from=config.prompting.impression_from)
 
 
 def engine_drafts(ctx: Context, bundle: Path, studies: list[Study], progress: bool) -> dict[str, list[dict]]:

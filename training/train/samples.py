@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.bundle import Prompts
+from engine.bundle import PRIOR_PLACEHOLDER, Prompts
 from engine.prompts import (
     IMPRESSION_FROM_FINDINGS,
     MAX_PRIOR_REPORT_TOKENS,
@@ -62,7 +62,7 @@ class SampleEncoder:
 
     def __init__(self, tokenizer, prompts: Prompts, image_token_id: int, image_tokens: int, eos_id: int,
                  max_positions: int, prompting: TrainingPrompts | None = None,
-                 prior: PriorConfig | None = None) -> None:
+                 prior: PriorConfig | None = None, impression_from: str = "image") -> None:
         self.tokenizer = tokenizer  # a `tokenizers.Tokenizer`
         self.prompts = prompts
         self.prompting = prompting or TrainingPrompts(prompts)
@@ -71,6 +71,24 @@ class SampleEncoder:
         self.eos_id = eos_id
         self.max_positions = max_positions
         self.prior = prior or PriorConfig()
+        self.impression_from = impression_from  # "findings": the impression is drafted from drafted findings
+
+    @property
+    def findings_read_prior(self) -> bool:
+        """Whether the findings prompt carries the prior (a rendered template always places it)."""
+        return self.prompting.templated or PRIOR_PLACEHOLDER in self.prompting.prompts.findings
+
+    def findings_target(self, study: Study) -> str:
+        """What the findings prompt teaches: findings written without the prior when the prompt has none
+        (and the manifest has them), else the report's findings."""
+        if not self.findings_read_prior and study.findings_without_prior:
+            return study.findings_without_prior
+        return study.findings_text
+
+    def given_findings(self, study: Study) -> str:
+        """The findings an impression from findings is given: for a model that drafts its impression from
+        its own findings, the findings it drafts (`findings_target`), else the report's."""
+        return self.findings_target(study) if self.impression_from == "findings" else study.findings_text
 
     def prompt(self, text: str, num_images: int, prior_images: int = 0) -> list[int]:
         return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images, prior_images)
@@ -130,13 +148,13 @@ class SampleEncoder:
             return self.pair(self.prompting.question(question, views), answer, num_images)
         if item.kind == "findings":
             text = self.section_text("findings", study, views, prior_images=prior_images)
-            return self.pair(text, study.findings_text, num_images, prior_images)
+            return self.pair(text, self.findings_target(study), num_images, prior_images)
         if item.kind == "impression":
             text = self.section_text("impression", study, views, prior_images=prior_images)
             return self.pair(text, study.impression_text, num_images, prior_images)
         if item.kind == IMPRESSION_FROM_FINDINGS:
             source = text_study or study
-            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, source.findings_text, prior_of=source,
+            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, self.given_findings(source), prior_of=source,
                                      prior_images=prior_images)
             return self.pair(text, source.impression_text, num_images, prior_images)
         raise SampleError(f"unknown sample kind {item.kind!r}")
@@ -231,6 +249,8 @@ def item_prior_pixels(item: Item, encoder: SampleEncoder, studies: Sequence[Stud
     """The prior frontal image that follows the item's own images (None: its prompt takes none)."""
     source = prior_source(item)
     if item.kind == VQA or priors is None or not encoder.takes_prior_image(studies[source]):
+        return None
+    if item.kind == "findings" and not encoder.findings_read_prior:
         return None
     if priors.num_images(source) == 0:
         return None

@@ -53,6 +53,9 @@ class Study:
     # folder) and the per-finding change against it (`change`); None / {} without a prior
     prior: PriorInput | None = None
     change: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # the findings as a reader who has not seen the prior writes them (manifest `report_without_prior`;
+    # None: the manifest has no such text, and `findings_text` stands for it)
+    findings_without_prior: str | None = None
 
     @property
     def root(self) -> Path:
@@ -81,10 +84,18 @@ def study_from_record(record: Mapping, source: str, manifest: Path, where: str) 
                      findings_text=str(report["findings"]), impression_text=str(report["impression"]),
                      labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()),
                      indication=" ".join(str(record.get("indication") or "").split()) or None,
-                     prior=prior_from_record(record, manifest.parent), change=dict(record.get("change") or {}))
+                     prior=prior_from_record(record, manifest.parent), change=dict(record.get("change") or {}),
+                     findings_without_prior=_findings_without_prior(record))
     except (KeyError, TypeError) as exc:
         raise StudyDataError(f"{where}: a study lacks {exc} (needs study_uid, images, report.findings, "
                              f"report.impression)") from None
+
+
+def _findings_without_prior(record: Mapping) -> str | None:
+    report = record.get("report_without_prior")
+    if not isinstance(report, Mapping) or not str(report.get("findings") or "").strip():
+        return None
+    return str(report["findings"])
 
 
 def prior_from_record(record: Mapping, root: Path) -> PriorInput | None:

@@ -60,7 +60,8 @@ class Context:
         return SampleEncoder(self.tokenizer.backend_tokenizer, self.config.prompts,
                              image_token_id=int(config.image_token_index), image_tokens=image_tokens(config),
                              eos_id=self.eos_id, max_positions=int(config.text_config.max_position_embeddings),
-                             prompting=self.prompts, prior=self.config.prior)
+                             prompting=self.prompts, prior=self.config.prior,
+                             impression_from=self.config.prompting.impression_from)
 
     def text_encoder(self, llava: nn.Module) -> TextEncoder:
         return TextEncoder(self.tokenizer.backend_tokenizer, self.config.prompts, self.eos_id,
