@@ -14,8 +14,9 @@ Graphs (names of inputs and outputs are part of the format):
 Where the Impression comes from (`impression_from`): "image" (the default, and what a bundle without the key
 does) drafts it from the image like the Findings; "findings" drafts it from the drafted Findings with the
 `impression_from_findings` prompt, which is where a bundle that takes priors states the comparison. Such a
-bundle's `findings` prompt may leave out the `{prior}` slot: its Findings are then read from the image alone,
-and the prior (its report and, for "report+image", its image) reaches the Impression only.
+bundle's plain `findings` prompt may leave out the `{prior}` slot: its Findings are then read from the image
+alone, and the prior (its report and, for "report+image", its image) reaches the Impression only. (Prompts
+rendered by a chat template take the prior in every section, as before.)
 """
 
 from __future__ import annotations
@@ -221,13 +222,15 @@ class BundleManifest:
 
     def prior_in(self, kind: str) -> bool:
         """Whether the prompts of `kind` ("findings", "impression", "impression_from_findings") take the
-        prior: all of them in a bundle that takes priors, but the findings of an impression-from-findings
-        bundle only when its findings prompts hold a `{prior}` slot (without one they read the image alone)."""
+        prior: all of them in a bundle that takes priors, but the plain findings prompt of an
+        impression-from-findings bundle only when it holds a `{prior}` slot (without one the findings are read
+        from the image alone). Prompts rendered by a chat template always take it (engine.prompts.prior_slotted
+        places it; training/train/samples.py trains them so)."""
         if self.prior == "none":
             return False
-        if kind != "findings" or self.impression_from != "findings":
+        if kind != "findings" or self.impression_from != "findings" or self.prompting.variants:
             return True
-        return all(PRIOR_PLACEHOLDER in text for _, text in section_prompt_texts(self, "findings"))
+        return PRIOR_PLACEHOLDER in self.prompts.findings
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
@@ -416,14 +419,6 @@ def prompt_texts(manifest: BundleManifest) -> list[tuple[str, str]]:
     return rendered or plain
 
 
-def section_prompt_texts(manifest: BundleManifest, kind: str) -> list[tuple[str, str]]:
-    """The (label, text) of `prompt_texts` that draft `kind`."""
-    if manifest.prompting.variants:
-        return [(f"prompting variant {v.section}/{'+'.join(v.views)}", v.text)
-                for v in manifest.prompting.variants if v.section == kind]
-    return [(f"prompts.{kind}", getattr(manifest.prompts, kind))]
-
-
 def _check_impression_source(manifest: BundleManifest, where: str) -> None:
     if manifest.impression_from not in IMPRESSION_SOURCES:
         raise BundleError(f"{where}: impression_from must be one of {', '.join(IMPRESSION_SOURCES)}, "
@@ -443,17 +438,14 @@ def _check_prior_intake(manifest: BundleManifest, where: str) -> None:
     # a prompt rendered by a chat template may leave the slot to the engine (engine.prompts.prior_slotted;
     # the model's check at load builds each prompt with a prior)
     least = 0 if manifest.prompting.variants else 1
-    from_findings = manifest.impression_from == "findings"
-    findings = dict(section_prompt_texts(manifest, "findings"))
+    # findings drafted from the image alone, where the impression is drafted from them, need no prior
+    image_only = "prompts.findings" if manifest.impression_from == "findings" else None
     for label, text in texts:
-        fewest = 0 if from_findings and label in findings else least
+        fewest = 0 if label == image_only else least
         if not fewest <= text.count(PRIOR_PLACEHOLDER) <= 1:
             raise BundleError(f"{where}: {label} must hold {PRIOR_PLACEHOLDER} "
                               f"{'at most once' if fewest == 0 else 'once'} (prior is {manifest.prior!r}, "
                               f"impression_from is {manifest.impression_from!r})")
-    if from_findings and len({PRIOR_PLACEHOLDER in text for text in findings.values()}) > 1:
-        raise BundleError(f"{where}: the findings prompts must all hold {PRIOR_PLACEHOLDER} or none of them "
-                          "(impression_from is \"findings\")")
     words = manifest.prior_prompts
     given = words.with_image if manifest.prior == "report+image" else words.report_only
     for slot in (PRIOR_DATE_PLACEHOLDER, PRIOR_REPORT_PLACEHOLDER):

@@ -140,23 +140,22 @@ def test_the_findings_prompt_holds_no_prior_and_the_impression_prompt_does(model
     assert with_prior.timings["impression"]["prompt_tokens"] > without.timings["impression"]["prompt_tokens"]
 
 
-def test_a_chat_template_bundle_reads_its_findings_without_the_prior(tiny_bundle: Path, tmp_path: Path,
-                                                                     phantom_studies: list[dict]) -> None:
-    """Rendered variants hold no `{prior}` of their own: the engine slots the prior into the impression
-    prompts of an impression-from-findings bundle, not into its findings prompts."""
+def test_a_chat_template_bundle_drafts_its_impression_from_findings_with_the_prior_in_every_prompt(
+        tiny_bundle: Path, tmp_path: Path, phantom_studies: list[dict]) -> None:
+    """Rendered variants hold no `{prior}` of their own and the engine slots the prior into each of them, as
+    training trains them: an impression-from-findings chat bundle reads its findings with the prior too."""
     from tests.engine.test_prompt_chat_prior import chat_prior_bundle, llava_15_layout
 
     bundle = chat_prior_bundle(tiny_bundle, tmp_path / "chat", llava_15_layout())
     data = json.loads((bundle / "model.json").read_text())
     data["impression_from"] = "findings"
     (bundle / "model.json").write_text(json.dumps(data))
-    model = load_model(bundle, CPU)  # the check at load builds each variant as it is drafted
-    assert not model.manifest.prior_in("findings")
+    model = load_model(bundle, CPU)
+    assert model.manifest.prior_in("findings")
     block = model.prepare_prior(effusion_prior(phantom_studies[-1])).block
-    assert "Prior" not in model.prompt_text("findings", ("frontal",), prior=block)
+    assert PRIOR_REPORT in model.prompt_text("findings", ("frontal",), prior=block)
     assert PRIOR_REPORT in model.prompt_text(IMPRESSION_FROM_FINDINGS, ("frontal",), "Clear.", prior=block)
     with_prior = model.draft(phantom_studies[0]["paths"], prior=effusion_prior(phantom_studies[-1]))
     without = model.draft(phantom_studies[0]["paths"])
-    assert with_prior.prompts["impression"] == IMPRESSION_FROM_FINDINGS
-    assert with_prior.timings["findings"]["prompt_tokens"] == without.timings["findings"]["prompt_tokens"]
-    assert with_prior.timings["impression"]["prompt_tokens"] > without.timings["impression"]["prompt_tokens"]
+    assert with_prior.prompts["impression"] == without.prompts["impression"] == IMPRESSION_FROM_FINDINGS
+    assert with_prior.timings["findings"]["prompt_tokens"] > without.timings["findings"]["prompt_tokens"]
