@@ -197,3 +197,31 @@ def test_the_card_and_model_json_carry_the_comparison_scores(manifest: Path) -> 
     card = quality_section({"references": result}, "three phantoms")
     assert "| comparison with the prior: micro F1 over per-finding change labels | 1.000 |" in card
     assert "| studies without a prior: share of drafts claiming a comparison | 0.500 |" in card
+
+
+def test_validation_drafts_make_the_impression_as_the_bundle_will(pool: Pool) -> None:
+    """Torch drafts during training (validation metrics, the torch evaluation) make each impression as the
+    engine will: from the findings just drafted for a model whose impression comes from its findings."""
+    from training.modeling.llava import TINY, build_llava
+    from training.modeling.tokenizer import as_transformers
+    from training.train.drafting import draft_studies, generate_section
+
+    tokenizer = as_transformers(Tokenizer.from_file(str(TOKENIZER)))
+    model = build_llava(TINY, tokenizer, seed=3).eval()
+    blind = Prompts(findings="<s><image>\nFindings:", impression=PRIOR_PROMPTS.impression,
+                    impression_from_findings=PRIOR_PROMPTS.impression_from_findings)
+    indices = [0, 1, 2]
+    for impression_from, prompts in (("findings", blind), ("image", PRIOR_PROMPTS)):
+        enc = SampleEncoder(tokenizer.backend_tokenizer, prompts, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+                            image_tokens=TINY.image_tokens, eos_id=1, max_positions=512, prior=PriorConfig("report"),
+                            impression_from=impression_from)
+        drafts = draft_studies(model, enc, pool.studies, pool.pixels, pad_id=2, max_new_tokens=6)
+        findings = [d["findings"] for d in drafts]
+        assert all(findings)
+        if impression_from == "findings":
+            expected = generate_section(model, enc, pool.studies, pool.pixels, indices, IMPRESSION_FROM_FINDINGS,
+                                        pad_id=2, max_new_tokens=6, findings=findings)
+        else:
+            expected = generate_section(model, enc, pool.studies, pool.pixels, indices, "impression", pad_id=2,
+                                        max_new_tokens=6)
+        assert [d["impression"] for d in drafts] == expected

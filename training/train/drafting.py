@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.prompts import IMPRESSION_FROM_FINDINGS
 from training.train.samples import Item, SampleEncoder, item_prior_pixels
 from training.train.studies import PixelStore, Study
-
-SECTIONS = ("findings", "impression")
 
 
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,17 +30,23 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
 @torch.no_grad()
 def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
                      indices: Sequence[int], section: str, *, pad_id: int, max_new_tokens: int,
-                     priors: PixelStore | None = None) -> list[str]:
+                     priors: PixelStore | None = None, findings: Sequence[str] | None = None) -> list[str]:
     """Greedy continuations of the `section` prompt for the studies `indices` (one batch), each with its
-    prior when the model takes priors (`priors`: their frontal images)."""
+    prior when the model takes priors (`priors`: their frontal images). findings: for an impression from
+    findings, each study's findings text (in the order of `indices`)."""
     device = next(model.parameters()).device
     default = encoder.prompting.default_views(2)
     prompts, images = [], []
-    for i in indices:
+    for n, i in enumerate(indices):
         prior = item_prior_pixels(Item(i, section), encoder, studies, priors)
         count = 0 if prior is None else len(prior)
-        prompts.append(encoder.section_prompt(section, studies[i], pixels.num_images(i),
-                                              pixels.study_views(i, default), prior_images=count))
+        views = pixels.study_views(i, default)
+        if section == IMPRESSION_FROM_FINDINGS:
+            text = encoder.section_text(section, studies[i], views, findings[n], prior_images=count)
+            prompts.append(encoder.prompt(text, pixels.num_images(i), count))
+        else:
+            prompts.append(encoder.section_prompt(section, studies[i], pixels.num_images(i), views,
+                                                  prior_images=count))
         images += [pixels.pixels(i)] + ([prior] if prior is not None else [])
     ids, mask = left_pad(prompts, pad_id)
     pixel_values = torch.from_numpy(np.concatenate(images)).to(device)
@@ -57,20 +62,38 @@ def generate_section(model: nn.Module, encoder: SampleEncoder, studies: Sequence
     return texts
 
 
+def _impression_rows(encoder: SampleEncoder, indices: Sequence[int], findings: Sequence[str]
+                     ) -> list[tuple[str, list[int]]]:
+    """(prompt kind, rows) for the impressions of a batch: from the drafted findings where the model makes
+    its impression so and has findings to go on (as `engine.runtime.DraftModel.draft`), else from the image."""
+    rows = range(len(indices))
+    if encoder.impression_from != "findings":
+        return [("impression", list(rows))]
+    given = [r for r in rows if findings[r].strip()]
+    groups = [(IMPRESSION_FROM_FINDINGS, given), ("impression", [r for r in rows if r not in given])]
+    return [(kind, members) for kind, members in groups if members]
+
+
 def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
                   *, pad_id: int, max_new_tokens: int, batch_size: int = 16, progress=None,
                   priors: PixelStore | None = None) -> list[dict[str, str]]:
-    """Findings and Impression (from the image, as the engine drafts by default) of every study."""
+    """Findings and Impression of every study, the impression made as the engine makes it for the bundle
+    (`encoder.impression_from`: from the image, or from the findings just drafted)."""
     was_training = model.training
     model.eval()
     drafts = [{"study_uid": s.uid} for s in studies]
     for start in range(0, len(studies), batch_size):
         indices = list(range(start, min(len(studies), start + batch_size)))
-        for section in SECTIONS:
-            texts = generate_section(model, encoder, studies, pixels, indices, section, pad_id=pad_id,
-                                     max_new_tokens=max_new_tokens, priors=priors)
-            for index, text in zip(indices, texts):
-                drafts[index][section] = text
+        findings = generate_section(model, encoder, studies, pixels, indices, "findings", pad_id=pad_id,
+                                    max_new_tokens=max_new_tokens, priors=priors)
+        for index, text in zip(indices, findings):
+            drafts[index]["findings"] = text
+        for section, rows in _impression_rows(encoder, indices, findings):
+            texts = generate_section(model, encoder, studies, pixels, [indices[r] for r in rows], section,
+                                     pad_id=pad_id, max_new_tokens=max_new_tokens, priors=priors,
+                                     findings=[findings[r] for r in rows])
+            for row, text in zip(rows, texts):
+                drafts[indices[row]]["impression"] = text
         if progress:
             progress(len(indices))
     model.train(was_training)
