@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from engine import preprocess
 from engine.batched import BatchRequest, generate_batch
-from engine.bundle import BundleManifest, validate_bundle
+from engine.bundle import SECTIONS, BundleManifest, validate_bundle
 from engine.confidence import SectionTokens, finding_confidence
 from engine.domain import UNKNOWN, DomainSignature, DomainState, read_signature
 from engine.errors import BundleError, GenerationError
@@ -278,6 +278,21 @@ class DraftModel:
                    "total_s": round(done - started, 4)}
         return self._assemble(study_input, findings, impression, kind, used_indication, domain, timings,
                               prior=ready, asked_prior=prior is not None)
+
+    def draft_section(self, study: Sequence[Path] | Sequence[Dataset], section: str, *, findings: str | None = None,
+                      prior: PriorInput | None = None, indication: str | None = None,
+                      on_text: TextCallback | None = None, options: GenerationOptions | None = None
+                      ) -> GenerationResult:
+        """One section on demand, prompted as `draft` prompts it (the study's views, indication and prior):
+        "findings", or "impression", from `findings` when they are given (else from the image)."""
+        if section not in SECTIONS:
+            raise GenerationError(f"unknown section {section!r}; expected one of {', '.join(SECTIONS)}")
+        study_input = self.prepare(study)
+        ready = self.prepare_prior(prior)
+        features = self.image_features(study_input, ready)
+        kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings and findings.strip() else section
+        return self.generate(kind, features, options, findings=findings if kind == IMPRESSION_FROM_FINDINGS else None,
+                             on_text=on_text, **self.prompt_layout(study_input, indication, ready))
 
     def draft_batch(self, studies: Sequence[StudyInput], *, options: GenerationOptions | None = None,
                     priors: Sequence[PriorInput | None] | None = None) -> list[Draft]:

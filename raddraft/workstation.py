@@ -309,9 +309,10 @@ class Workstation:
                       on_piece: Callable[[str], None] | None = None, indication: str | None = None) -> str:
         """Generate one section ("findings", "impression", or "impression" from `findings`), streaming text
         through `on_piece`; return the text. Prompted as the queued draft is (the study's views; the
-        `indication` typed by the radiologist, else the study's own). One generation at a time."""
+        `indication` typed by the radiologist, else the study's own; its newest prior). One generation at a
+        time."""
         from engine.errors import EngineError
-        from engine.prompts import IMPRESSION_FROM_FINDINGS
+        from engine.prompts import prior_input
 
         model = self.model
         if model is None:
@@ -319,12 +320,11 @@ class Workstation:
         if section not in SECTIONS:
             raise ValueError(f"unknown section {section!r}")
         paths = [self.store.path_of(row) for row in self.store.index.instances_of(study_uid)]
-        kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings is not None else section
+        priors = priors_of(self.store.index, study_uid)  # the newest, as the queued draft takes it
+        prior = prior_input(priors[0], self.store.path_of) if priors else None
         with self._generate:
-            study = model.prepare(paths)
-            features = model.image_features(study)
-            return model.generate(kind, features, findings=findings, on_text=on_piece,
-                                  **model.prompt_layout(study, indication)).text
+            return model.draft_section(paths, section, findings=findings, prior=prior, indication=indication,
+                                       on_text=on_piece).text
 
     # -- signing and sending -----------------------------------------------------------------------
     def sign_checks(self, study_uid: str, findings: str, impression: str) -> SignChecks:

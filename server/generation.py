@@ -35,21 +35,18 @@ class OnDemandDrafter:
             self._model = model
 
     def draft_section(self, paths: list[Path], section: str, findings: str | None, indication: str | None,
-                      on_piece: Callable[[str], None]) -> str:
+                      on_piece: Callable[[str], None], prior=None) -> str:
+        """prior: the study's newest prior as the engine takes it (engine.prompts.PriorInput), or None."""
         from engine.errors import EngineError
-        from engine.prompts import IMPRESSION_FROM_FINDINGS
 
         if section not in SECTIONS:
             raise ValueError(f"unknown section {section!r} (findings or impression)")
         model = self.model
         if model is None:
             raise EngineError("the server has no model to draft with")
-        kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings is not None else section
         with self._lock:  # one generation at a time
-            study = model.prepare(paths)
-            features = model.image_features(study)
-            return model.generate(kind, features, findings=findings, on_text=on_piece,
-                                  **model.prompt_layout(study, indication)).text
+            return model.draft_section(paths, section, findings=findings, prior=prior, indication=indication,
+                                       on_text=on_piece).text
 
 
 def _event(name: str, data: dict[str, Any]) -> str:
@@ -57,7 +54,7 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 async def stream_section(drafter: OnDemandDrafter, paths: list[Path], section: str, findings: str | None,
-                         indication: str | None) -> AsyncIterator[str]:
+                         indication: str | None, prior=None) -> AsyncIterator[str]:
     """The generation, run in a thread, as SSE text; the thread's pieces cross into the event loop."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -67,7 +64,7 @@ async def stream_section(drafter: OnDemandDrafter, paths: list[Path], section: s
 
     def run() -> None:
         try:
-            text = drafter.draft_section(paths, section, findings, indication, piece)
+            text = drafter.draft_section(paths, section, findings, indication, piece, prior)
             loop.call_soon_threadsafe(queue.put_nowait, ("result", {"text": text, "section": section}))
         except Exception as error:  # noqa: BLE001 (the app shows it; the server keeps serving)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", {"detail": str(error) or type(error).__name__}))

@@ -102,6 +102,20 @@ def test_draft_follows_the_bundle_unless_told_otherwise(model, phantom_studies: 
     assert default.timings["impression"]["prompt_tokens"] > from_image.timings["impression"]["prompt_tokens"]
 
 
+def test_a_section_drafted_on_demand_is_the_one_the_draft_makes(model, phantom_studies: list[dict]) -> None:
+    """The app's and the site server's on-demand sections (`draft_section`) take the prior and make the
+    impression from the given findings, as the queued draft does; without findings, from the image."""
+    paths, prior = phantom_studies[0]["paths"], effusion_prior(phantom_studies[-1])
+    draft = model.draft(paths, prior=prior)
+    assert model.draft_section(paths, "findings", prior=prior).text == draft.findings
+    assert model.draft_section(paths, "impression", findings=draft.findings, prior=prior).text == draft.impression
+    from_image = model.draft(paths, prior=prior, impression_from_findings=False)
+    assert model.draft_section(paths, "impression", prior=prior).text == from_image.impression
+    assert model.draft_section(paths, "impression", findings="  ", prior=prior).text == from_image.impression
+    without = model.draft(paths, impression_from_findings=False)
+    assert model.draft_section(paths, "impression").text == without.impression
+
+
 def test_draft_batch_gives_each_study_what_draft_gives_it_alone(model, phantom_studies: list[dict]) -> None:
     prior = effusion_prior(phantom_studies[-1])
     current, priors = phantom_studies[:3], [prior, None, prior]
