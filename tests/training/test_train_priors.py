@@ -64,6 +64,13 @@ def prompt_of(enc: SampleEncoder, ids: list[int], labels: list[int]) -> str:
     return enc.tokenizer.decode(prompt, skip_special_tokens=False)
 
 
+def findings_of_studies_1_and_2(enc: SampleEncoder, pool: Pool) -> tuple[dict, list, list]:
+    """The findings samples of study 1 (with a prior) and study 2 (without): the batch, its ids and labels."""
+    batch = collate([Item(1, "findings"), Item(2, "findings")], pool.studies, pool.pixels, enc, pad_id=2,
+                    priors=pool.prior_pixels)
+    return batch, batch["input_ids"].tolist(), batch["labels"].tolist()
+
+
 def test_the_manifest_prior_becomes_the_study_prior_and_its_reference(pool: Pool, manifest: Path) -> None:
     without, with_prior = pool.studies[2], pool.studies[1]
     assert without.prior is None and "change" not in without.reference()
@@ -77,9 +84,7 @@ def test_the_manifest_prior_becomes_the_study_prior_and_its_reference(pool: Pool
 
 def test_a_sample_with_a_prior_carries_its_date_report_and_image_block(pool: Pool) -> None:
     enc = encoder()
-    batch = collate([Item(1, "findings"), Item(2, "findings")], pool.studies, pool.pixels, enc, pad_id=2,
-                    priors=pool.prior_pixels)
-    ids, labels = batch["input_ids"].tolist(), batch["labels"].tolist()
+    batch, ids, labels = findings_of_studies_1_and_2(enc, pool)
     # every image token has its image: study 1's own and its prior's, study 2's own
     assert batch["pixel_values"].shape[0] == 3
     assert sum(row.count(enc.image_token_id) for row in ids) == 3 * IMAGE_TOKENS
@@ -117,9 +122,7 @@ def target_of(labels: list[int], enc: SampleEncoder) -> str:
 
 def test_findings_without_the_prior_learn_the_findings_written_without_it(pool: Pool) -> None:
     enc = impression_from_findings_encoder()
-    batch = collate([Item(1, "findings"), Item(2, "findings")], pool.studies, pool.pixels, enc, pad_id=2,
-                    priors=pool.prior_pixels)
-    ids, labels = batch["input_ids"].tolist(), batch["labels"].tolist()
+    batch, ids, labels = findings_of_studies_1_and_2(enc, pool)
     # no prior image block and no prior words: the study's own image only
     assert batch["pixel_values"].shape[0] == 2
     assert "Prior" not in prompt_of(enc, ids[0], labels[0]) and "Prior" not in prompt_of(enc, ids[1], labels[1])
