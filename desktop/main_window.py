@@ -408,7 +408,15 @@ class MainWindow(QMainWindow):
     # -- drafting on demand ----------------------------------------------------------------------------
     def draft_both(self) -> None:
         if self._may_replace(("findings", "impression")):
-            self.draft_section("findings", then=lambda: self.draft_section("impression", asked=True), asked=True)
+            self.draft_section("findings", then=self._impression_after_findings, asked=True)
+
+    def _impression_after_findings(self) -> None:
+        """The impression of "Draft both", made as the model makes it in a queued draft: from the findings
+        just drafted when it drafts its impression from its findings, else from the image."""
+        model = self.ws.model
+        findings = self.panel.findings.section.text.strip()
+        from_findings = model is not None and model.impression_from_findings and bool(findings)
+        self.draft_section("impression", findings=findings if from_findings else None, asked=True)
 
     def impression_from_findings(self) -> None:
         findings = self.panel.findings.section.text.strip()

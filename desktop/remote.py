@@ -85,6 +85,7 @@ class ServerModel:
     variant: str = ""
     provider: str = ""
     takes_indication: bool = False
+    impression_from_findings: bool = False  # model.json impression_from = "findings"
 
 
 @dataclass(frozen=True)
@@ -562,7 +563,8 @@ class SiteWorkstation:
             return None
         return ServerModel(str(current.get("model_id") or f"{current.get('name')}@{current.get('version')}"),
                            str(current.get("variant", "")), str(current.get("provider", "")),
-                           bool(current.get("takes_indication", False)))
+                           bool(current.get("takes_indication", False)),
+                           current.get("impression_from") == "findings")
 
     def models_overview(self) -> SiteModelsOverview:
         models = tuple(_site_model(m) for m in self._registry())

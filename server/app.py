@@ -475,7 +475,23 @@ def _plain(values: dict[str, Any]) -> dict[str, Any]:
 def _model(model: Any) -> dict[str, Any]:
     return {"name": model.name, "version": model.version, "model_id": model.model_id, "key": model.key,
             "current": model.current, "embedded": model.embedded, "how": model.how, "broken": model.broken,
-            "metrics": model.metrics, "installed_at": model.installed_at.isoformat() if model.installed_at else None}
+            "metrics": model.metrics, "installed_at": model.installed_at.isoformat() if model.installed_at else None,
+            **_prompting(model)}
+
+
+def _prompting(model: Any) -> dict[str, Any]:
+    """What a workstation's window needs of how the model is prompted (read from its model.json): whether it
+    takes an indication, and where its impression comes from."""
+    from engine.bundle import read_manifest
+    from engine.errors import BundleError
+
+    if model.broken is not None:
+        return {}
+    try:
+        manifest = read_manifest(model.path)
+    except (BundleError, OSError):
+        return {}
+    return {"takes_indication": manifest.prompting.takes_indication, "impression_from": manifest.impression_from}
 
 
 def _iso(at: float) -> str:
