@@ -4,9 +4,9 @@ A study that cannot be drafted (its images undecodable, the model refuses it) is
 reason and never holds up the others of its batch. A job carries the study's most recent prior (the server
 looked it up before offering the study); for a model that takes priors it reaches the prompt by the rule of
 the workstation's queue (`engine.prompts.prior_input`), its frontal image fetched by WADO-RS for a
-"report+image" model. Such studies are drafted one by one (`DraftModel.draft(prior=...)`), the others of
-the batch together. When the server cannot be reached the studies are
-left to their leases: the server offers them again, to this worker or another.
+"report+image" model. The whole batch is drafted together (`DraftModel.draft_batch(priors=...)`), each study
+with its own prior and its impression made where the bundle says (`impression_from`). When the server cannot
+be reached the studies are left to their leases: the server offers them again, to this worker or another.
 """
 
 from __future__ import annotations
