@@ -19,6 +19,7 @@ and report), the one rule by which the engine drafts and training (training/trai
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from engine.bundle import (
     PromptVariant,
 )
 from engine.errors import GenerationError
+
+log = logging.getLogger(__name__)
 
 IMPRESSION_FROM_FINDINGS = "impression_from_findings"
 PROMPT_KINDS = (*SECTIONS, IMPRESSION_FROM_FINDINGS)
@@ -87,6 +90,26 @@ def prior_input(prior, path_of: Callable[[object], Path]) -> PriorInput:
                       impression=prior.impression or "",
                       image_paths=tuple(Path(path_of(row)) for row in prior.instances),
                       study_uid=str(prior.study_uid))
+
+
+def newest_prior_input(index, study_uid: str, path_of: Callable[[object], Path]) -> PriorInput | None:
+    """The study's most recent retrieved prior (`dicom_node.priors.priors_of` on the store's `index`) as the
+    engine takes it, or None: what every draft of the study is given, queued or on demand. A prior that
+    cannot be read is logged and left out: the study is drafted without one, never held up."""
+    from dicom_node.priors import priors_of
+
+    try:
+        priors = priors_of(index, study_uid)
+    except Exception:
+        log.exception("the priors of study %s cannot be read; drafting without a prior", study_uid)
+        return None
+    return prior_input(priors[0], path_of) if priors else None
+
+
+def impression_kind(findings: str | None) -> str:
+    """The prompt of an impression drafted from `findings`: from them when there are any, else from the
+    image (an empty findings prompt would teach nothing and fill nothing)."""
+    return IMPRESSION_FROM_FINDINGS if findings and findings.strip() else "impression"
 
 
 def cut_to_tokens(tokenizer: Tokenizer, text: str, limit: int) -> str:

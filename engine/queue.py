@@ -23,6 +23,7 @@ from dicom_node.store import Store
 from engine.errors import EngineError
 from engine.events import DraftEvents, DraftFailed, DraftFinished, DraftPiece, DraftStarted
 from engine.findings.critical import DEFAULT_CRITICAL_FINDINGS, check_critical_names, find_critical
+from engine.prompts import newest_prior_input
 from engine.runtime import Draft
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class DraftingQueue:
             return
         self.events.started.publish(DraftStarted(study_uid, model.model_id))
         paths = [self._store.path_of(row) for row in index.instances_of(study_uid)]
-        prior = self._latest_prior(study_uid)
+        prior = newest_prior_input(index, study_uid, self._store.path_of)
         try:
             draft = model.draft(paths, on_piece=lambda section, text: self.events.piece.publish(
                 DraftPiece(study_uid, section, text)), **({"prior": prior} if prior is not None else {}))
@@ -205,18 +206,6 @@ class DraftingQueue:
         log.info("study %s drafted by %s in %.2f s%s", study_uid, draft.model, total,
                  " (stale: new images arrived meanwhile)" if record.stale else "")
         self.events.finished.publish(DraftFinished(study_uid, record.id, draft.model, total, record.stale))
-
-    def _latest_prior(self, study_uid: str):
-        """The study's most recent retrieved prior as the engine takes it (engine.prompts.PriorInput), or None."""
-        from dicom_node.priors import priors_of
-        from engine.prompts import prior_input
-
-        try:
-            priors = priors_of(self._store.index, study_uid)
-        except Exception:  # a broken prior must not stop the draft: it is drafted without one
-            log.exception("the priors of study %s cannot be read; drafting without a prior", study_uid)
-            return None
-        return prior_input(priors[0], self._store.path_of) if priors else None
 
     def _trust_of(self, study_uid: str, draft: Draft) -> dict[str, object]:
         """Domain state and confidence for the draft's detail, and its critical findings, except for a draft

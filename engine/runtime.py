@@ -37,6 +37,7 @@ from engine.prompts import (
     PROMPT_KINDS,
     PriorInput,
     cut_to_tokens,
+    impression_kind,
     layout_prompt_text,
     prior_block,
     prompt_ids,
@@ -263,7 +264,7 @@ class DraftModel:
                                  reuse=shared, **layout)
         if impression_from_findings is None:
             impression_from_findings = self.impression_from_findings
-        kind = IMPRESSION_FROM_FINDINGS if impression_from_findings and findings.text.strip() else "impression"
+        kind = impression_kind(findings.text) if impression_from_findings else "impression"
         # Only an impression that continues the findings reuses the findings' cache; any other shares no
         # more with it than with the shared prefill, so that cache (a 7 B model's: ~0.7 GB) is let go first.
         continued = (findings.state,) if findings.state and kind == IMPRESSION_FROM_FINDINGS else ()
@@ -290,7 +291,7 @@ class DraftModel:
         study_input = self.prepare(study)
         ready = self.prepare_prior(prior)
         features = self.image_features(study_input, ready)
-        kind = IMPRESSION_FROM_FINDINGS if section == "impression" and findings and findings.strip() else section
+        kind = impression_kind(findings) if section == "impression" else section
         return self.generate(kind, features, options, findings=findings if kind == IMPRESSION_FROM_FINDINGS else None,
                              on_text=on_text, **self.prompt_layout(study_input, indication, ready))
 
@@ -319,7 +320,7 @@ class DraftModel:
         prefills = [self._shared_prefill(f, options, **layout) for f, layout in zip(features, layouts)]
         if self.impression_from_findings:
             findings = self._batch_rows(["findings"] * len(studies), features, layouts, prefills, options)
-            kinds = [IMPRESSION_FROM_FINDINGS if result.text.strip() else "impression" for result in findings]
+            kinds = [impression_kind(result.text) for result in findings]
             impressions = self._batch_rows(kinds, features, layouts, prefills, options,
                                            [result.text for result in findings])
         else:  # one round: each study's findings and impression rows side by side

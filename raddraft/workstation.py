@@ -312,7 +312,7 @@ class Workstation:
         `indication` typed by the radiologist, else the study's own; its newest prior). One generation at a
         time."""
         from engine.errors import EngineError
-        from engine.prompts import prior_input
+        from engine.prompts import newest_prior_input
 
         model = self.model
         if model is None:
@@ -320,8 +320,7 @@ class Workstation:
         if section not in SECTIONS:
             raise ValueError(f"unknown section {section!r}")
         paths = [self.store.path_of(row) for row in self.store.index.instances_of(study_uid)]
-        priors = priors_of(self.store.index, study_uid)  # the newest, as the queued draft takes it
-        prior = prior_input(priors[0], self.store.path_of) if priors else None
+        prior = newest_prior_input(self.store.index, study_uid, self.store.path_of)  # as the queued draft
         with self._generate:
             return model.draft_section(paths, section, findings=findings, prior=prior, indication=indication,
                                        on_text=on_piece).text

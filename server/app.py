@@ -288,8 +288,7 @@ def create_app(site: Site) -> FastAPI:
 
     @app.post("/api/studies/{study_uid}/generate")
     def generate(study_uid: str, body: Generate, _user: Reader) -> StreamingResponse:
-        from dicom_node.priors import priors_of
-        from engine.prompts import prior_input
+        from engine.prompts import newest_prior_input
         from server.generation import SECTIONS, stream_section
 
         known_study(study_uid)
@@ -298,8 +297,7 @@ def create_app(site: Site) -> FastAPI:
         if body.section not in SECTIONS:
             raise SiteError(f"unknown section {body.section!r} (findings or impression)")
         paths = [site.store.path_of(row) for row in index.instances_of(study_uid)]
-        priors = priors_of(index, study_uid)  # the newest, as the drafting workers take it
-        prior = prior_input(priors[0], site.store.path_of) if priors else None
+        prior = newest_prior_input(index, study_uid, site.store.path_of)  # as the drafting workers take it
         return StreamingResponse(stream_section(site.drafter, paths, body.section, body.findings, body.indication,
                                                 prior),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

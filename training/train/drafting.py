@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.prompts import IMPRESSION_FROM_FINDINGS
+from engine.prompts import IMPRESSION_FROM_FINDINGS, impression_kind
 from training.train.samples import Item, SampleEncoder, item_prior_pixels
 from training.train.studies import PixelStore, Study
 
@@ -66,12 +66,9 @@ def _impression_rows(encoder: SampleEncoder, indices: Sequence[int], findings: S
                      ) -> list[tuple[str, list[int]]]:
     """(prompt kind, rows) for the impressions of a batch: from the drafted findings where the model makes
     its impression so and has findings to go on (as `engine.runtime.DraftModel.draft`), else from the image."""
-    rows = range(len(indices))
-    if encoder.impression_from != "findings":
-        return [("impression", list(rows))]
-    given = [r for r in rows if findings[r].strip()]
-    groups = [(IMPRESSION_FROM_FINDINGS, given), ("impression", [r for r in rows if r not in given])]
-    return [(kind, members) for kind, members in groups if members]
+    kinds = [impression_kind(text) if encoder.impression_from == "findings" else "impression" for text in findings]
+    groups = [(kind, [r for r, k in enumerate(kinds) if k == kind]) for kind in (IMPRESSION_FROM_FINDINGS, "impression")]
+    return [(kind, rows) for kind, rows in groups if rows]
 
 
 def draft_studies(model: nn.Module, encoder: SampleEncoder, studies: Sequence[Study], pixels: PixelStore,
