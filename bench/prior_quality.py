@@ -8,8 +8,8 @@ Each bundle (default: the embedded one) drafts, through the ONNX engine as the a
   `comparison.micro_f1` over the per-finding change labels and `comparison.hallucinated` (the share of drafts
   for studies without a prior that claim a comparison);
 - phantoms without priors (the model card's seed 90001): findings / impression micro F1;
-- impression from another study's findings (bench/impression_follows_findings.py): micro F1 between the
-  given findings and the drafted impression.
+- impression from another study's findings, and from findings typed in other words
+  (bench/impression_follows_findings.py): micro F1 between the given findings and the drafted impression.
 One table, a row per bundle.
 """
 
@@ -43,10 +43,10 @@ def scores(bundle: Path, studies: list) -> dict:
     return {**truth, "comparison": result.get("comparison") or {}}
 
 
-def follows(bundle: Path, studies: int) -> float:
+def follows(bundle: Path, studies: int, typed: bool = False) -> float:
     from bench.impression_follows_findings import follow_score
 
-    return follow_score(bundle, studies)
+    return follow_score(bundle, studies, typed=typed)
 
 
 def fmt(value) -> str:
@@ -71,19 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for bundle in bundles:
             a, b = scores(bundle, longitudinal), scores(bundle, plain)
-            follow = follows(bundle, args.follows) if args.follows else None
+            follow = (follows(bundle, args.follows), follows(bundle, args.follows, typed=True)) if args.follows \
+                else (None, None)
             rows.append((bundle, a, b, follow))
             print(f"{bundle}: done", file=sys.stderr, flush=True)
     print(f"\n{len(longitudinal)} longitudinal studies ({with_prior} with a prior), {len(plain)} without priors, "
           f"{args.follows} given another study's findings; engine fp32, greedy\n")
     print("| bundle | with priors: findings / impression micro F1 | comparison.micro_f1 | comparison.hallucinated "
-          "| without priors: findings / impression | impression follows given findings |")
+          "| without priors: findings / impression | impression follows given findings: another study's / typed |")
     print("|---|---|---|---|---|---|")
     for bundle, a, b, follow in rows:
         comparison = a["comparison"]
         print(f"| {bundle.name} | {fmt(a['findings'])} / {fmt(a['impression'])} | {fmt(comparison.get('micro_f1'))} "
               f"| {fmt(comparison.get('hallucinated'))} | {fmt(b['findings'])} / {fmt(b['impression'])} "
-              f"| {fmt(follow)} |")
+              f"| {fmt(follow[0])} / {fmt(follow[1])} |")
     return 0
 
 

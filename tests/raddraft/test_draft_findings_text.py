@@ -35,3 +35,16 @@ def test_an_empty_or_missing_findings_file_fails_with_one_line(tmp_path: Path) -
     for name, why in (("empty.txt", "holds no findings"), ("missing.txt", "cannot read the findings")):
         result = run_draft("--findings-text", str(tmp_path / name), str(SAMPLE))
         assert result.returncode == 2 and why in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_embedded_models_impression_follows_the_findings_it_is_given_not_the_image() -> None:
+    """Issue 15: the embedded model is trained so that given findings win over the image (another study's
+    findings; findings typed in other words win less often, and are measured in bench/prior_quality.py)."""
+    from bench.impression_follows_findings import follow_scores
+
+    followed, from_image, _, _, studies = follow_scores(None, 24)
+    assert studies == 24
+    assert followed["micro_f1"] >= 0.85, followed
+    assert followed["micro_f1"] - from_image["micro_f1"] >= 0.4  # the images alone do not explain it
+    typed, typed_from_image, _, _, _ = follow_scores(None, 24, typed=True)
+    assert typed["micro_f1"] > typed_from_image["micro_f1"]

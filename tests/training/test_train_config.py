@@ -95,3 +95,27 @@ def test_overrides_and_the_saved_form():
     saved = json.loads(config.to_json())
     assert saved["output"]["run_dir"] == "/tmp/somewhere"
     assert saved["stages"]["finetune"]["optimisation"]["batch_size"] == 8
+
+
+def test_make_model_chains_the_recipes_that_made_the_embedded_bundle():
+    """`make model` runs phantom-cxr.toml, then phantom-cxr-follows.toml, which continues the first's checkpoint
+    and writes the bundle back there as the version shipped; the prior-study experiment writes elsewhere."""
+    from engine.bundle import read_manifest
+
+    makefile = (CONFIGS.parents[1] / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nmodel:", 1)[1].split("\n\n", 1)[0]
+    assert recipe.index("phantom-cxr.toml") < recipe.index("phantom-cxr-follows.toml")
+    assert "phantom-cxr-priors.toml" not in recipe
+    first = load_train_config(CONFIGS / "phantom-cxr.toml")
+    second = load_train_config(CONFIGS / "phantom-cxr-follows.toml")
+    assert second.model.base == first.output.bundle_dir / "checkpoint"
+    assert second.output.bundle_dir == first.output.bundle_dir
+    shipped = read_manifest(CONFIGS.parents[1] / first.output.bundle_dir)
+    assert (second.output.name, second.output.version) == (shipped.name, shipped.version)
+    assert second.data.test == first.data.test  # the two cards compare
+    seeds = {source.phantoms.seed for source in second.data.sources}
+    assert not seeds & {source.phantoms.seed for source in first.data.sources} and first.data.test.phantoms.seed \
+        not in seeds
+    assert "not for clinical use" in second.output.description.lower()
+    priors = load_train_config(CONFIGS / "phantom-cxr-priors.toml")
+    assert priors.output.bundle_dir != first.output.bundle_dir

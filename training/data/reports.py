@@ -55,6 +55,18 @@ DEVICE_IMPRESSION = {
     "pacemaker": ["Pacemaker leads in expected position.", "Cardiac pacemaker in place."],
 }
 
+# the short negatives of `ReportWriter.brief_findings`, per finding kind
+BRIEF_NEGATIVES = {
+    "pneumothorax": ["No pneumothorax."],
+    "pleural_effusion": ["No effusion.", "No pleural effusion."],
+    "consolidation": ["No consolidation.", "No focal consolidation."],
+    "nodule": ["No nodule.", "No nodule or mass."],
+    "edema": ["No edema.", "No pulmonary edema."],
+    "cardiomegaly": ["Normal heart size.", "Heart not enlarged."],
+    "atelectasis": ["No atelectasis."],
+    "support_device": ["No lines.", "No lines or tubes.", "No devices."],
+}
+
 
 class ReportWriter:
     """Writes one report; `rng` picks among the templates so phrasing varies between studies."""
@@ -87,6 +99,19 @@ class ReportWriter:
         if self.rng.random() < 0.5:
             sentences.append(self.pick(["No acute osseous abnormality.", "The osseous structures are intact.",
                                         "Visualized bones are unremarkable.", "No displaced rib fracture."]))
+        return " ".join(sentences)
+
+    def brief_findings(self, findings: tuple[Finding, ...]) -> str:
+        """Findings as a radiologist types them over a draft: what is there, and a few short negatives
+        ("Large right pneumothorax. No nodule. No lines.")."""
+        kinds = {f.kind for f in findings}
+        sentences = [self.describe(f) for f in findings if f.kind != "support_device"]
+        sentences += [self.device(f) for f in findings if f.kind == "support_device"]
+        absent = [kind for kind in BRIEF_NEGATIVES if kind not in kinds]
+        chosen = [absent[int(i)] for i in self.rng.permutation(len(absent))[:int(self.rng.integers(0, 4))]]
+        sentences += [self.pick(BRIEF_NEGATIVES[kind]) for kind in chosen]
+        if not sentences:
+            sentences = [self.pick(["Lungs are clear.", "Clear lungs.", "No acute findings."])]
         return " ".join(sentences)
 
     def lung_negatives(self, kinds: set[str], *, lung_findings: bool) -> list[str]:

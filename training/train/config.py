@@ -188,9 +188,14 @@ class TaskMix:
     # the impression from another study's findings and report, beside this study's images: the findings
     # disagree with the image, and the target follows the findings (the text wins over the image)
     impression_from_other_findings: float = 0.0
+    # the impression from findings as a radiologist edits them: a share of the findings (this study's or
+    # another's) rewritten, often tersely ("Large right pneumothorax. No nodule."), with the impression of
+    # what is left; needs structured findings (phantoms), and falls back to the other study's text without
+    impression_from_edited_findings: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("findings", "impression", "impression_from_findings", "impression_from_other_findings"):
+        for name in ("findings", "impression", "impression_from_findings", "impression_from_other_findings",
+                     "impression_from_edited_findings"):
             _check(getattr(self, name) >= 0, name, "must be 0 or more")
         _check(self.findings + self.impression + self.impression_from_findings > 0, "findings",
                "at least one task needs a positive share")

@@ -25,6 +25,7 @@ from engine.prompts import (
     target_ids,
 )
 from training.train.config import PriorConfig, TaskMix
+from training.train.edited_findings import edited_report
 from training.train.prompting import TrainingPrompts, limit_indication
 from training.train.studies import PixelStore, Study
 from training.train.vqa import draw_question
@@ -90,6 +91,11 @@ class SampleEncoder:
         its own findings, the findings it drafts (`findings_target`), else the report's."""
         return self.findings_target(study) if self.impression_from == "findings" else study.findings_text
 
+    def can_edit(self, study: Study) -> bool:
+        """Whether an impression from edited findings can be made of `study`: it has structured findings, and
+        no prior reaches its prompt (an edited text states no comparison, which the prior would call for)."""
+        return bool(study.findings) and (self.prior.intake == "none" or study.prior is None)
+
     def prompt(self, text: str, num_images: int, prior_images: int = 0) -> list[int]:
         return prompt_ids(self.tokenizer, text, self.image_token_id, self.image_tokens, num_images, prior_images)
 
@@ -154,9 +160,12 @@ class SampleEncoder:
             return self.pair(text, study.impression_text, num_images, prior_images)
         if item.kind == IMPRESSION_FROM_FINDINGS:
             source = text_study or study
-            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, self.given_findings(source), prior_of=source,
+            findings, impression = self.given_findings(source), source.impression_text
+            if item.variant and self.can_edit(source):
+                findings, impression = edited_report(source.findings, item.variant)
+            text = self.section_text(IMPRESSION_FROM_FINDINGS, study, views, findings, prior_of=source,
                                      prior_images=prior_images)
-            return self.pair(text, source.impression_text, num_images, prior_images)
+            return self.pair(text, impression, num_images, prior_images)
         raise SampleError(f"unknown sample kind {item.kind!r}")
 
 
@@ -186,6 +195,8 @@ def plan_epoch(weights: Sequence[float], tasks: TaskMix | None, vqa_fraction: fl
         items = [Item(i, kind) for i in chosen for kind in TASKS for _ in range(_repeat(rng, shares[kind]))]
         if tasks.impression_from_other_findings > 0 and len(set(chosen)) > 1:  # (no draws otherwise: old plans stay)
             items += _from_other_findings(rng, chosen, tasks.impression_from_other_findings)
+        if tasks.impression_from_edited_findings > 0:
+            items += _from_edited_findings(rng, chosen, tasks.impression_from_edited_findings)
     askable = chosen if vqa_eligible is None else [i for i in chosen if vqa_eligible[i]]
     if vqa_fraction > 0 and askable:
         count = round(len(items) * vqa_fraction / (1 - vqa_fraction))
@@ -204,6 +215,17 @@ def _from_other_findings(rng: np.random.Generator, chosen: Sequence[int], share:
             while other == i:
                 other = chosen[int(rng.integers(len(chosen)))]
             items.append(Item(i, IMPRESSION_FROM_FINDINGS, text_from=other))
+    return items
+
+
+def _from_edited_findings(rng: np.random.Generator, chosen: Sequence[int], share: float) -> list[Item]:
+    """Impressions from edited findings (`training.train.edited_findings`): of this study or another, with a
+    seed (`variant`, never 0) that picks the edit."""
+    items = []
+    for i in chosen:
+        for _ in range(_repeat(rng, share)):
+            source = i if rng.random() < 0.5 else chosen[int(rng.integers(len(chosen)))]
+            items.append(Item(i, IMPRESSION_FROM_FINDINGS, int(rng.integers(1, 2**31)), text_from=source))
     return items
 
 
