@@ -40,10 +40,20 @@ TWO_VIEWS = PromptLayout(chat_template="chat_template.json", indication="Indicat
 ))
 
 
-def test_the_embedded_v1_bundle_reads_with_v1_defaults():
-    data = json.loads((EMBEDDED / MANIFEST_NAME).read_text())
+# The model.json of the embedded bundle 1.0.0, the last one written in format version 1 (bundles installed at
+# sites still have it); its graphs are the same files as the embedded bundle's.
+V1_MANIFEST = Path(__file__).resolve().parent / "data" / "model-v1-raddraft-phantom-cxr-1.0.0.json"
+
+
+def test_a_v1_bundle_reads_with_v1_defaults(tmp_path: Path):
+    data = json.loads(V1_MANIFEST.read_text())
     assert data["format_version"] == 1 and "prompting" not in data
-    manifest = read_manifest(EMBEDDED)
+    for item in EMBEDDED.iterdir():
+        if item.name != MANIFEST_NAME:
+            (tmp_path / item.name).symlink_to(item)
+    (tmp_path / MANIFEST_NAME).write_text(V1_MANIFEST.read_text())
+    manifest = read_manifest(tmp_path)
+    assert manifest.model_id == "raddraft-phantom-cxr@1.0.0"
     assert manifest.architecture.stop_token_ids == (manifest.architecture.eos_token_id,)
     assert (manifest.architecture.decoder, manifest.architecture.vision) == ("llama", "clip_vision_model")
     assert manifest.preprocessing.resize == "pad" and manifest.preprocessing.scale == 1.0

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_TRAIN_STUDIES = 2000
 MAX_VALIDATION_STUDIES = 600
+MIN_VALIDATION_STUDIES = 600  # a 99th percentile then stands on 6 studies above it
 # progress(done, total)
 Progress = Callable[[int, int], None]
 StudyPaths = Sequence[Path]
@@ -101,12 +102,16 @@ def _write_domain_entry(bundle_dir: Path, entry: dict) -> None:
 
 
 def _held_out(train: list, validation: list) -> tuple[list, list]:
-    if validation:
-        return train, validation
-    if len(train) < 20:
-        raise ExportError(f"a domain signature needs 20+ training studies, got {len(train)}")
-    cut = len(train) - max(len(train) // 10, 2)
-    return train[:cut], train[cut:]
+    """(fit, threshold) studies. A 99th percentile of a few dozen studies is little more than their maximum,
+    so a short validation set is topped up to MIN_VALIDATION_STUDIES with training studies left out of the
+    fit (at most a fifth of them)."""
+    if not validation:
+        if len(train) < 20:
+            raise ExportError(f"a domain signature needs 20+ training studies, got {len(train)}")
+        cut = len(train) - max(len(train) // 10, 2)
+        return train[:cut], train[cut:]
+    moved = min(max(MIN_VALIDATION_STUDIES - len(validation), 0), len(train) // 5)
+    return train[:len(train) - moved], validation + train[len(train) - moved:]
 
 
 def _spread(items: list, limit: int) -> list:
