@@ -190,7 +190,7 @@ class TaskMix:
     impression_from_other_findings: float = 0.0
     # the impression from findings as a radiologist edits them: a share of the findings (this study's or
     # another's) rewritten, often tersely ("Large right pneumothorax. No nodule."), with the impression of
-    # what is left; needs structured findings (phantoms), and falls back to the other study's text without
+    # what is left; needs structured findings (phantoms): without them, that study's own text is given
     impression_from_edited_findings: float = 0.0
 
     def __post_init__(self) -> None:

@@ -43,8 +43,9 @@ class SampleError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One sample of an epoch: study index (its images), task, a seed that picks its VQA question, and for
-    an impression from findings, the study whose findings and impression are the text (-1: this one)."""
+    """One sample of an epoch: study index (its images), task, a seed that picks its VQA question (or, for an
+    impression from findings, the edit of those findings; 0: unedited), and for an impression from findings,
+    the study whose findings and impression are the text (-1: this one)."""
 
     study: int
     kind: str
