@@ -58,7 +58,8 @@ def add_domain_signature(bundle_dir: Path, train: Sequence[StudyPaths], validati
                          source: str, percentile: float = DEFAULT_PERCENTILE,
                          components: int = DEFAULT_COMPONENTS, progress: Progress | None = None) -> dict:
     """Fit the signature on `train`, set thresholds on `validation` (a tenth of `train` held out when there is
-    none) and write `domain.npz` and model.json's `domain` into the bundle. Returns the `domain` entry."""
+    none; a short one topped up from `train`, `_held_out`) and write `domain.npz` and model.json's `domain`
+    into the bundle. Returns the `domain` entry."""
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     train, validation = _held_out(list(train), list(validation))
