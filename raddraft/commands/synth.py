@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reports that compare with it, and per study prior_* fields and `change` in the manifest")
     parser.add_argument("--no-prior-fraction", type=float, default=0.28,
                         help="with --priors: share of studies without a prior (default 0.28)")
+    # the choices of training.data.longitudinal.WORDINGS, which the parser does not import (test_phantoms_priors)
+    parser.add_argument("--wording", choices=("varied", "house"), default="varied",
+                        help="with --priors: how the reports compare, 'varied' (radiologists' phrasing; "
+                             "references) or 'house' (each finding, then its change, one wording per change; "
+                             "training targets)")
 
 
 def run(args: argparse.Namespace, config) -> int:
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace, config) -> int:
         options = PhantomConfig(image_size=args.image_size, lateral_fraction=args.lateral_fraction,
                                 sampling=FindingSampling(normal_fraction=args.normal_fraction),
                                 workers=args.workers)
-        priors = PriorSampling(no_prior_fraction=args.no_prior_fraction) if args.priors else False
+        priors = PriorSampling(no_prior_fraction=args.no_prior_fraction, wording=args.wording) if args.priors else False
         with tqdm(total=args.studies, desc="phantoms", unit="study", file=sys.stderr, disable=None) as bar:
             summary = generate_dataset(args.out, args.studies, args.seed, config=options, progress=bar.update,
                                        priors=priors)

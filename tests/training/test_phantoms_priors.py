@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -202,3 +203,58 @@ def test_cli_writes_priors(tmp_path):
                           "--priors", "--no-prior-fraction", "2"], capture_output=True, text=True, timeout=300,
                          check=False)
     assert bad.returncode == 2 and "no_prior_fraction" in bad.stderr
+
+
+HOUSE_SUFFIX = re.compile(r", (new|increased|decreased|unchanged) since (\d{4}-\d\d-\d\d)\b")
+# the varied wording's statements that give the change before the finding ("Increased moderate right pleural effusion.")
+CHANGE_FIRST = re.compile(r"(?:^|[.] )(?:\d\. )?(?:New|Increased|Improving|Unchanged|Stable|Interval (?:increase|decrease|"
+                          r"development)|Compared with)\b")
+
+
+@pytest.mark.slow
+def test_house_wording_names_each_finding_before_its_change(tmp_path):
+    """Training targets in the house wording: the same studies and facts as the varied wording, every current
+    pathology stated first with its change after it (one wording per change, the prior's date), in the
+    findings and again in the impression."""
+    varied = read_manifest(generate_dataset(tmp_path / "v", 60, seed=21, config=CONFIG, priors=True).manifest)
+    house = read_manifest(generate_dataset(tmp_path / "h", 60, seed=21, config=CONFIG,
+                                           priors=PriorSampling(wording="house")).manifest)
+    checked = 0
+    for v, h in zip(varied, house):
+        assert {k: v[k] for k in ("findings", "change", "prior_report", "report_without_prior")} == \
+               {k: h[k] for k in ("findings", "change", "prior_report", "report_without_prior")}
+        if not h["prior_study_uid"]:
+            assert h["report"]["findings"].startswith("No prior studies are available for comparison.")
+            continue
+        for section in ("findings", "impression"):
+            text = h["report"][section]
+            stated = HOUSE_SUFFIX.findall(text)
+            assert {date for _, date in stated} <= {h["prior_date"]}, text
+            expected = [how for kind, how in h["change"].items() if kind != "support_device" and how != "resolved"]
+            assert sorted(how for how, _ in stated) == sorted(expected), text
+            assert not CHANGE_FIRST.search(text), text
+            checked += len(expected)
+    assert checked > 40
+    assert sum(bool(CHANGE_FIRST.search(r["report"]["impression"])) for r in varied) > 10  # what the house wording avoids
+
+
+def test_wording_is_checked():
+    with pytest.raises(PriorError, match="wording"):
+        PriorSampling(wording="terse")
+    with pytest.raises(ValueError, match="wording"):
+        data_source_from_dict({"name": "plain", "phantoms": {"studies": 4, "seed": 2, "wording": "house"}})
+    source = data_source_from_dict({"name": "l", "phantoms": {"studies": 4, "seed": 2, "priors": True,
+                                                              "wording": "house"}})
+    assert source.phantoms.wording == "house"
+
+
+def test_synth_offers_the_wordings_the_generator_knows():
+    import argparse
+
+    from raddraft.commands import synth
+    from training.data.longitudinal import WORDINGS
+
+    parser = argparse.ArgumentParser()
+    synth.add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "wording")
+    assert tuple(action.choices) == WORDINGS and action.default == WORDINGS[0]

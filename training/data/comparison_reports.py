@@ -6,6 +6,13 @@ since 2024-03-02.", "Stable 18 mm nodule in the right upper lobe."), adds what r
 ("Interval resolution of the left lower lobe consolidation."), and puts a change statement for every
 pathology in the impression. `write_without_prior(findings)` says that no prior is available and never
 uses a word of comparison (new, stable, unchanged, interval, since...).
+
+`wording="house"` writes the same facts the way a drafting model is best taught to: every finding first and
+its change after it ("Moderate right pleural effusion, increased since 2024-03-02."), resolved findings and
+removed devices after the current ones, and the first wording of each list, always. A model decoding such a
+text greedily has written what it sees before it chooses the change, and does so by comparing what it has just
+written with the prior report; in the varied wording it must often pick "Increased" or "Interval increase"
+before naming the finding, and the chance of each change is spread over four phrasings.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from training.data.longitudinal import (
     REMOVED,
     RESOLVED,
     UNCHANGED,
+    WORDINGS,
+    PriorError,
     PriorSpec,
 )
 from training.data.reports import (
@@ -83,17 +92,30 @@ STABLE_NORMAL = ["No significant interval change.", "No interval change.", "Stab
 
 
 class ComparisonReportWriter(ReportWriter):
-    """A `ReportWriter` whose statements carry the change since a prior (none: `write_without_prior`)."""
+    """A `ReportWriter` whose statements carry the change since a prior (none: `write_without_prior`).
 
-    def __init__(self, rng) -> None:
+    wording: "varied" or "house" (`training.data.longitudinal.WORDINGS`, the module docstring)."""
+
+    def __init__(self, rng, wording: str = "varied") -> None:
         super().__init__(rng)
+        if wording not in WORDINGS:
+            raise PriorError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+        self.house = wording == "house"
         self._prior: PriorSpec | None = None
+
+    def say(self, options: list[str]) -> str:
+        """One of the wordings of a comparison statement: the first in the house wording."""
+        return options[0] if self.house else self.pick(options)
+
+    def chance(self, probability: float) -> bool:
+        """A varied wording's coin; the house wording always takes the first branch."""
+        return self.house or bool(self.rng.random() < probability)
 
     # -------------------------------------------------------------------------------------- entry points
     def write_without_prior(self, findings: tuple[Finding, ...]) -> dict[str, str]:
         self._prior = None
         sections = self.write(findings)
-        sections["findings"] = f"{self.pick(NO_PRIOR)} {sections['findings']}"
+        sections["findings"] = f"{self.say(NO_PRIOR)} {sections['findings']}"
         return sections
 
     def write_with_prior(self, findings: tuple[Finding, ...], prior: PriorSpec) -> dict[str, str]:
@@ -120,12 +142,12 @@ class ComparisonReportWriter(ReportWriter):
         if self._prior is None:
             return body
         gone = self.gone_statements()
-        if gone and self.rng.random() < 0.5:
+        if gone and not self.house and self.rng.random() < 0.5:
             body = " ".join([*gone, body])
         elif gone:
             body = " ".join([body, *gone])
-        if not self._prior.change or self.rng.random() < 0.7:  # with nothing changed, the intro says it was compared
-            body = f"{self.fill(self.pick(INTRO))} {body}"
+        if not self._prior.change or self.chance(0.7):  # with nothing changed, the intro says it was compared
+            body = f"{self.fill(self.say(INTRO))} {body}"
         return body
 
     def gone_statements(self) -> list[str]:
@@ -137,10 +159,10 @@ class ComparisonReportWriter(ReportWriter):
             if how == RESOLVED and kind != "support_device":
                 earlier = prior.prior_of(kind)
                 if earlier is not None:
-                    statements.append(self.fill(self.pick(STATEMENT[RESOLVED]), self.noun_phrase(earlier)))
+                    statements.append(self.fill(self.say(STATEMENT[RESOLVED]), self.noun_phrase(earlier)))
         for device, how in prior.device_change:
             if how == REMOVED:
-                statements.append(self.fill(self.pick(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[device])))
+                statements.append(self.fill(self.say(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[device])))
         return statements
 
     def describe(self, f: Finding) -> str:
@@ -148,14 +170,14 @@ class ComparisonReportWriter(ReportWriter):
         how = self._prior.change_of(f.kind) if self._prior else None
         if how is None:
             return text
-        if f.hedged or self.rng.random() < 0.5:
+        if f.hedged or self.chance(0.5):
             return self.with_suffix(text, how)
         return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
 
     def with_suffix(self, text: str, how: str) -> str:
         """The statement with its change after the finding, before any advice ("...; CT is suggested.")."""
         head, semicolon, advice = text.rstrip(".").partition(";")
-        return f"{head}, {self.fill(self.pick(SUFFIX[how]), sentence=False)}{semicolon}{advice}."
+        return f"{head}, {self.fill(self.say(SUFFIX[how]), sentence=False)}{semicolon}{advice}."
 
     def device(self, f: Finding) -> str:
         text = super().device(f)
@@ -165,11 +187,11 @@ class ComparisonReportWriter(ReportWriter):
         name = self.pick(DEVICE_NAMES[str(f.device)])
         if how == MOVED:
             return self.moved(str(f.device))
-        return self.fill(self.pick(DEVICE_STATEMENT[how]), name=name) + " " + text
+        return self.fill(self.say(DEVICE_STATEMENT[how]), name=name) + " " + text
 
     def moved(self, device: str) -> str:
         verb, noun = self.pick([("advanced", "advancement"), ("withdrawn", "withdrawal"), ("retracted", "retraction")])
-        return self.pick(MOVED_TEXT[device]).format(verb=verb, noun=noun, cm=int(self.rng.integers(3, 7)))
+        return self.say(MOVED_TEXT[device]).format(verb=verb, noun=noun, cm=int(self.rng.integers(3, 7)))
 
     # ------------------------------------------------------------------------------------------ wording
     def noun_phrase(self, f: Finding) -> str:
@@ -206,16 +228,16 @@ class ComparisonReportWriter(ReportWriter):
         ranked = sorted(pathologies, key=self._rank)
         items = [self.changed_item(f, prior.change_of(f.kind) or UNCHANGED) for f in ranked]
         resolved = [prior.prior_of(k) for k, how in prior.change if how == RESOLVED and k != "support_device"]
-        items += [self.fill(self.pick(STATEMENT[RESOLVED]), self.noun_phrase(f)) for f in resolved if f is not None]
+        items += [self.fill(self.say(STATEMENT[RESOLVED]), self.noun_phrase(f)) for f in resolved if f is not None]
         items += [self.device_item(f) for f in findings if f.kind == "support_device"]
-        items += [self.fill(self.pick(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[d]))
+        items += [self.fill(self.say(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[d]))
                   for d, how in prior.device_change if how == REMOVED]
         if not pathologies:
             items.append(self.pick(["No acute cardiopulmonary abnormality.", "No acute cardiopulmonary process.",
                                     "No acute intrathoracic abnormality."]))
-            if not any(how != UNCHANGED for _, how in prior.change) and self.rng.random() < 0.5:
-                items.append(self.pick(STABLE_NORMAL))
-        if len(items) > 1 and self.rng.random() < 0.5:
+            if not any(how != UNCHANGED for _, how in prior.change) and self.chance(0.5):
+                items.append(self.say(STABLE_NORMAL))
+        if len(items) > 1 and not self.house and self.rng.random() < 0.5:
             return " ".join(f"{i}. {item}" for i, item in enumerate(items, 1))
         return " ".join(items)
 
@@ -223,7 +245,7 @@ class ComparisonReportWriter(ReportWriter):
         return -(PRIORITY[f.kind] + SEVERITY_BOOST[f.severity])
 
     def changed_item(self, f: Finding, how: str) -> str:
-        if f.hedged:
+        if f.hedged or self.house:
             return self.with_suffix(self.impression_item(f), how)
         return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
 
@@ -232,5 +254,5 @@ class ComparisonReportWriter(ReportWriter):
         if how == MOVED:
             return self.moved(str(f.device))
         if how in (UNCHANGED, PLACED):
-            return self.fill(self.pick(DEVICE_STATEMENT[how]), name=self.pick(DEVICE_NAMES[str(f.device)]))
+            return self.fill(self.say(DEVICE_STATEMENT[how]), name=self.pick(DEVICE_NAMES[str(f.device)]))
         return self.pick(DEVICE_IMPRESSION[str(f.device)])

@@ -30,6 +30,7 @@ MOVED, REMOVED, PLACED, STAYED = "moved", "removed", "new", "unchanged"
 MOVABLE_DEVICES = ("endotracheal_tube", "central_venous_catheter", "nasogastric_tube")
 NODULE_SIZES = {"mild": (12, 18), "moderate": (18, 29), "severe": (35, 70)}
 CTR_RANGES = {"mild": (0.53, 0.57), "moderate": (0.58, 0.63), "severe": (0.64, 0.70)}
+WORDINGS = ("varied", "house")
 _PRIOR_SALT = 0x5052494F52  # "PRIOR": keeps these streams apart from the study's own
 
 
@@ -48,6 +49,9 @@ class PriorSampling:
     resolved_probability: chance that the prior had one more pathology, resolved since.
     device_weights: for a study with devices, how they changed: unchanged, moved, new (all placed since).
     removed_device_probability: chance that a study without devices had one on the prior, removed since.
+    wording: how the comparison reports say it (`training.data.comparison_reports`): "varied" (radiologists'
+        phrasing, the references a model is scored against) or "house" (every finding first, its change after
+        it, in one wording per change: training targets for a model that compares with the prior).
     """
 
     no_prior_fraction: float = 0.28
@@ -59,8 +63,11 @@ class PriorSampling:
     device_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
         STAYED: 0.5, MOVED: 0.25, PLACED: 0.25})
     removed_device_probability: float = 0.2
+    wording: str = "varied"
 
     def __post_init__(self) -> None:
+        if self.wording not in WORDINGS:
+            raise PriorError(f"wording must be one of {', '.join(WORDINGS)}, got {self.wording!r}")
         for name in ("no_prior_fraction", "resolved_probability", "removed_device_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PriorError(f"{name} must lie in 0..1, got {getattr(self, name)}")

@@ -242,7 +242,7 @@ def write_study_with_prior(spec: StudySpec, out_dir: Path, config: PhantomConfig
     record = write_study(spec, out_dir, config)
     prior = plan_prior(spec.seed, spec.index, spec.findings, spec.identity, spec.encodings[0].modality,
                        config.sampling, sampling, config.lateral_fraction, config.monochrome1_fraction)
-    writer = ComparisonReportWriter(study_streams(spec.seed, spec.index)["report"])
+    writer = ComparisonReportWriter(study_streams(spec.seed, spec.index)["report"], sampling.wording)
     record.update(dict.fromkeys(PRIOR_FIELDS))
     # what a reader who has not seen the prior writes of these images: the target of a findings prompt
     # that takes no prior (a bundle whose impression, drafted from the findings, makes the comparison)

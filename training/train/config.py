@@ -131,10 +131,15 @@ class PhantomSet:
     normal_fraction: float = 0.3
     workers: int = 0
     priors: bool = False  # longitudinal phantoms (`raddraft synth --priors`): prior studies and `change`
+    wording: str = "varied"  # of the comparison reports: "house" for training targets (training.data.longitudinal)
 
     def __post_init__(self) -> None:
+        from training.data.longitudinal import WORDINGS
+
         _check(self.studies >= 1, "studies", "must be at least 1")
         _check(self.seed >= 0, "seed", "must be 0 or more")
+        _one_of(self.wording, WORDINGS, "wording")
+        _check(self.priors or self.wording == "varied", "wording", "only a set with priors writes comparisons")
 
 
 @dataclass(frozen=True)

@@ -131,11 +131,14 @@ def has_ground_truth(study: Study) -> bool:
 def ensure_phantoms(spec: PhantomSet, out_dir: Path, progress: Progress | None = None) -> Path:
     """The manifest of the phantom set `spec` in `out_dir`, generated unless the same request is there."""
     from training.data.findings import FindingSampling
+    from training.data.longitudinal import PriorSampling
     from training.data.phantoms import MANIFEST_NAME, PhantomConfig, generate_dataset
 
     asked = dataclasses.asdict(spec)
     if not spec.priors:  # the request of a set without priors reads as it did before the option existed
         del asked["priors"]
+    if spec.wording == "varied":  # and so does one in the varied wording
+        del asked["wording"]
     request = json.dumps(asked, sort_keys=True)
     manifest, request_file = out_dir / MANIFEST_NAME, out_dir / REQUEST_NAME
     if manifest.is_file() and request_file.is_file() and request_file.read_text(encoding="utf-8") == request:
@@ -144,7 +147,8 @@ def ensure_phantoms(spec: PhantomSet, out_dir: Path, progress: Progress | None =
                            sampling=FindingSampling(normal_fraction=spec.normal_fraction), workers=spec.workers)
     log.info("generating %d phantom studies (seed %d) in %s", spec.studies, spec.seed, out_dir)
     request_file.unlink(missing_ok=True)
-    generate_dataset(out_dir, spec.studies, spec.seed, config=config, progress=progress, priors=spec.priors)
+    priors = PriorSampling(wording=spec.wording) if spec.priors else False
+    generate_dataset(out_dir, spec.studies, spec.seed, config=config, progress=progress, priors=priors)
     write_text_atomically(request_file, request)
     return manifest
 
