@@ -7,8 +7,9 @@ since 2024-03-02.", "Stable 18 mm nodule in the right upper lobe."), adds what r
 pathology in the impression. `write_without_prior(findings)` says that no prior is available and never
 uses a word of comparison (new, stable, unchanged, interval, since...).
 
-`wording="house"` writes the same facts the way a drafting model is best taught to: every finding first and
-its change after it ("Moderate right pleural effusion, increased since 2024-03-02."), resolved findings and
+`wording="house"` writes the same facts the way a drafting model is best taught to: every finding first, with
+its severity, and its change after it ("Moderate right pleural effusion, increased since 2024-03-02."), resolved
+findings and
 removed devices after the current ones, and the first wording of each list, always. A model decoding such a
 text greedily has written what it sees before it chooses the change, and does so by comparing what it has just
 written with the prior report; in the varied wording it must often pick "Increased" or "Interval increase"
@@ -243,6 +244,10 @@ class ComparisonReportWriter(ReportWriter):
 
     def _rank(self, f: Finding) -> float:
         return -(PRIORITY[f.kind] + SEVERITY_BOOST[f.severity])
+
+    def impression_item(self, f: Finding) -> str:
+        """In the house wording, the statement that carries the severity: the change is judged against it."""
+        return self.impression_options(f)[0] if self.house else super().impression_item(f)
 
     def changed_item(self, f: Finding, how: str) -> str:
         if f.hedged or self.house:

@@ -255,6 +255,11 @@ class ReportWriter:
         return " ".join(items)
 
     def impression_item(self, f: Finding) -> str:
+        options = self.impression_options(f)
+        return options[0] if f.hedged else self.pick(options)  # (a hedge has one wording and draws nothing)
+
+    def impression_options(self, f: Finding) -> list[str]:
+        """The ways of stating `f` in an impression; the first says its severity where the kind has one."""
         side = self._side(f)
         if f.hedged:
             hedge = {"cardiomegaly": "Possible mild cardiomegaly.",
@@ -264,7 +269,7 @@ class ReportWriter:
                      "nodule": "Possible pulmonary nodule; CT chest suggested.",
                      "edema": "Possible mild interstitial edema.",
                      "atelectasis": "Possible subsegmental atelectasis."}
-            return hedge[f.kind]
+            return [hedge[f.kind]]
         sev = self.pick(SEVERITY_WORDS[f.severity])
         size = self.pick(SIZE_WORDS[f.severity])
         options = {
@@ -281,7 +286,7 @@ class ReportWriter:
             "edema": [f"{sev.capitalize()} pulmonary edema.", "Pulmonary edema."],
             "atelectasis": [f"{self._place(f).capitalize()} atelectasis.", "Atelectasis."],
         }
-        return self.pick(options[f.kind])
+        return options[f.kind]
 
 
 def _join_or(words: list[str]) -> str:
