@@ -29,3 +29,25 @@ EMBEDDED_IMPRESSION_F1 = _micro_f1("impression")
 # As the models page and `raddraft model list` show a score: three decimals.
 EMBEDDED_FINDINGS_F1_TEXT = f"{EMBEDDED_FINDINGS_F1:.3f}"
 EMBEDDED_IMPRESSION_F1_TEXT = f"{EMBEDDED_IMPRESSION_F1:.3f}"
+
+# The embedded weights prompted as a bundle that takes no prior and drafts its impression from the image (as
+# 1.1.0 was): for tests of that way of drafting, whatever the embedded bundle itself does.
+IMAGE_ONLY_PROMPTS = {"findings": "<s><image>\nFindings:", "impression": "<s><image>\nImpression:",
+                      "impression_from_findings": "<s><image>\nFindings: {findings}\nImpression:"}
+
+
+def embedded_prompted(folder, impression_from: str):
+    """A copy of the embedded bundle in `folder` whose model.json says `impression_from` ("image": without a
+    prior either, `IMAGE_ONLY_PROMPTS`; "findings": its own prompts and prior)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    copy = Path(shutil.copytree(EMBEDDED_DIR, folder))
+    data = json.loads((copy / "model.json").read_text(encoding="utf-8"))
+    data["impression_from"] = impression_from
+    if impression_from == "image":
+        data.update(prior="none", prompts=dict(IMAGE_ONLY_PROMPTS))
+    (copy / "model.json").write_text(json.dumps(data), encoding="utf-8")
+    read_manifest(copy)  # a bundle the product loads
+    return copy

@@ -4,25 +4,12 @@ image."""
 
 from __future__ import annotations
 
-import json
-import shutil
-from pathlib import Path
-
 from tests.desktop.test_autosave import drafted_study, open_and_wait
-
-EMBEDDED = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
-
-
-def bundle_drafting_impressions_from_findings(tmp_path: Path) -> Path:
-    bundle = Path(shutil.copytree(EMBEDDED, tmp_path / "from-findings"))
-    data = json.loads((bundle / "model.json").read_text())
-    data["impression_from"] = "findings"
-    (bundle / "model.json").write_text(json.dumps(data))
-    return bundle
+from tests.embedded_model import embedded_prompted
 
 
 def test_draft_both_makes_the_impression_from_the_findings_it_drafted(desktop, qtbot, tmp_path):
-    window = desktop(**{"engine.model": str(bundle_drafting_impressions_from_findings(tmp_path)),
+    window = desktop(**{"engine.model": str(embedded_prompted(tmp_path / "from-findings", "findings")),
                         "engine.draft_on_stable": False})
     ws, panel = window.ws, window.panel
     uid = drafted_study(ws.store, tmp_path, "a")
@@ -43,7 +30,8 @@ def test_draft_both_makes_the_impression_from_the_findings_it_drafted(desktop, q
 
 
 def test_draft_both_makes_the_impression_from_the_image_for_a_model_that_does(desktop, qtbot, tmp_path):
-    window = desktop(**{"engine.model": str(EMBEDDED), "engine.draft_on_stable": False})
+    window = desktop(**{"engine.model": str(embedded_prompted(tmp_path / "from-image", "image")),
+                        "engine.draft_on_stable": False})
     ws, panel = window.ws, window.panel
     uid = drafted_study(ws.store, tmp_path, "a")
     open_and_wait(window, qtbot, uid)

@@ -4,19 +4,20 @@ model whose prompts take one; a model without one shows no indication field."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from engine.bundle import MANIFEST_NAME, PromptLayout, PromptVariant, read_manifest
 from tests.desktop.test_autosave import drafted_study, open_and_wait
+from tests.embedded_model import embedded_prompted
 
 EMBEDDED = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
 INDICATION = "Fever, productive cough and right basal crackles for three days; rule out pneumonia"
 
 
 def bundle_taking_an_indication(tmp_path: Path) -> Path:
-    """The embedded bundle with rendered prompt variants that take an indication, as a template would."""
-    bundle = Path(shutil.copytree(EMBEDDED, tmp_path / "with-indication"))
+    """The embedded bundle with rendered prompt variants that take an indication, as a template would (prompted
+    without a prior: the indication is what is tested here)."""
+    bundle = embedded_prompted(tmp_path / "with-indication", "image")
     manifest = read_manifest(bundle)
     plain = {"findings": manifest.prompts.findings, "impression": manifest.prompts.impression,
              "impression_from_findings": manifest.prompts.impression_from_findings}

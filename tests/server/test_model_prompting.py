@@ -4,12 +4,12 @@ indication field, and the impression of "Draft both" from the drafted findings (
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
+from engine.bundle import read_manifest
 from engine.registry import InstalledModel
 from server.app import _model
+from tests.embedded_model import embedded_prompted
 
 EMBEDDED = Path(__file__).resolve().parents[2] / "resources" / "models" / "raddraft-phantom-cxr"
 
@@ -20,12 +20,10 @@ def installed(path: Path, broken: str | None = None) -> InstalledModel:
 
 
 def test_the_listing_says_how_each_model_is_prompted(tmp_path: Path) -> None:
-    listed = _model(installed(EMBEDDED))
-    assert listed["impression_from"] == "image" and listed["takes_indication"] is False
-    copy = Path(shutil.copytree(EMBEDDED, tmp_path / "from-findings"))
-    data = json.loads((copy / "model.json").read_text())
-    (copy / "model.json").write_text(json.dumps({**data, "impression_from": "findings"}))
-    assert _model(installed(copy))["impression_from"] == "findings"
+    for impression_from in ("image", "findings"):
+        listed = _model(installed(embedded_prompted(tmp_path / impression_from, impression_from)))
+        assert listed["impression_from"] == impression_from and listed["takes_indication"] is False
+    assert _model(installed(EMBEDDED))["impression_from"] == read_manifest(EMBEDDED).impression_from
 
 
 def test_a_broken_or_unreadable_model_is_listed_without_them(tmp_path: Path) -> None:

@@ -98,24 +98,25 @@ def test_overrides_and_the_saved_form():
 
 
 def test_make_model_chains_the_recipes_that_made_the_embedded_bundle():
-    """`make model` runs phantom-cxr.toml, then phantom-cxr-follows.toml, which continues the first's checkpoint
-    and writes the bundle back there as the version shipped; the prior-study experiment writes elsewhere."""
+    """`make model` runs phantom-cxr.toml, phantom-cxr-follows.toml, then phantom-cxr-priors.toml: each continues
+    the checkpoint the one before wrote and writes the bundle back there, the last as the version shipped."""
     from engine.bundle import read_manifest
 
     makefile = (CONFIGS.parents[1] / "Makefile").read_text(encoding="utf-8")
     recipe = makefile.split("\nmodel:", 1)[1].split("\n\n", 1)[0]
-    assert recipe.index("phantom-cxr.toml") < recipe.index("phantom-cxr-follows.toml")
-    assert "phantom-cxr-priors.toml" not in recipe
-    first = load_train_config(CONFIGS / "phantom-cxr.toml")
-    second = load_train_config(CONFIGS / "phantom-cxr-follows.toml")
-    assert second.model.base == first.output.bundle_dir / "checkpoint"
-    assert second.output.bundle_dir == first.output.bundle_dir
+    names = ("phantom-cxr.toml", "phantom-cxr-follows.toml", "phantom-cxr-priors.toml")
+    assert [recipe.index(name) for name in names] == sorted(recipe.index(name) for name in names)
+    first, *later = (load_train_config(CONFIGS / name) for name in names)
+    for step in later:
+        assert step.model.base == first.output.bundle_dir / "checkpoint"
+        assert step.output.bundle_dir == first.output.bundle_dir
+        assert "not for clinical use" in step.output.description.lower()
+    second, third = later
     shipped = read_manifest(CONFIGS.parents[1] / first.output.bundle_dir)
-    assert (second.output.name, second.output.version) == (shipped.name, shipped.version)
+    assert (third.output.name, third.output.version) == (shipped.name, shipped.version)
+    assert (shipped.prior, shipped.impression_from) == (third.prior.intake, third.prompting.impression_from)
     assert second.data.test == first.data.test  # the two cards compare
-    seeds = {source.phantoms.seed for source in second.data.sources}
-    assert not seeds & {source.phantoms.seed for source in first.data.sources} and first.data.test.phantoms.seed \
-        not in seeds
-    assert "not for clinical use" in second.output.description.lower()
-    priors = load_train_config(CONFIGS / "phantom-cxr-priors.toml")
-    assert priors.output.bundle_dir != first.output.bundle_dir
+    seeds = [{source.phantoms.seed for source in step.data.sources} for step in (first, second, third)]
+    assert not seeds[0] & seeds[1] and not seeds[1] & seeds[2] and not seeds[0] & seeds[2]
+    assert not {first.data.test.phantoms.seed, third.data.test.phantoms.seed} & set().union(*seeds)
+    assert all(s.phantoms.wording == "house" for s in third.data.sources if s.phantoms.priors)

@@ -152,16 +152,18 @@ def test_only_an_impression_drafted_from_findings_lets_the_findings_prompt_leave
     config.check_prior_slots()
     assert config.prompting.impression_from == "findings" and "{prior}" not in config.prompts.findings
     with pytest.raises(TrainConfigError, match="prompts.findings"):
-        load_train_config(RECIPE, blind).check_prior_slots()
+        load_train_config(RECIPE, {**blind, "prompting.impression_from": "image"}).check_prior_slots()
     with pytest.raises(TrainConfigError, match="impression_from"):
         load_train_config(RECIPE, {"prompting.impression_from": "prior"})
 
 
 def test_the_recipe_takes_priors_and_prompts_without_a_prior_slot_are_refused() -> None:
     config = load_train_config(RECIPE)
-    assert config.prior.intake == "report+image" and config.model.base is not None
-    assert all("{prior}" in getattr(config.prompts, name)
-               for name in ("findings", "impression", "impression_from_findings"))
+    assert config.prior.intake == "report" and config.model.base is not None
+    assert config.prompting.impression_from == "findings" and "{prior}" not in config.prompts.findings
+    assert all("{prior}" in getattr(config.prompts, name) for name in ("impression", "impression_from_findings"))
+    # the findings prompt starts the impression's, so the engine continues from the findings' cache
+    assert config.prompts.impression_from_findings.startswith(config.prompts.findings)
     assert config.data.tasks.impression_from_other_findings > 0 and not config.stages.projector.enabled
     with pytest.raises(TrainConfigError, match="prompts.findings"):
         load_train_config(None, {"prior.intake": "report"})
