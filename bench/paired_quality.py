@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/paired_quality.py --current BUNDLE --candidate BUNDLE [--studies 300] [--resamples 1000]
 
-Both bundles draft the same held-out phantom studies without priors (the model card's seed 90001, lateral
+Both bundles draft the same held-out phantom studies without priors (seed 90001, 1.1.0's card set, lateral
 views as in real studies) through the ONNX engine (fp32, greedy). Each section's finding labels
 (`engine.findings.labeler`) are scored against the phantoms' ground truth; the studies are resampled with
 replacement, both bundles together, and the table gives each bundle's micro F1, the difference (candidate

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace, config) -> int:
     from training.data.longitudinal import PriorError, PriorSampling
     from training.data.phantoms import PhantomConfig, PhantomError, generate_dataset
 
+    if args.wording != "varied" and not args.priors:
+        print("raddraft synth: --wording is for reports that compare with a prior; add --priors", file=sys.stderr)
+        return 2
     try:
         options = PhantomConfig(image_size=args.image_size, lateral_fraction=args.lateral_fraction,
                                 sampling=FindingSampling(normal_fraction=args.normal_fraction),

@@ -17,7 +17,7 @@ import pytest
 from training.data.findings import SEVERITIES, Finding, FindingSampling
 from training.data.longitudinal import CHANGES, PriorError, PriorSampling, derive_prior_findings
 from training.data.phantoms import PRIOR_FIELDS, PhantomConfig, generate_dataset, read_manifest
-from training.train.config import data_source_from_dict
+from training.train.config import TrainConfigError, data_source_from_dict
 from training.train.studies import ensure_phantoms
 
 CONFIG = PhantomConfig(image_size=64, lateral_fraction=0.4, workers=1)
@@ -219,6 +219,7 @@ def test_house_wording_names_each_finding_before_its_change(tmp_path):
     varied = read_manifest(generate_dataset(tmp_path / "v", 60, seed=21, config=CONFIG, priors=True).manifest)
     house = read_manifest(generate_dataset(tmp_path / "h", 60, seed=21, config=CONFIG,
                                            priors=PriorSampling(wording="house")).manifest)
+    assert len(varied) == len(house) == 60
     checked = 0
     for v, h in zip(varied, house):
         assert {k: v[k] for k in ("findings", "change", "prior_report", "report_without_prior")} == \
@@ -241,7 +242,7 @@ def test_house_wording_names_each_finding_before_its_change(tmp_path):
 def test_wording_is_checked():
     with pytest.raises(PriorError, match="wording"):
         PriorSampling(wording="terse")
-    with pytest.raises(ValueError, match="wording"):
+    with pytest.raises(TrainConfigError, match="wording"):
         data_source_from_dict({"name": "plain", "phantoms": {"studies": 4, "seed": 2, "wording": "house"}})
     source = data_source_from_dict({"name": "l", "phantoms": {"studies": 4, "seed": 2, "priors": True,
                                                               "wording": "house"}})
@@ -258,3 +259,10 @@ def test_synth_offers_the_wordings_the_generator_knows():
     synth.add_arguments(parser)
     action = next(a for a in parser._actions if a.dest == "wording")
     assert tuple(action.choices) == WORDINGS and action.default == WORDINGS[0]
+
+
+def test_synth_refuses_a_wording_without_priors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "raddraft", "synth", "--out", str(tmp_path / "x"), "--studies", "2",
+                             "--wording", "house"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "--priors" in result.stderr
+    assert not (tmp_path / "x").exists()

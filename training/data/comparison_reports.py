@@ -9,7 +9,8 @@ uses a word of comparison (new, stable, unchanged, interval, since...).
 
 `wording="house"` writes the same facts the way a drafting model is best taught to: every finding first, with
 its severity, and its change after it ("Moderate right pleural effusion, increased since 2024-03-02."),
-resolved findings and removed devices after the current ones, and the first wording of each list, always. A
+resolved findings and removed devices after the current ones, and the first wording of each comparison
+statement, always (the findings themselves keep `ReportWriter`'s varied words and severity synonyms). A
 model decoding such a text greedily has written what it sees before it chooses the change, and chooses it by
 comparing what it has just written with the prior report; in the varied wording it must often pick
 "Increased" or "Interval increase" before naming the finding, and each change's chance is spread over four

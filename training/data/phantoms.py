@@ -360,7 +360,10 @@ def _write_description(out: Path, seed: int, config: PhantomConfig, summary: Dat
     description = {"generator": "raddraft phantoms", "seed": seed, "options": options,
                    "studies": summary.studies, "images": summary.images, "splits": summary.splits}
     if priors is not None:
-        description["priors"] = {"options": dataclasses.asdict(priors), "with_prior": summary.prior_studies,
+        options = dataclasses.asdict(priors)
+        if options["wording"] == "varied":  # a set in the varied wording is described as it was before the option
+            del options["wording"]
+        description["priors"] = {"options": options, "with_prior": summary.prior_studies,
                                  "prior_images": summary.prior_images}
     (out / "dataset.json").write_text(json.dumps(description, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
