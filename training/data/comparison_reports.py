@@ -29,9 +29,8 @@ from training.data.longitudinal import (
     REMOVED,
     RESOLVED,
     UNCHANGED,
-    WORDINGS,
-    PriorError,
     PriorSpec,
+    check_wording,
 )
 from training.data.reports import (
     DEVICE_IMPRESSION,
@@ -100,8 +99,7 @@ class ComparisonReportWriter(ReportWriter):
 
     def __init__(self, rng, wording: str = "varied") -> None:
         super().__init__(rng)
-        if wording not in WORDINGS:
-            raise PriorError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+        check_wording(wording)
         self.house = wording == "house"
         self._prior: PriorSpec | None = None
 

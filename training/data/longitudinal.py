@@ -38,6 +38,11 @@ class PriorError(ValueError):
     """Bad options for the longitudinal phantoms."""
 
 
+def check_wording(wording: str) -> None:
+    if wording not in WORDINGS:
+        raise PriorError(f"wording must be one of {', '.join(WORDINGS)}, got {wording!r}")
+
+
 @dataclass(frozen=True)
 class PriorSampling:
     """How priors are drawn.
@@ -66,8 +71,7 @@ class PriorSampling:
     wording: str = "varied"
 
     def __post_init__(self) -> None:
-        if self.wording not in WORDINGS:
-            raise PriorError(f"wording must be one of {', '.join(WORDINGS)}, got {self.wording!r}")
+        check_wording(self.wording)
         for name in ("no_prior_fraction", "resolved_probability", "removed_device_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise PriorError(f"{name} must lie in 0..1, got {getattr(self, name)}")
