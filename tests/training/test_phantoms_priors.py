@@ -239,6 +239,43 @@ def test_house_wording_names_each_finding_before_its_change(tmp_path):
     assert sum(bool(CHANGE_FIRST.search(r["report"]["impression"])) for r in varied) > 10  # what the house wording avoids
 
 
+# "Small right pleural effusion, previously large, decreased since 2024-03-02."
+GRADED = re.compile(r"(?:^|\. )(?:\d\. )?(\d+(?:\.\d)? (?:mm|cm)|\w+) [^.;]*?, previously (\d+(?:\.\d)? (?:mm|cm)|\w+), "
+                    r"(increased|decreased|unchanged) since")
+GRADE_RANK = {"small": 0, "mild": 0, "moderate": 1, "large": 2, "marked": 2}
+
+
+def _grade_rank(grade: str) -> float:
+    if grade.endswith(" mm") or grade.endswith(" cm"):
+        number = float(grade.split()[0])
+        return number * (10 if grade.endswith("cm") else 1)
+    return GRADE_RANK[grade.lower()]
+
+
+@pytest.mark.slow
+def test_house_impression_gives_both_grades_before_the_change(tmp_path):
+    """In the house wording, each current finding that the prior also had is named with its grade, then the
+    prior's grade, then the change; the grades agree with the change (larger now: increased), and one word
+    stands for each severity (no "trace" beside "small")."""
+    house = read_manifest(generate_dataset(tmp_path / "h", 60, seed=23, config=CONFIG,
+                                           priors=PriorSampling(wording="house")).manifest)
+    checked = 0
+    for record in (r for r in house if r["prior_study_uid"]):
+        text = record["report"]["impression"]
+        graded = GRADED.findall(text)
+        expected = [how for kind, how in record["change"].items()
+                    if how in ("increased", "decreased", "unchanged") and kind != "support_device"
+                    and not any(f["kind"] == kind and f.get("hedged") for f in record["findings"])]
+        assert sorted(how for _, _, how in graded) == sorted(expected), text
+        for now, before, how in graded:
+            order = {"increased": 1, "decreased": -1, "unchanged": 0}[how]
+            difference = _grade_rank(now) - _grade_rank(before)
+            assert (difference > 0) - (difference < 0) == order, text
+        assert not re.search(r"\b(?:trace|minimal|slight|severe|extensive|moderate-sized)\b", text), text
+        checked += len(graded)
+    assert checked > 20
+
+
 def test_wording_is_checked():
     with pytest.raises(PriorError, match="wording"):
         PriorSampling(wording="terse")

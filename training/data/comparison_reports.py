@@ -10,11 +10,15 @@ uses a word of comparison (new, stable, unchanged, interval, since...).
 `wording="house"` writes the same facts the way a drafting model is best taught to: every finding first, with
 its severity, and its change after it ("Moderate right pleural effusion, increased since 2024-03-02."),
 resolved findings and removed devices after the current ones, and the first wording of each comparison
-statement, always (the findings themselves keep `ReportWriter`'s varied words and severity synonyms). A
-model decoding such a text greedily has written what it sees before it chooses the change, and chooses it by
-comparing what it has just written with the prior report; in the varied wording it must often pick
-"Increased" or "Interval increase" before naming the finding, and each change's chance is spread over four
-phrasings.
+statement, always (the findings themselves keep `ReportWriter`'s varied words and severity synonyms). In the
+impression each finding is named with one grade word per severity ("small", "moderate", "large" for effusion
+and pneumothorax, "mild", "moderate", "marked" for the others, the size of a nodule), followed by the prior's
+grade when the prior had it: "Small right pleural effusion, previously large, decreased since 2024-03-02."
+A model decoding such a text greedily has written what it sees, and then what the prior report said in the
+same words, before it chooses the change; the change is then a comparison of two words it has just written.
+In the varied wording it must often pick "Increased" or "Interval increase" before naming the finding, read
+the prior's severity from synonyms ("trace", "minimal", "dense ... with volume loss") and compare in one
+step, and each change's chance is spread over four phrasings.
 """
 
 from __future__ import annotations
@@ -228,7 +232,7 @@ class ComparisonReportWriter(ReportWriter):
         ranked = sorted(pathologies, key=self._rank)
         items = [self.changed_item(f, prior.change_of(f.kind) or UNCHANGED) for f in ranked]
         resolved = [prior.prior_of(k) for k, how in prior.change if how == RESOLVED and k != "support_device"]
-        items += [self.fill(self.say(STATEMENT[RESOLVED]), self.noun_phrase(f)) for f in resolved if f is not None]
+        items += [self.fill(self.say(STATEMENT[RESOLVED]), self.resolved_phrase(f)) for f in resolved if f is not None]
         items += [self.device_item(f) for f in findings if f.kind == "support_device"]
         items += [self.fill(self.say(DEVICE_STATEMENT[REMOVED]), name=self.pick(DEVICE_NAMES[d]))
                   for d, how in prior.device_change if how == REMOVED]
@@ -248,10 +252,47 @@ class ComparisonReportWriter(ReportWriter):
         """In the house wording, the statement that carries the severity: the change is judged against it."""
         return self.impression_options(f)[0] if self.house else super().impression_item(f)
 
+    def resolved_phrase(self, f: Finding) -> str:
+        return self.graded_phrase(f)[0] if self.house else self.noun_phrase(f)
+
     def changed_item(self, f: Finding, how: str) -> str:
+        if self.house and not f.hedged:
+            return self.graded_item(f, how)
         if f.hedged or self.house:
             return self.with_suffix(self.impression_item(f), how)
         return self.fill(self.pick(STATEMENT[how]), self.noun_phrase(f))
+
+    def graded_item(self, f: Finding, how: str) -> str:
+        """The house impression item: the finding with its grade, the prior's grade when it had the finding,
+        then the change ("Small right pleural effusion, previously large, decreased since 2024-03-02.")."""
+        head, advice = self.graded_phrase(f)
+        earlier = self._prior.prior_of(f.kind) if self._prior and how != NEW else None
+        before = f", previously {self.grade(earlier)}" if earlier is not None else ""
+        text = f"{head}{before}, {self.fill(SUFFIX[how][0], sentence=False)}{advice}."
+        return text[0].upper() + text[1:]
+
+    def grade(self, f: Finding) -> str:
+        """One word (a size for a nodule) per severity of each kind, the same in every house report."""
+        if f.kind == "nodule":
+            size_mm = int(f.size_mm or 15)
+            return f"{size_mm} mm" if size_mm < 30 else f"{size_mm / 10:.1f} cm"
+        words = SIZE_WORDS if f.kind in ("pleural_effusion", "pneumothorax") else SEVERITY_WORDS
+        return words[f.severity][0]
+
+    def graded_phrase(self, f: Finding) -> tuple[str, str]:
+        """(the finding named after its grade, any advice after a semicolon)."""
+        grade, side = self.grade(f), self._side(f)
+        if f.kind == "pleural_effusion":
+            return f"{grade} {side} pleural effusion{'s' if side == 'bilateral' else ''}", ""
+        if f.kind == "pneumothorax":
+            return f"{grade} {side} pneumothorax", ""
+        if f.kind == "nodule":
+            noun = "lung mass" if f.severity == "severe" else "pulmonary nodule"
+            return f"{grade} {side} {noun}", "; recommend CT for further evaluation"
+        if f.kind in ("consolidation", "atelectasis"):
+            return f"{grade} {self._place(f)} {f.kind}", ""
+        noun = {"cardiomegaly": "cardiomegaly", "edema": "pulmonary edema"}[f.kind]
+        return f"{grade} {noun}", ""
 
     def device_item(self, f: Finding) -> str:
         how = dict(self._prior.device_change).get(str(f.device)) if self._prior else None
