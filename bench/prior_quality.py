@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def held_out(out: Path, studies: int, seed: int, priors: bool) -> list:
+    """`studies` held-out phantoms of `seed`; none (that set is not measured) for 0."""
+    if studies == 0:
+        return []
     from training.data.phantoms import PhantomConfig, generate_dataset
     from training.train.studies import read_studies
 
@@ -34,6 +37,8 @@ def held_out(out: Path, studies: int, seed: int, priors: bool) -> list:
 
 
 def scores(bundle: Path, studies: list) -> dict:
+    if not studies:
+        return {"findings": None, "impression": None, "comparison": {}}
     from training.train.evaluation import draft_with_engine, evaluate_drafts
 
     result = evaluate_drafts(draft_with_engine(bundle, studies), studies)
@@ -56,10 +61,15 @@ def fmt(value) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, action="append", help="bundle (repeatable; default: the embedded one)")
-    parser.add_argument("--with-prior", type=int, default=40, help="held-out longitudinal studies (seed 90002)")
-    parser.add_argument("--without", type=int, default=60, help="held-out studies without priors (seed 90001)")
-    parser.add_argument("--follows", type=int, default=40, help="studies given another study's findings")
+    parser.add_argument("--with-prior", type=int, default=40,
+                        help="held-out longitudinal studies (seed 90002; 0: not measured)")
+    parser.add_argument("--without", type=int, default=60,
+                        help="held-out studies without priors (seed 90001; 0: not measured)")
+    parser.add_argument("--follows", type=int, default=40,
+                        help="studies given another study's findings (0: not measured)")
     args = parser.parse_args(argv)
+    if min(args.with_prior, args.without, args.follows) < 0:
+        parser.error("study counts are 0 (that set is not measured) or more")
 
     from raddraft.resources import embedded_model_dir
 

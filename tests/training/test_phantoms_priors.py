@@ -246,7 +246,7 @@ GRADE_RANK = {"small": 0, "mild": 0, "moderate": 1, "large": 2, "marked": 2}
 
 
 def _grade_rank(grade: str) -> float:
-    if grade.endswith(" mm") or grade.endswith(" cm"):
+    if grade.endswith((" mm", " cm")):
         number = float(grade.split()[0])
         return number * (10 if grade.endswith("cm") else 1)
     return GRADE_RANK[grade.lower()]
