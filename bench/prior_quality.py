@@ -6,7 +6,8 @@ Each bundle (default: the embedded one) drafts, through the ONNX engine as the a
 - held-out longitudinal phantoms (`raddraft synth --priors`, seed 90002, lateral views as in real studies),
   each with its prior when it has one: findings / impression micro F1 against ground truth,
   `comparison.micro_f1` over the per-finding change labels and `comparison.hallucinated` (the share of drafts
-  for studies without a prior that claim a comparison);
+  for studies without a prior that claim a comparison); and the comparison when the impression is drafted from
+  the study's true findings instead of its drafted ones (what the comparison step costs on its own);
 - phantoms without priors (the model card's seed 90001): findings / impression micro F1;
 - impression from another study's findings, and from findings typed in other words
   (bench/impression_follows_findings.py): micro F1 between the given findings and the drafted impression.
@@ -48,6 +49,26 @@ def scores(bundle: Path, studies: list) -> dict:
     return {**truth, "comparison": result.get("comparison") or {}}
 
 
+def comparison_from_true_findings(bundle: Path, studies: list) -> float | None:
+    """`comparison.micro_f1` when each impression is drafted from the study's true findings (the manifest's
+    findings as written without the prior) instead of the model's own: the comparison step alone, without the
+    errors of the drafted findings."""
+    from engine.runtime import load_model
+    from engine.settings import EngineSettings
+    from training.train.evaluation import evaluate_drafts
+
+    with_prior = [study for study in studies if study.prior is not None]
+    if not with_prior:
+        return None
+    model = load_model(bundle, EngineSettings(providers=("cpu",), variant="fp32"))
+    drafts = []
+    for study in with_prior:
+        findings = study.findings_without_prior or study.findings_text
+        impression = model.draft_section(study.paths, "impression", findings=findings, prior=study.prior).text
+        drafts.append({"study_uid": study.uid, "findings": findings, "impression": impression})
+    return evaluate_drafts(drafts, with_prior)["comparison"]["micro_f1"]
+
+
 def follows(bundle: Path, studies: int, typed: bool = False) -> float:
     from bench.impression_follows_findings import follow_score
 
@@ -81,19 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for bundle in bundles:
             a, b = scores(bundle, longitudinal), scores(bundle, plain)
+            a["comparison_given"] = comparison_from_true_findings(bundle, longitudinal)
             follow = (follows(bundle, args.follows), follows(bundle, args.follows, typed=True)) if args.follows \
                 else (None, None)
             rows.append((bundle, a, b, follow))
             print(f"{bundle}: done", file=sys.stderr, flush=True)
     print(f"\n{len(longitudinal)} longitudinal studies ({with_prior} with a prior), {len(plain)} without priors, "
           f"{args.follows} given another study's findings; engine fp32, greedy\n")
-    print("| bundle | with priors: findings / impression micro F1 | comparison.micro_f1 | comparison.hallucinated "
-          "| without priors: findings / impression | impression follows given findings: another study's / typed |")
-    print("|---|---|---|---|---|---|")
+    print("| bundle | with priors: findings / impression micro F1 | comparison.micro_f1 | comparison from the true "
+          "findings | comparison.hallucinated | without priors: findings / impression "
+          "| impression follows given findings: another study's / typed |")
+    print("|---|---|---|---|---|---|---|")
     for bundle, a, b, follow in rows:
         comparison = a["comparison"]
         print(f"| {bundle.name} | {fmt(a['findings'])} / {fmt(a['impression'])} | {fmt(comparison.get('micro_f1'))} "
-              f"| {fmt(comparison.get('hallucinated'))} | {fmt(b['findings'])} / {fmt(b['impression'])} "
+              f"| {fmt(a['comparison_given'])} | {fmt(comparison.get('hallucinated'))} | {fmt(b['findings'])} / {fmt(b['impression'])} "
               f"| {fmt(follow[0])} / {fmt(follow[1])} |")
     return 0
 

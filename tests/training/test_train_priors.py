@@ -38,7 +38,7 @@ def manifest(tmp_path_factory) -> Path:
     first, second = records[0], records[1]
     second.update(prior_study_uid=first["study_uid"], prior_date="2024-03-02", prior_images=first["images"],
                   prior_views=first["views"], prior_report=first["report"],
-                  change={"pleural_effusion": "increased"})
+                  change={"pleural_effusion": "increased"}, device_change={"endotracheal_tube": "moved"})
     second["report"] = {"findings": "Compared with 2024-03-02, the right pleural effusion has increased.",
                         "impression": "Increased right pleural effusion."}
     second["report_without_prior"] = {"findings": "Large right pleural effusion.",
@@ -80,6 +80,19 @@ def test_the_manifest_prior_becomes_the_study_prior_and_its_reference(pool: Pool
     # one prior frontal image for the study that has a prior, none for the others
     assert [pool.prior_pixels.num_images(i) for i in range(3)] == [0, 1, 0]
     assert np.array_equal(pool.prior_pixels.pixels(1)[0], pool.pixels.pixels(0)[0])  # study 0's frontal image
+
+
+def test_a_moved_device_is_left_out_of_the_comparison_as_evaluate_leaves_it_out(pool: Pool) -> None:
+    """The bench and the card score through `Study.reference()`: it carries the manifest's `device_change`, so
+    a device that only moved (no `support_device` change) is scored as `raddraft evaluate` scores it."""
+    from training.train.evaluation import evaluate_drafts
+
+    study = pool.studies[1]
+    assert study.reference()["device_change"] == {"endotracheal_tube": "moved"}
+    draft = {"study_uid": study.uid, "findings": "Large right pleural effusion.",
+             "impression": "Increased right pleural effusion. The endotracheal tube is unchanged in position."}
+    comparison = evaluate_drafts([draft], [study])["comparison"]
+    assert (comparison["micro_f1"], comparison["fp"]) == (1.0, 0)
 
 
 def test_a_sample_with_a_prior_carries_its_date_report_and_image_block(pool: Pool) -> None:

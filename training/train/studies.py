@@ -53,6 +53,9 @@ class Study:
     # folder) and the per-finding change against it (`change`); None / {} without a prior
     prior: PriorInput | None = None
     change: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # what happened to each device (manifest `device_change`: moved, removed, new, unchanged); a study whose
+    # device only moved has no `support_device` change, and the comparison metric leaves devices out of it
+    device_change: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # the findings as a reader who has not seen the prior writes them (manifest `report_without_prior`;
     # None: the manifest has no such text, and `findings_text` stands for it)
     findings_without_prior: str | None = None
@@ -72,7 +75,8 @@ class Study:
                                                                           "impression": self.impression_text},
                                         "labels": dict(self.labels)}
         if self.prior is not None:
-            reference.update(prior_study_uid=self.prior.study_uid, prior_date=self.prior.date, change=dict(self.change))
+            reference.update(prior_study_uid=self.prior.study_uid, prior_date=self.prior.date, change=dict(self.change),
+                             device_change=dict(self.device_change))
         return reference
 
 
@@ -85,6 +89,7 @@ def study_from_record(record: Mapping, source: str, manifest: Path, where: str) 
                      labels=dict(record.get("labels") or {}), findings=tuple(record.get("findings") or ()),
                      indication=" ".join(str(record.get("indication") or "").split()) or None,
                      prior=prior_from_record(record, manifest.parent), change=dict(record.get("change") or {}),
+                     device_change=dict(record.get("device_change") or {}),
                      findings_without_prior=_findings_without_prior(record))
     except (KeyError, TypeError) as exc:
         raise StudyDataError(f"{where}: a study lacks {exc} (needs study_uid, images, report.findings, "
