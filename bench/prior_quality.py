@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for bundle, a, b, follow in rows:
         comparison = a["comparison"]
         print(f"| {bundle.name} | {fmt(a['findings'])} / {fmt(a['impression'])} | {fmt(comparison.get('micro_f1'))} "
-              f"| {fmt(a['comparison_given'])} | {fmt(comparison.get('hallucinated'))} | {fmt(b['findings'])} / {fmt(b['impression'])} "
-              f"| {fmt(follow[0])} / {fmt(follow[1])} |")
+              f"| {fmt(a['comparison_given'])} | {fmt(comparison.get('hallucinated'))} "
+              f"| {fmt(b['findings'])} / {fmt(b['impression'])} | {fmt(follow[0])} / {fmt(follow[1])} |")
     return 0
 
 

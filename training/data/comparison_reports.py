@@ -212,8 +212,7 @@ class ComparisonReportWriter(ReportWriter):
             return self.pick([f"{place} consolidation", f"consolidation in the {place}",
                               f"airspace consolidation in the {place}"])
         if f.kind == "nodule":
-            size_mm = int(f.size_mm or 15)
-            measure = f"{size_mm} mm" if size_mm < 30 else f"{size_mm / 10:.1f} cm"
+            measure = self.grade(f)
             noun = "mass" if f.severity == "severe" else "nodule"
             return self.pick([f"{measure} {self._place(f)} {noun}", f"{measure} {noun} in the {self._place(f)}",
                               f"{side} lung {noun}"])
