@@ -58,7 +58,7 @@ bench: $(DEV_STAMP)
 # from scratch (about 40 min on 2 quiet cores), the second continues its stage 2 from the checkpoint the first
 # wrote there, teaching it that the findings it is given win over the image, and writes the bundle back
 # (about 20 min); the third continues that checkpoint and teaches it to compare with a prior study (about
-# 135 min; its header says how the shipped 1.3.0 was made).
+# 4 h; its header says how the shipped 1.4.0 was made).
 model: $(DEV_STAMP)
 	$(VENV)/bin/raddraft train --config training/configs/phantom-cxr.toml
 	$(VENV)/bin/raddraft train --config training/configs/phantom-cxr-follows.toml
