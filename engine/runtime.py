@@ -321,8 +321,14 @@ class DraftModel:
         if self.impression_from_findings:
             findings = self._batch_rows(["findings"] * len(studies), features, layouts, prefills, options)
             kinds = [impression_kind(result.text) for result in findings]
+            # As in `draft`: an impression that continues the findings reuses their cache where a row kept
+            # one (rows run one at a time). Prefilling those tokens again in one chunk instead gives int8,
+            # whose activation scale spans the chunk, other logits than the token-by-token decode did.
+            continued = [(result.state,) if result.state and kind == IMPRESSION_FROM_FINDINGS else ()
+                         for result, kind in zip(findings, kinds)]
+            findings = [replace(result, state=None) for result in findings]
             impressions = self._batch_rows(kinds, features, layouts, prefills, options,
-                                           [result.text for result in findings])
+                                           [result.text for result in findings], continued)
         else:  # one round: each study's findings and impression rows side by side
             kinds = ["impression"] * len(studies)
             twice = [i for i in range(len(studies)) for _ in range(2)]
@@ -345,16 +351,20 @@ class DraftModel:
 
     def _batch_rows(self, kinds: Sequence[str], features: Sequence[np.ndarray], layouts: Sequence[dict],
                     prefills: Sequence[tuple[tuple[DecoderState, ...], float]], options: GenerationOptions,
-                    findings: Sequence[str | None] | None = None) -> list[GenerationResult]:
+                    findings: Sequence[str | None] | None = None,
+                    continued: Sequence[tuple[DecoderState, ...]] | None = None) -> list[GenerationResult]:
         """One batch of rows, row i the `kinds[i]` prompt over `features[i]` (prompted by `layouts[i]`, from
-        `findings[i]` for an impression from findings), reusing its study's shared prefill."""
+        `findings[i]` for an impression from findings), reusing its study's shared prefill and `continued[i]`
+        (the cache of the findings it continues)."""
         findings = findings or [None] * len(kinds)
+        continued = continued or [()] * len(kinds)
         requests = []
-        for kind, study_features, layout, (shared, _), text in zip(kinds, features, layouts, prefills, findings):
+        for kind, study_features, layout, (shared, _), text, more in zip(kinds, features, layouts, prefills,
+                                                                          findings, continued):
             ids = self.prompt_ids(kind, study_features.shape[0], text if kind == IMPRESSION_FROM_FINDINGS else None,
                                   **layout)
             section_features = self.section_features(kind, study_features, layout["prior_images"])
-            requests.append(BatchRequest(tuple(ids), section_features, shared))
+            requests.append(BatchRequest(tuple(ids), section_features, (*shared, *more)))
         return generate_batch(self.graphs, self.tokenizer, requests, options, together=self.rows_independent)
 
     @property

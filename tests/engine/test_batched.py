@@ -36,6 +36,11 @@ def test_draft_batch_equals_each_study_drafted_alone(model, phantom_studies) -> 
     batched = model.draft_batch(studies, options=options)
     alone = [model.draft(study["paths"], options=options) for study in phantom_studies]
     assert [(d.findings, d.impression) for d in batched] == [(d.findings, d.impression) for d in alone]
+    # the impression continues from the findings' cache, as alone: only what follows the findings is prefilled
+    # (one chunk over the findings' tokens would give int8 another activation scale than their decode did)
+    assert [d.timings["impression"]["reused_tokens"] for d in batched] == \
+        [d.timings["impression"]["reused_tokens"] for d in alone]
+    assert all(d.timings["impression"]["reused_tokens"] > d.timings["shared_prefix_tokens"] for d in batched)
     assert all(d.findings for d in batched)
     assert [d.images for d in batched] == [d.images for d in alone]
     assert [d.confidence.keys() for d in batched] == [d.confidence.keys() for d in alone]
@@ -102,13 +107,19 @@ def test_a_batching_engine_loads_fp32_where_one_at_a_time_loads_int8() -> None:
 
 
 def test_an_int8_model_drafts_a_batch_row_by_row_and_gives_what_it_gives_alone(phantom_studies) -> None:
-    """int8 quantizes activations with one scale over all rows: its batch is not run together."""
+    """int8 quantizes activations with one scale over all rows (and over a prefilled chunk): its batch is not
+    run together, and each impression continues from its findings' cache as a study drafted alone does."""
     model = load_model(EMBEDDED, EngineSettings(providers=("cpu",), variant="int8"))
     assert not model.rows_independent
     options = model.default_options(max_new_tokens=24)
     batched = model.draft_batch([model.prepare(study["paths"]) for study in phantom_studies], options=options)
     alone = [model.draft(study["paths"], options=options) for study in phantom_studies]
     assert [(d.findings, d.impression) for d in batched] == [(d.findings, d.impression) for d in alone]
+    # the impression continues from the findings' cache, as alone: only what follows the findings is prefilled
+    # (one chunk over the findings' tokens would give int8 another activation scale than their decode did)
+    assert [d.timings["impression"]["reused_tokens"] for d in batched] == \
+        [d.timings["impression"]["reused_tokens"] for d in alone]
+    assert all(d.timings["impression"]["reused_tokens"] > d.timings["shared_prefix_tokens"] for d in batched)
 
 
 def test_draft_batch_with_priors_equals_each_study_drafted_alone_with_its_prior(
