@@ -265,10 +265,8 @@ class DraftModel:
         if impression_from_findings is None:
             impression_from_findings = self.impression_from_findings
         kind = impression_kind(findings.text) if impression_from_findings else "impression"
-        # Only an impression that continues the findings reuses the findings' cache; any other shares no
-        # more with it than with the shared prefill, so that cache (a 7 B model's: ~0.7 GB) is let go first.
-        continued = (findings.state,) if findings.state and kind == IMPRESSION_FROM_FINDINGS else ()
-        findings = replace(findings, state=None)
+        continued = findings_cache_for(kind, findings)
+        findings = replace(findings, state=None)  # (a 7 B model's cache is ~0.7 GB: let go before the impression)
         impression = self.generate(kind, features, options, findings=findings.text,
                                    on_text=_section(on_piece, "impression"), reuse=(*shared, *continued), **layout)
         shared_timing = {"shared_prefix_tokens": len(shared[0].token_ids) if shared else 0,
@@ -321,11 +319,8 @@ class DraftModel:
         if self.impression_from_findings:
             findings = self._batch_rows(["findings"] * len(studies), features, layouts, prefills, options)
             kinds = [impression_kind(result.text) for result in findings]
-            # As in `draft`: an impression that continues the findings reuses their cache where a row kept
-            # one (rows run one at a time). Prefilling those tokens again in one chunk instead gives int8,
-            # whose activation scale spans the chunk, other logits than the token-by-token decode did.
-            continued = [(result.state,) if result.state and kind == IMPRESSION_FROM_FINDINGS else ()
-                         for result, kind in zip(findings, kinds)]
+            # rows run one at a time (int8) keep their findings' cache; rows run together keep none
+            continued = [findings_cache_for(kind, result) for result, kind in zip(findings, kinds)]
             findings = [replace(result, state=None) for result in findings]
             impressions = self._batch_rows(kinds, features, layouts, prefills, options,
                                            [result.text for result in findings], continued)
@@ -486,6 +481,13 @@ class DraftModel:
             return sorted({(v.section, tuple(v.views)) for v in variants})
         views = self.manifest.preprocessing.views
         return [(kind, tuple(views[:count])) for kind in PROMPT_KINDS for count in range(1, len(views) + 1)]
+
+
+def findings_cache_for(kind: str, findings: GenerationResult) -> tuple[DecoderState, ...]:
+    """The findings' cache, for an impression that continues the findings (any other shares no more with it
+    than with the shared prefill). Continuing it, rather than prefilling the findings again in one chunk, is
+    also what keeps int8 exact: its activation scale spans a prefilled chunk, not a decoded token."""
+    return (findings.state,) if findings.state and kind == IMPRESSION_FROM_FINDINGS else ()
 
 
 def _section(callback: SectionCallback | None, section: str) -> TextCallback | None:
