@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 VISION_INPUT, VISION_OUTPUT = "pixel_values", "image_features"
 EMBED_INPUT, EMBED_OUTPUT = "input_ids", "inputs_embeds"
 DECODER_INPUTS = ("inputs_embeds", "attention_mask")  # + position_ids in the optimum layout
+# In the decoder written from the weights (not the traced or onnxruntime-genai layouts): the head runs over
+# the last that many positions only (0: all of them), as transformers' argument of that name.
+LOGITS_TO_KEEP = "logits_to_keep"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ModelGraphs:
         # Two I/O layouts: optimum's (position_ids given) and onnxruntime-genai's GroupQueryAttention
         # graphs (positions derived from the attention mask).
         self._takes_positions = "position_ids" in decoder_inputs
+        self._keeps_logits = LOGITS_TO_KEEP in decoder_inputs
         self._float = _numpy_float(decoder_inputs["inputs_embeds"].type)
         self._vision_float = _numpy_float(self.vision.get_inputs()[0].type)
 
@@ -74,11 +78,12 @@ class ModelGraphs:
         Returns the logits of the last position [vocab] (float32) and the new cache. The cache stays in
         ONNX Runtime's own buffers (I/O binding, on the GPU when the decoder runs there) from one step to
         the next instead of being copied out to numpy and back in at every token. On a GPU a prefill
-        runs all but its last position with the logits left on the device, so only one position's
-        logits ever cross to the host.
+        computes the head over its last position only where the graph can (`logits_to_keep`); one
+        without that input runs on a GPU all but its last position with the logits left on the device, so
+        only one position's logits ever cross to the host.
         """
         seq = embeds.shape[1]
-        if self._device != "cpu" and seq > 1:
+        if self._device != "cpu" and seq > 1 and not self._keeps_logits:
             _, past = self._run(embeds[:, :-1], past, start, logits_device=self._device)
             return self.decode(embeds[:, -1:], past, start + seq - 1)
         logits, present = self._run(embeds, past, start, logits_device="cpu")
@@ -112,6 +117,8 @@ class ModelGraphs:
         binding.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
         if self._takes_positions:
             binding.bind_cpu_input("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
+        if self._keeps_logits:
+            binding.bind_cpu_input(LOGITS_TO_KEEP, np.ones(1, dtype=np.int64))  # every caller wants the last
         for name, value in zip(self._past_inputs, past, strict=True):
             if isinstance(value, np.ndarray):
                 binding.bind_cpu_input(name, np.ascontiguousarray(value, dtype=self._float))
@@ -133,6 +140,8 @@ class ModelGraphs:
         }
         if self._takes_positions:
             feed["position_ids"] = np.arange(start, start + seq, dtype=np.int64)[None, :]
+        if self._keeps_logits:
+            feed[LOGITS_TO_KEEP] = np.zeros(1, dtype=np.int64)
         for name, value in zip(self._past_inputs, past, strict=True):
             feed[name] = np.asarray(value, dtype=self._float)
         outputs = self.decoder.run(["logits", *self._present_names], feed)

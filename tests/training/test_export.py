@@ -87,7 +87,8 @@ def test_graph_names_are_the_bundle_format(exported):
     assert names["embed"] == (["input_ids"], ["inputs_embeds"])
     layers = manifest.architecture.num_layers
     past = {f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")}
-    assert set(names["decoder"][0]) == {"inputs_embeds", "attention_mask", "position_ids"} | past
+    # written from the weights (a Llama decoder), so the head can be asked for the last positions only
+    assert set(names["decoder"][0]) == {"inputs_embeds", "attention_mask", "position_ids", "logits_to_keep"} | past
     assert set(names["decoder"][1]) == {"logits"} | {p.replace("past_key_values", "present") for p in past}
 
 
@@ -133,6 +134,22 @@ def test_decoder_with_past_equals_one_call(exported):
         pieces.append(logits)
     assert past[0].shape[2] == 9
     np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+
+
+def test_a_prefill_computes_the_head_over_its_last_position_only(exported):
+    """The engine asks the written decoder for one position's logits (`logits_to_keep`): a 1.5 B Qwen2's
+    733-token prefill would otherwise compute, and hold, 445 MB of logits it never reads."""
+    manifest = read_manifest(exported.bundle_dir)
+    arch = manifest.architecture
+    graphs = engine_graphs(exported.bundle_dir, manifest.variants["fp32"], arch)
+    embeds = np.random.default_rng(4).standard_normal((1, 9, arch.hidden_size)).astype(np.float32)
+    every, _ = graphs.logits(embeds, graphs.empty_past(), 0)
+    returned, _ = graphs._run(embeds, graphs.empty_past(), 0, logits_device="cpu")  # what the graph hands back
+    assert every.shape == (9, arch.vocab_size)
+    assert returned.shape() == [1, 1, arch.vocab_size]
+    last, past = graphs.decode(embeds, graphs.empty_past(), 0)
+    np.testing.assert_allclose(last, every[-1], atol=1e-5)
+    assert past[0].shape()[2] == 9  # the cache still holds every position
 
 
 def test_vision_graph_takes_any_number_of_images(exported, torch_model):

@@ -47,7 +47,8 @@ def qwen2_with_a_sliding_layer():
 def run(session, embeds: np.ndarray, past: list[np.ndarray], start: int) -> list[np.ndarray]:
     seq = embeds.shape[1]
     feed = {"inputs_embeds": embeds, "attention_mask": np.ones((1, start + seq), dtype=np.int64),
-            "position_ids": np.arange(start, start + seq, dtype=np.int64)[None, :]}
+            "position_ids": np.arange(start, start + seq, dtype=np.int64)[None, :],
+            "logits_to_keep": np.zeros(1, dtype=np.int64)}
     for index in range(LAYERS):
         feed[f"past_key_values.{index}.key"], feed[f"past_key_values.{index}.value"] = past[2 * index:2 * index + 2]
     return session.run(None, feed)
@@ -98,3 +99,27 @@ def test_a_decoder_it_cannot_write_is_traced_instead():
     with pytest.raises(ExportError, match="rotary type 'dynamic'"):
         decoder_method(model, "direct")
     assert decoder_method(tiny_llava(llama_with_biases_and_linear_rope()), "auto") == "direct"
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+def test_written_decoder_computes_the_head_over_the_last_positions_it_is_asked_for(tmp_path, keep):
+    """`logits_to_keep` as transformers reads it: 0 every position, k the last k, with the same values."""
+    from training.export.decoder_graph import LOGITS_TO_KEEP, decoder_shape, write_decoder_graph
+
+    model = tiny_llava(llama_with_biases_and_linear_rope())
+    session = ort.InferenceSession(str(write_decoder_graph(model, tmp_path / "decoder.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    shape = decoder_shape(model)
+    embeds = torch.randn(1, 9, HIDDEN).numpy()
+    feed = {"inputs_embeds": embeds, "attention_mask": np.ones((1, 9), dtype=np.int64),
+            "position_ids": np.arange(9, dtype=np.int64)[None, :]}
+    for index in range(LAYERS):
+        for part in ("key", "value"):
+            feed[f"past_key_values.{index}.{part}"] = np.zeros((1, shape.num_kv_heads, 0, shape.head_dim), np.float32)
+    every = session.run(None, {**feed, LOGITS_TO_KEEP: np.zeros(1, dtype=np.int64)})
+    kept = session.run(None, {**feed, LOGITS_TO_KEEP: np.array([keep], dtype=np.int64)})
+    assert every[0].shape == (1, 9, VOCAB)
+    assert kept[0].shape == (1, keep, VOCAB)
+    np.testing.assert_allclose(kept[0], every[0][:, -keep:], atol=1e-6)
+    for whole_cache, kept_cache in zip(every[1:], kept[1:], strict=True):  # the cache is of every position still
+        np.testing.assert_array_equal(whole_cache, kept_cache)

@@ -54,7 +54,8 @@ def test_streamed_int8_decoder_equals_quantize_dynamic(tmp_path, per_channel):
 
     rng = np.random.default_rng(0)
     feed = {"inputs_embeds": rng.standard_normal((1, 5, 64)).astype(np.float32),
-            "attention_mask": np.ones((1, 5), np.int64), "position_ids": np.arange(5, dtype=np.int64)[None]}
+            "attention_mask": np.ones((1, 5), np.int64), "position_ids": np.arange(5, dtype=np.int64)[None],
+            "logits_to_keep": np.zeros(1, np.int64)}
     for index in range(2):
         for part in ("key", "value"):
             feed[f"past_key_values.{index}.{part}"] = np.zeros((1, 2, 0, 16), np.float32)

@@ -7,7 +7,8 @@ blocks for the large ones). Peak memory is the model as loaded plus one block.
 
 Same I/O as the traced graph (`engine/bundle.py`): `inputs_embeds` [batch, seq, hidden], `attention_mask`
 [batch, past + seq], `position_ids` [batch, seq], `past_key_values.{i}.key/.value` [batch, kv_heads, past,
-head_dim] -> `logits` [batch, seq, vocab], `present.{i}.key/.value`. The ops follow transformers' eager
+head_dim] -> `logits` [batch, seq, vocab], `present.{i}.key/.value`; and `logits_to_keep` int64 [1], as
+transformers' argument of that name: the head runs over the last that many positions only (0: all). The ops follow transformers' eager
 code: RMSNorm in fp32 (Pow, ReduceMean, Add, Sqrt, Div: the pattern ONNX Runtime fuses), rotary embeddings
 from the model's own `inv_freq` and attention scaling, attention with the causal (and sliding-window)
 mask as an additive bias, grouped KV heads repeated, SwiGLU MLP. MatMul weights are stored transposed
@@ -28,6 +29,8 @@ from training.export.external_data import ExternalDataFile
 
 DECODER_GRAPH_OPSET = 18
 DECODER_IR_VERSION = 10  # read by every ONNX Runtime the engine supports
+# An input, not an overridable initializer with a default: ONNX Runtime's I/O binding cannot bind those.
+LOGITS_TO_KEEP = "logits_to_keep"
 BLOCK_BYTES = 64 << 20  # the largest fp32 piece of a weight held at once while writing it
 # rotary types whose frequencies do not depend on the sequence length (the others recompute them at run time)
 STATIC_ROPE_TYPES = ("default", "linear", "llama3")
@@ -107,6 +110,7 @@ def write_decoder_graph(model, target: Path) -> Path:
         for index, layer in enumerate(language.layers):
             hidden = builder.layer(index, layer, hidden)
         hidden = builder.rms_norm(hidden, language.norm.weight, "model.norm")
+        hidden = builder.kept_positions(hidden)
         builder.linear(hidden, model.lm_head, "lm_head", output="logits")
         graph = builder.model()
     onnx.save_model(graph, str(target))
@@ -197,7 +201,7 @@ class _Builder:
                                           ["batch_size", "total_sequence_length"]),
             helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
         self.graph_outputs.append(helper.make_tensor_value_info(
-            "logits", TensorProto.FLOAT, ["batch_size", "sequence_length", shape.vocab_size]))
+            "logits", TensorProto.FLOAT, ["batch_size", "kept_length", shape.vocab_size]))
         for index in range(len(shape.windows)):
             for part in ("key", "value"):
                 self.graph_inputs.append(helper.make_tensor_value_info(
@@ -245,6 +249,16 @@ class _Builder:
             allowed = self.node("And", [allowed, padding])
             self.biases[window] = self.node("Where", [allowed, self.constant(0.0, np.float32),
                                                       self.constant(np.finfo(np.float32).min, np.float32)])
+
+    def kept_positions(self, hidden: str) -> str:
+        """hidden[:, -logits_to_keep:], every position for 0. A prompt's next token needs the logits of
+        its last position only; the head over all of them costs a 1.5 B Qwen2's 733-token prefill about
+        0.34 TFLOP and a 445 MB buffer (vocabulary 151,936)."""
+        from onnx import TensorProto, helper
+
+        self.graph_inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1]))
+        start = self.node("Neg", [LOGITS_TO_KEEP])
+        return self.node("Slice", [hidden, start, self.constant([np.iinfo(np.int64).max]), self.constant([1])])
 
     def rms_norm(self, hidden: str, weight: torch.Tensor, prefix: str) -> str:
         squared = self.node("Pow", [hidden, self.constant(2.0, np.float32)])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bundle import Architecture, GraphFiles
-from training.export.decoder_graph import layer_output
+from training.export.decoder_graph import LOGITS_TO_KEEP, layer_output
 
 # A decoder graph larger than this (with its data) is checked a part at a time. Low, since ONNX Runtime on
 # CPU holds more than the file: fp16 weights are cast to fp32 beside the originals, fp32 ones pre-packed.
@@ -101,7 +101,8 @@ class _DecoderParts:
             hidden = self._run([hidden_name, "attention_mask", "position_ids", *past], [out],
                                {hidden_name: hidden, **runtime, **past})
             hidden_name = out
-        logits = self._run([hidden_name], ["logits"], {hidden_name: hidden})
+        every_position = np.zeros(1, dtype=np.int64)
+        logits = self._run([hidden_name, LOGITS_TO_KEEP], ["logits"], {hidden_name: hidden, LOGITS_TO_KEEP: every_position})
         return logits[0].astype(np.float32, copy=False)
 
     def _run(self, input_names: list[str], output_names: list[str], feed: dict) -> np.ndarray:
