@@ -1,9 +1,10 @@
 """Is a candidate bundle as good as the current one? Paired bootstrap over the same held-out studies.
 
     .venv/bin/python bench/paired_quality.py --current BUNDLE --candidate BUNDLE [--studies 300] [--resamples 1000]
+        [--current-variant fp32] [--candidate-variant int4]     # e.g. a quantized variant against fp32
 
 Both bundles draft the same held-out phantom studies without priors (seed 90001, 1.1.0's card set, lateral
-views as in real studies) through the ONNX engine (fp32, greedy). Each section's finding labels
+views as in real studies) through the ONNX engine (greedy; each in its variant, fp32 unless told). Each section's finding labels
 (`engine.findings.labeler`) are scored against the phantoms' ground truth; the studies are resampled with
 replacement, both bundles together, and the table gives each bundle's micro F1, the difference (candidate
 minus current) and its 95 % interval. An interval that holds 0 says "as good, within the noise"; one above 0,
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate", type=Path, required=True, help="the bundle that would replace it")
     parser.add_argument("--studies", type=int, default=300, help="held-out studies without priors (seed 90001)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--current-variant", default="fp32", help="the current bundle's variant (default fp32)")
+    parser.add_argument("--candidate-variant", default="fp32", help="the candidate bundle's variant (default fp32)")
     args = parser.parse_args(argv)
 
     from bench.prior_quality import held_out
@@ -68,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="paired-quality-") as work:
         studies = held_out(Path(work) / "phantoms-test", args.studies, 90001, priors=False)
-        drafts = {name: draft_with_engine(bundle, studies)
-                  for name, bundle in (("current", args.current), ("candidate", args.candidate))}
-    print(f"\n{len(studies)} held-out studies without priors (seed 90001), engine fp32, greedy; "
+        drafts = {name: draft_with_engine(bundle, studies, variant=variant)
+                  for name, bundle, variant in (("current", args.current, args.current_variant),
+                                                ("candidate", args.candidate, args.candidate_variant))}
+    print(f"\n{len(studies)} held-out studies without priors (seed 90001), engine, greedy; "
           f"{args.resamples} paired resamples\n")
-    print(f"| section | {args.current.name} (current) | {args.candidate.name} (candidate) | difference | 95 % interval |")
+    print(f"| section | {args.current.name} {args.current_variant} (current) "
+          f"| {args.candidate.name} {args.candidate_variant} (candidate) | difference | 95 % interval |")
     print("|---|---|---|---|---|")
     for section in SECTIONS:
         current, candidate = counts(drafts["current"], studies, section), counts(drafts["candidate"], studies, section)

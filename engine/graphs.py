@@ -131,8 +131,9 @@ class ModelGraphs:
         outputs = binding.get_outputs()
         return outputs[0], list(outputs[1:])
 
-    def logits(self, embeds: np.ndarray, past: list[np.ndarray], start: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Like `decode`, with the logits of every position [seq, vocab] (float32)."""
+    def logits(self, embeds: np.ndarray, past: list[np.ndarray], start: int,
+               keep: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Like `decode`, with the logits of every position [seq, vocab] (float32), or of the last `keep`."""
         seq = embeds.shape[1]
         feed = {
             "inputs_embeds": embeds.astype(self._float, copy=False),
@@ -141,11 +142,12 @@ class ModelGraphs:
         if self._takes_positions:
             feed["position_ids"] = np.arange(start, start + seq, dtype=np.int64)[None, :]
         if self._keeps_logits:
-            feed[LOGITS_TO_KEEP] = np.zeros(1, dtype=np.int64)
+            feed[LOGITS_TO_KEEP] = np.array([keep], dtype=np.int64)
         for name, value in zip(self._past_inputs, past, strict=True):
             feed[name] = np.asarray(value, dtype=self._float)
         outputs = self.decoder.run(["logits", *self._present_names], feed)
-        return outputs[0][0].astype(np.float32, copy=False), outputs[1:]
+        logits = outputs[0][0] if not keep else outputs[0][0][-keep:]  # a layout without logits_to_keep: all
+        return logits.astype(np.float32, copy=False), outputs[1:]
 
 
 def cache_prefix(past: list, length: int) -> list:

@@ -366,10 +366,10 @@ def count_image_tokens(model, image_size: int) -> int:
     import torch
 
     from training.export.graphs import VisionGraph
-    from training.export.precision import in_float32
+    from training.export.precision import units_in_float32, vision_units
 
     channels = int(getattr(model.config.vision_config, "num_channels", 3))
-    with torch.no_grad(), in_float32(model.model.vision_tower, model.model.multi_modal_projector):
+    with torch.no_grad(), units_in_float32(vision_units(model)):
         features = VisionGraph(model)(torch.zeros(1, channels, image_size, image_size))
     return int(features.shape[1])
 

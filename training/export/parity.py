@@ -3,6 +3,9 @@
 A phantom radiograph (training.data.phantoms, through the bundle's own preprocessing) and the bundle's
 findings prompt go through both sides:
 - torch: `model(...)` over prompt + continuation for logits, `model.generate(do_sample=False)` for tokens;
+  the logits compared are those a draft reads: at the last prompt position and the continuation's (the head
+  over all 733 positions of a Qwen2-1.5B prompt would be 445 MB on each side, and the cache that a draft
+  continues from is checked through the continuation's logits);
 - ONNX Runtime: the engine's own sessions and greedy generation (`engine.graphs`, `engine.generation`),
   so what passes here is what the app runs. A decoder over 256 MB (which ONNX Runtime could not open whole
   within the export's memory bound) is run a part at a time instead, teacher-forced (`parity_parts.py`).
@@ -39,14 +42,14 @@ class ParityInputs:
 @dataclass
 class TorchReference:
     tokens: list[int]  # greedy continuation (EOS suppressed so there are always `new_tokens`)
-    logits: np.ndarray  # [prompt + new_tokens - 1, vocab]: over the prompt and the continuation
+    logits: np.ndarray  # [new_tokens, vocab]: at the last prompt position and over the continuation
 
 
 @dataclass
 class ParityResult:
     variant: str
-    max_logit_diff: float  # over the prompt and the torch continuation (one decoder call, empty past)
-    prefill_logit_diff: float  # at the prompt positions only
+    max_logit_diff: float  # at the last prompt position and the torch continuation (one decoder call, empty past)
+    prefill_logit_diff: float  # at the last prompt position only (the prefill's logits a draft reads)
     tolerance: float
     top1_agreement: float  # teacher-forced: share of continuation positions whose argmax is torch's token
     greedy_agreement: float  # share of greedy tokens equal to torch's before the first difference
@@ -120,7 +123,8 @@ def torch_reference(model, inputs: ParityInputs, eos_token_id: int | tuple[int, 
                                    pad_token_id=model.config.text_config.pad_token_id)
         tokens = generated[0, ids.shape[1]:].tolist()
         full = torch.tensor([inputs.prompt_ids + tokens[:-1]], dtype=torch.int64)
-        logits = model(input_ids=full, pixel_values=pixels, attention_mask=torch.ones_like(full)).logits[0]
+        logits = model(input_ids=full, pixel_values=pixels, attention_mask=torch.ones_like(full),
+                       logits_to_keep=inputs.new_tokens).logits[0]
     return TorchReference(tokens=tokens, logits=logits.float().numpy())
 
 
@@ -143,12 +147,12 @@ def engine_graphs(bundle_dir: Path, files: GraphFiles, arch: Architecture, threa
     return ModelGraphs(Path(bundle_dir), files, arch, choose_providers(("cpu",)), SessionOptions(threads or 0))
 
 
-def onnx_logits(graphs, ids: list[int], pixel_values: np.ndarray) -> np.ndarray:
-    """Logits at every position of `ids` in one decoder call with an empty past."""
+def onnx_logits(graphs, ids: list[int], pixel_values: np.ndarray, keep: int = 0) -> np.ndarray:
+    """Logits at every position of `ids` (or its last `keep`) in one decoder call with an empty past."""
     from engine.generation import prompt_embeddings
 
     embeds = prompt_embeddings(graphs, ids, graphs.image_features(pixel_values))
-    return graphs.logits(embeds, graphs.empty_past(), 0)[0]
+    return graphs.logits(embeds, graphs.empty_past(), 0, keep=keep)[0]
 
 
 def onnx_greedy(graphs, tokenizer_file: Path, ids: list[int], pixel_values: np.ndarray, new_tokens: int) -> list[int]:
@@ -175,11 +179,12 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
     try:
         in_parts = runs_in_parts(bundle_dir, files, arch)
         if in_parts:  # too large to open whole within the export's memory bound
-            logits = logits_in_parts(bundle_dir, files, arch, full_ids, inputs.pixel_values, threads=threads)
+            logits = logits_in_parts(bundle_dir, files, arch, full_ids, inputs.pixel_values, threads=threads,
+                                     keep=inputs.new_tokens)
             tokens = []
         else:
             graphs = engine_graphs(bundle_dir, files, arch, threads=threads)
-            logits = onnx_logits(graphs, full_ids, inputs.pixel_values).astype(np.float32)
+            logits = onnx_logits(graphs, full_ids, inputs.pixel_values, keep=inputs.new_tokens).astype(np.float32)
             tokens = onnx_greedy(graphs, Path(bundle_dir) / "tokenizer.json", inputs.prompt_ids,
                                  inputs.pixel_values, inputs.new_tokens)
     except Exception as error:  # noqa: BLE001 - a variant ORT cannot load or run is a failed variant with a reason
@@ -191,8 +196,7 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
                             torch_tokens=list(reference.tokens), onnx_tokens=tokens,
                             error=f"logits shape {logits.shape} != torch {reference.logits.shape}")
     diff = np.abs(logits - reference.logits)
-    prompt_length = len(inputs.prompt_ids)
-    continuation = logits[prompt_length - 1:].copy()
+    continuation = logits.copy()
     continuation[:, list(arch.stop_token_ids)] = -np.inf  # as generate's min_new_tokens does
     choices = np.argmax(continuation, axis=-1)
     top1 = float(np.mean(choices == np.array(reference.tokens)))
@@ -206,7 +210,7 @@ def check_variant(variant: str, bundle_dir: Path, files: GraphFiles, arch: Archi
     return ParityResult(
         variant=variant,
         max_logit_diff=float(diff.max()),
-        prefill_logit_diff=float(diff[:prompt_length].max()),
+        prefill_logit_diff=float(diff[0].max()),
         tolerance=tolerance,
         top1_agreement=top1,
         greedy_agreement=same / len(reference.tokens),

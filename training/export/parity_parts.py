@@ -45,8 +45,9 @@ def runs_in_parts(bundle_dir: Path, files: GraphFiles, arch: Architecture) -> bo
 
 
 def logits_in_parts(bundle_dir: Path, files: GraphFiles, arch: Architecture, ids: list[int],
-                    pixel_values: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Logits [len(ids), vocab] of the variant's graphs for `ids` (empty past), a graph part at a time."""
+                    pixel_values: np.ndarray, threads: int | None = None, keep: int = 0) -> np.ndarray:
+    """Logits [len(ids) or keep, vocab] of the variant's graphs for `ids` (empty past), a graph part at a time:
+    every position's, or the last `keep`."""
     from engine.generation import prompt_embeddings
 
     bundle_dir = Path(bundle_dir)
@@ -57,7 +58,7 @@ def logits_in_parts(bundle_dir: Path, files: GraphFiles, arch: Architecture, ids
     embedder = _Embedder(_session(bundle_dir / files.embed, threads, packs), arch)
     embeds = prompt_embeddings(embedder, ids, features)
     del embedder
-    return _DecoderParts(bundle_dir, files.decoder, arch, threads, packs).logits(embeds)
+    return _DecoderParts(bundle_dir, files.decoder, arch, threads, packs).logits(embeds, keep)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class _DecoderParts:
         self.producers = {name: node for node in graph.node for name in node.output}
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
 
-    def logits(self, embeds: np.ndarray) -> np.ndarray:
+    def logits(self, embeds: np.ndarray, keep: int = 0) -> np.ndarray:
         seq = embeds.shape[1]
         runtime = {"attention_mask": np.ones((1, seq), dtype=np.int64),
                    "position_ids": np.arange(seq, dtype=np.int64)[None, :]}
@@ -101,9 +102,11 @@ class _DecoderParts:
             hidden = self._run([hidden_name, "attention_mask", "position_ids", *past], [out],
                                {hidden_name: hidden, **runtime, **past})
             hidden_name = out
-        every_position = np.zeros(1, dtype=np.int64)
-        logits = self._run([hidden_name, LOGITS_TO_KEEP], ["logits"], {hidden_name: hidden, LOGITS_TO_KEEP: every_position})
-        return logits[0].astype(np.float32, copy=False)
+        kept = np.array([keep], dtype=np.int64)
+        logits = self._run([hidden_name, LOGITS_TO_KEEP], ["logits"], {hidden_name: hidden, LOGITS_TO_KEEP: kept})[0]
+        if keep and len(logits) > keep:  # a graph written before it took logits_to_keep
+            logits = logits[-keep:]
+        return logits.astype(np.float32, copy=False)
 
     def _run(self, input_names: list[str], output_names: list[str], feed: dict) -> np.ndarray:
         path = self.bundle_dir / PART_FILE  # beside the graph, so its external data resolves as the graph's

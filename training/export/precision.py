@@ -46,12 +46,24 @@ def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
             handle.remove()
 
 
+def weight_units(*roots: nn.Module) -> list[nn.Module]:
+    """The modules under `roots` holding weights of their own (each projection, norm, embedding), to cast
+    one at a time so that at most one weight is held in fp32 at once. A unit casts its children with it, so
+    a module that reads a child's weight without calling it (nn.MultiheadAttention's out_proj) still
+    computes in fp32."""
+    return [module for root in roots for module in root.modules()
+            if next(module.parameters(recurse=False), None) is not None]
+
+
 def decoder_units(model) -> list[nn.Module]:
-    """The parts of a LLaVA's decoder to cast one at a time: every module holding weights of its own
-    (each projection, norm, the embeddings, the head), so at most one weight is held in fp32 at once."""
-    language = model.model.language_model
-    units = [module for module in language.modules() if next(module.parameters(recurse=False), None) is not None]
-    return [*units, model.lm_head]
+    """The parts of a LLaVA's decoder to cast one at a time, the head last."""
+    return [*weight_units(model.model.language_model), model.lm_head]
+
+
+def vision_units(model) -> list[nn.Module]:
+    """The parts of a LLaVA's vision tower and projector to cast one at a time: a SigLIP-so400m tower is
+    1.7 GB in fp32, beside its 0.86 GB of fp16 weights."""
+    return weight_units(model.model.vision_tower, model.model.multi_modal_projector)
 
 
 def _to_float32(module: nn.Module) -> dict:
@@ -71,9 +83,8 @@ def _restore(originals: dict) -> None:
 
 @contextmanager
 def llava_in_float32(model) -> Iterator[None]:
-    """A LLaVA computing in fp32: the vision side cast whole (it is small), the decoder a unit at a time."""
-    with in_float32(model.model.vision_tower, model.model.multi_modal_projector), \
-            units_in_float32(decoder_units(model)):
+    """A LLaVA computing in fp32, a unit at a time (vision tower, projector and decoder)."""
+    with units_in_float32([*vision_units(model), *decoder_units(model)]):
         yield
 
 
