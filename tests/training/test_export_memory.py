@@ -28,6 +28,54 @@ def test_parts_cast_to_fp32_one_at_a_time_compute_as_an_fp32_model():
     assert {p.dtype for p in layers.parameters()} == {torch.float16}
 
 
+def half_llava(tower: str):
+    """A tiny LLaVA saved in fp16 (as the Hub ships 7 B models), with a CLIP or a SigLIP tower."""
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        SiglipVisionConfig,
+    )
+
+    vision = {"image_size": 32, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 2, "intermediate_size": 64}
+    vision_config = CLIPVisionConfig(**vision) if tower == "clip" else SiglipVisionConfig(**vision)
+    text = LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    config = LlavaConfig(vision_config=vision_config, text_config=text, image_token_index=63,
+                         vision_feature_select_strategy="default" if tower == "clip" else "full",
+                         vision_feature_layer=-2)
+    return LlavaForConditionalGeneration(config).eval().half()
+
+
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_a_half_precision_llava_computes_in_fp32_a_part_at_a_time(tower):
+    """The torch reference of the export: the same logits as the model cast to fp32 whole, and the fp16
+    weights back afterwards. SigLIP's embeddings read the pixels' dtype from their patch embedding's weight
+    before calling it, which a cast weight by weight got wrong."""
+    import copy
+
+    import torch
+
+    from training.export.precision import llava_in_float32
+
+    model = half_llava(tower)
+    reference = copy.deepcopy(model).float()
+    image_tokens = 4  # 2 x 2 patches, no CLS token once selected
+    ids = torch.tensor([[1, *[63] * image_tokens, 5, 9, 12]])
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), llava_in_float32(model):
+        logits = model(input_ids=ids, pixel_values=pixels).logits
+    with torch.no_grad():
+        expected = reference(input_ids=ids, pixel_values=pixels).logits
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.float16}
+
+
 # A real-width, cut-depth LLaVA of bench/real_scale.py, saved in fp16 (as the Hub ships 7 B models): the
 # "medium" shape is CLIP 1024 wide, a Llama decoder 1024 wide with a 32064-token vocabulary, 2 + 2 layers.
 BUILD_CHECKPOINT = """

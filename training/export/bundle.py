@@ -366,10 +366,10 @@ def count_image_tokens(model, image_size: int) -> int:
     import torch
 
     from training.export.graphs import VisionGraph
-    from training.export.precision import units_in_float32, vision_units
+    from training.export.precision import vision_in_float32
 
     channels = int(getattr(model.config.vision_config, "num_channels", 3))
-    with torch.no_grad(), units_in_float32(vision_units(model)):
+    with torch.no_grad(), vision_in_float32(model):
         features = VisionGraph(model)(torch.zeros(1, channels, image_size, image_size))
     return int(features.shape[1])
 

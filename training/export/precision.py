@@ -46,30 +46,47 @@ def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
             handle.remove()
 
 
-def weight_units(*roots: nn.Module) -> list[nn.Module]:
-    """The modules under `roots` holding weights of their own (each projection, norm, embedding), to cast
-    one at a time so that at most one weight is held in fp32 at once. A unit casts its children with it, so
-    a module that reads a child's weight without calling it (nn.MultiheadAttention's out_proj) still
-    computes in fp32."""
-    return [module for root in roots for module in root.modules()
-            if next(module.parameters(recurse=False), None) is not None]
-
-
 def decoder_units(model) -> list[nn.Module]:
-    """The parts of a LLaVA's decoder to cast one at a time, the head last."""
-    return [*weight_units(model.model.language_model), model.lm_head]
+    """The parts of a LLaVA's decoder to cast one at a time: every module holding weights of its own
+    (each projection, norm, the embeddings, the head), so at most one weight is held in fp32 at once."""
+    language = model.model.language_model
+    units = [module for module in language.modules() if next(module.parameters(recurse=False), None) is not None]
+    return [*units, model.lm_head]
 
 
-def vision_units(model) -> list[nn.Module]:
-    """The parts of a LLaVA's vision tower and projector to cast one at a time: a SigLIP-so400m tower is
-    1.7 GB in fp32, beside its 0.86 GB of fp16 weights."""
-    return weight_units(model.model.vision_tower, model.model.multi_modal_projector)
+def vision_layers(model) -> list[nn.Module]:
+    """The vision tower's repeated layers (each element of its module lists): cast one at a time, whole. Not
+    weight by weight, as the decoder is: a vision module may read a child's weight without calling it
+    (SigLIP's embeddings take the pixels' dtype from `patch_embedding.weight`)."""
+    return [layer for module in model.model.vision_tower.modules() if isinstance(module, nn.ModuleList)
+            for layer in module]
+
+
+@contextmanager
+def vision_in_float32(model) -> Iterator[None]:
+    """The vision tower and projector computing in fp32: the layers one at a time, the rest (embeddings,
+    norms, projector: small) for the whole block. A SigLIP-so400m tower is 1.7 GB in fp32, beside its
+    0.86 GB of fp16 weights."""
+    layers = vision_layers(model)
+    inside = {id(parameter) for layer in layers for parameter in layer.parameters()}
+    rest = [parameter for part in (model.model.vision_tower, model.model.multi_modal_projector)
+            for parameter in part.parameters() if id(parameter) not in inside]
+    saved = _parameters_to_float32(rest)
+    try:
+        with units_in_float32(layers):
+            yield
+    finally:
+        _restore(saved)
 
 
 def _to_float32(module: nn.Module) -> dict:
     """Swap `module`'s floating-point parameters for fp32 copies; returns the originals to put back."""
+    return _parameters_to_float32(module.parameters())
+
+
+def _parameters_to_float32(parameters: Iterable[nn.Parameter]) -> dict:
     originals = {}
-    for parameter in module.parameters():
+    for parameter in parameters:
         if parameter.is_floating_point() and parameter.dtype != torch.float32:
             originals[parameter] = parameter.data
             parameter.data = parameter.data.float()
@@ -84,7 +101,7 @@ def _restore(originals: dict) -> None:
 @contextmanager
 def llava_in_float32(model) -> Iterator[None]:
     """A LLaVA computing in fp32, a unit at a time (vision tower, projector and decoder)."""
-    with units_in_float32([*vision_units(model), *decoder_units(model)]):
+    with vision_in_float32(model), units_in_float32(decoder_units(model)):
         yield
 
 
