@@ -9,7 +9,9 @@ Graphs (names of inputs and outputs are part of the format):
 - embed: `input_ids` int64 [batch, seq] -> `inputs_embeds` float32 [batch, seq, hidden]
 - decoder: `inputs_embeds`, `attention_mask` int64 [batch, past + seq], `position_ids` int64 [batch, seq],
   `past_key_values.{i}.key` / `.value` float32 [batch, kv_heads, past, head_dim]
-  -> `logits` [batch, seq, vocab], `present.{i}.key` / `.value` [batch, kv_heads, past + seq, head_dim]
+  -> `logits` [batch, seq, vocab], `present.{i}.key` / `.value` [batch, kv_heads, past + seq, head_dim];
+  a decoder written from the weights also takes `logits_to_keep` int64 [1] (logits of the last that many
+  positions, 0 for all), which the engine sets to 1
 
 Where the Impression comes from (`impression_from`): "image" (the default, and what a bundle without the key
 does) drafts it from the image like the Findings; "findings" drafts it from the drafted Findings with the
