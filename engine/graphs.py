@@ -77,9 +77,9 @@ class ModelGraphs:
 
         Returns the logits of the last position [vocab] (float32) and the new cache. The cache stays in
         ONNX Runtime's own buffers (I/O binding, on the GPU when the decoder runs there) from one step to
-        the next instead of being copied out to numpy and back in at every token. On a GPU a prefill
-        computes the head over its last position only where the graph can (`logits_to_keep`); one
-        without that input runs on a GPU all but its last position with the logits left on the device, so
+        the next instead of being copied out to numpy and back in at every token. A prefill computes the
+        head over its last position only where the graph can (`logits_to_keep`, on any device); on a GPU,
+        a graph without that input runs all but the last position with the logits left on the device, so
         only one position's logits ever cross to the host.
         """
         seq = embeds.shape[1]

@@ -28,6 +28,21 @@ def test_parts_cast_to_fp32_one_at_a_time_compute_as_an_fp32_model():
     assert {p.dtype for p in layers.parameters()} == {torch.float16}
 
 
+def test_a_unit_that_raises_gets_its_own_weights_back():
+    import torch
+
+    from training.export.precision import units_in_float32
+
+    class Failing(torch.nn.Linear):
+        def forward(self, x):
+            raise RuntimeError("out of memory")
+
+    layers = torch.nn.Sequential(torch.nn.Linear(4, 4), Failing(4, 4)).half()
+    with pytest.raises(RuntimeError, match="out of memory"), torch.no_grad(), units_in_float32(list(layers)):
+        layers(torch.randn(2, 4))
+    assert {p.dtype for p in layers.parameters()} == {torch.float16}
+
+
 def half_llava(tower: str):
     """A tiny LLaVA saved in fp16 (as the Hub ships 7 B models), with a CLIP or a SigLIP tower."""
     import torch

@@ -3,7 +3,8 @@
 The export loads a checkpoint in its own dtype so the weights are held once at their saved size; the
 graphs and the parity reference are fp32. A part computing in fp32 gets fp32 copies of its weights for that
 step and its own tensors back afterwards (not a cast down: that would allocate them anew beside the
-checkpoint's memory-mapped originals), so only that part is ever held twice.
+checkpoint's memory-mapped originals), so only that part is ever held twice (and the small parts of a vision
+tower that are cast for a whole pass: `vision_in_float32`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ def in_float32(*modules: nn.Module) -> Iterator[None]:
 def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
     """Each of `units` is in fp32 just for its forward (hooks); its own tensors are put back after it, so
     nothing is cast down again and only one unit's fp32 copy exists at a time."""
-    handles = []
+    handles, pending = [], []
     for unit in units:
         if _dtype(unit) == torch.float32:
             continue
         saved: list[dict] = []
+        pending.append(saved)
         handles.append(unit.register_forward_pre_hook(
             lambda module, args, saved=saved: saved.append(_to_float32(module)) and None))
         handles.append(unit.register_forward_hook(
@@ -44,6 +46,9 @@ def units_in_float32(units: Iterable[nn.Module]) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+        for saved in pending:  # a unit whose forward raised never reached its forward hook
+            while saved:
+                _restore(saved.pop())
 
 
 def decoder_units(model) -> list[nn.Module]:
