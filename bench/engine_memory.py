@@ -111,8 +111,10 @@ def decoder_run(session, embeds, past, start: int, positions: bool):
     binding.bind_cpu_input("attention_mask", np.ones((1, start + seq), dtype=np.int64))
     if positions:
         binding.bind_cpu_input("position_ids", np.arange(start, start + seq, dtype=np.int64)[None, :])
-    if "logits_to_keep" in {i.name for i in session.get_inputs()}:
-        binding.bind_cpu_input("logits_to_keep", np.ones(1, dtype=np.int64))  # as the engine runs it
+    from engine.bundle import LOGITS_TO_KEEP
+
+    if LOGITS_TO_KEEP in {i.name for i in session.get_inputs()}:
+        binding.bind_cpu_input(LOGITS_TO_KEEP, np.ones(1, dtype=np.int64))  # as the engine runs it
     names = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
     for name, value in zip(names, past):
         if isinstance(value, np.ndarray):

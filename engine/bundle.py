@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from dicom_node.durable import write_text_atomically
+
+# The decoder written from the weights takes it: logits of the last that many positions only (0: all of them),
+# as transformers' argument of that name. The traced and onnxruntime-genai layouts do not.
+LOGITS_TO_KEEP = "logits_to_keep"
 from engine.errors import BundleError
 
 FORMAT_VERSION = 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from engine.bundle import Architecture, GraphFiles
+from engine.bundle import LOGITS_TO_KEEP, Architecture, GraphFiles
 from engine.errors import BundleError
 from engine.providers import ProviderChoice, used_provider
 
@@ -18,9 +18,6 @@ log = logging.getLogger(__name__)
 VISION_INPUT, VISION_OUTPUT = "pixel_values", "image_features"
 EMBED_INPUT, EMBED_OUTPUT = "input_ids", "inputs_embeds"
 DECODER_INPUTS = ("inputs_embeds", "attention_mask")  # + position_ids in the optimum layout
-# In the decoder written from the weights (not the traced or onnxruntime-genai layouts): the head runs over
-# the last that many positions only (0: all of them), as transformers' argument of that name.
-LOGITS_TO_KEEP = "logits_to_keep"
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,8 @@ def test_a_decoder_it_cannot_write_is_traced_instead():
 @pytest.mark.parametrize("keep", [1, 3])
 def test_written_decoder_computes_the_head_over_the_last_positions_it_is_asked_for(tmp_path, keep):
     """`logits_to_keep` as transformers reads it: 0 every position, k the last k, with the same values."""
-    from training.export.decoder_graph import LOGITS_TO_KEEP, decoder_shape, write_decoder_graph
+    from engine.bundle import LOGITS_TO_KEEP
+    from training.export.decoder_graph import decoder_shape, write_decoder_graph
 
     model = tiny_llava(llama_with_biases_and_linear_rope())
     session = ort.InferenceSession(str(write_decoder_graph(model, tmp_path / "decoder.onnx")),

@@ -24,13 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.bundle import LOGITS_TO_KEEP
 from training.export.errors import ExportError
 from training.export.external_data import ExternalDataFile
 
 DECODER_GRAPH_OPSET = 18
 DECODER_IR_VERSION = 10  # read by every ONNX Runtime the engine supports
-# An input, not an overridable initializer with a default: ONNX Runtime's I/O binding cannot bind those.
-LOGITS_TO_KEEP = "logits_to_keep"
 BLOCK_BYTES = 64 << 20  # the largest fp32 piece of a weight held at once while writing it
 # rotary types whose frequencies do not depend on the sequence length (the others recompute them at run time)
 STATIC_ROPE_TYPES = ("default", "linear", "llama3")
@@ -256,6 +255,7 @@ class _Builder:
         0.34 TFLOP and a 445 MB buffer (vocabulary 151,936)."""
         from onnx import TensorProto, helper
 
+        # an input, not an overridable initializer with a default: ONNX Runtime's I/O binding cannot bind those
         self.graph_inputs.append(helper.make_tensor_value_info(LOGITS_TO_KEEP, TensorProto.INT64, [1]))
         start = self.node("Neg", [LOGITS_TO_KEEP])
         return self.node("Slice", [hidden, start, self.constant([np.iinfo(np.int64).max]), self.constant([1])])

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bundle import Architecture, GraphFiles
-from training.export.decoder_graph import LOGITS_TO_KEEP, layer_output
+from engine.bundle import LOGITS_TO_KEEP, Architecture, GraphFiles
+from training.export.decoder_graph import layer_output
 
 # A decoder graph larger than this (with its data) is checked a part at a time. Low, since ONNX Runtime on
 # CPU holds more than the file: fp16 weights are cast to fp32 beside the originals, fp32 ones pre-packed.
